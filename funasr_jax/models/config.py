@@ -1,0 +1,172 @@
+"""Typed, frozen hyper-parameter dataclasses for every model part, and the size presets.
+
+Field names follow FunASR's `config.yaml` (`audio_encoder_conf`, `audio_adaptor_conf`,
+`ctc_decoder_conf`) and Hugging Face's `Qwen3Config`, so a release config maps onto them 1:1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """SenseVoiceEncoderSmall (SAN-M) hyper-parameters (fun-asr-nano.md §3.1)."""
+
+    input_size: int = 560  # LFR feature dim (80 mel x 7 stacked frames)
+    output_size: int = 512  # d_model
+    attention_heads: int = 4
+    linear_units: int = 2048  # FFN width
+    num_blocks: int = 50  # encoders0 (1 layer) + encoders (num_blocks - 1 layers)
+    tp_blocks: int = 20
+    kernel_size: int = 11  # FSMN memory kernel (frames of 60 ms)
+    sanm_shift: int = 0
+    layer_norm_eps: float = 1e-5
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class AdaptorConfig:
+    """FunASR llm_asr `Transformer` adaptor (also the CTC decoder body), fun-asr-nano.md §4.
+
+    The block FFN width is `llm_dim // 4` whatever `ffn_dim` says (FunASR hard-codes it);
+    `ffn_dim` is the width of linear1 (encoder_dim*k -> ffn_dim -> llm_dim).
+    """
+
+    downsample_rate: int = 1
+    encoder_dim: int = 512
+    llm_dim: int = 1024
+    ffn_dim: int = 2048
+    n_layer: int = 2
+    attention_heads: int = 8
+    layer_norm_eps: float = 1e-12
+    dropout_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """LoRA on LLM projections. rank 0 = off. W' = W + (alpha / rank) * B @ A."""
+
+    rank: int = 0
+    alpha: float = 32.0
+    dropout: float = 0.05
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+
+
+@dataclass(frozen=True)
+class Qwen3Config:
+    """Qwen3 causal LM (Hugging Face `Qwen3Config` field names), fun-asr-nano.md §6.1."""
+
+    vocab_size: int = 151936
+    hidden_size: int = 1024
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 28
+    num_attention_heads: int = 16
+    num_key_value_heads: int = 8
+    head_dim: int = 128
+    rope_theta: float = 1_000_000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = True
+    max_position_embeddings: int = 40960
+    attention_dropout: float = 0.0
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass(frozen=True)
+class CTCConfig:
+    """CTC branch: a `Transformer` adaptor-style decoder on the encoder output + `ctc_lo`."""
+
+    enabled: bool = True
+    decoder: AdaptorConfig = field(
+        default_factory=lambda: AdaptorConfig(encoder_dim=512, llm_dim=512, ffn_dim=2048, n_layer=5)
+    )
+    vocab_size: int = 60515
+    blank_id: int = -1  # -1 = last index (vocab_size - 1), as in the release
+    detach_encoder: bool = True  # `detach_ctc_decoder: true` in the release config
+
+    @property
+    def blank(self) -> int:
+        return self.vocab_size - 1 if self.blank_id < 0 else self.blank_id
+
+
+@dataclass(frozen=True)
+class FunASRConfig:
+    """The whole Fun-ASR model.
+
+    dtype: compute dtype of matmuls ("float32" | "bfloat16"); params stay float32.
+    attention_impl: name passed to `kernels.attention.attention(implementation=...)`
+      (None = best available for the backend).
+    """
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    adaptor: AdaptorConfig = field(default_factory=AdaptorConfig)
+    llm: Qwen3Config = field(default_factory=Qwen3Config)
+    ctc: CTCConfig = field(default_factory=CTCConfig)
+    dtype: str = "float32"
+    attention_impl: str | None = None
+    remat: str = "none"  # "none" | "block" (jax.checkpoint around each transformer block)
+
+    def replace(self, **kw) -> "FunASRConfig":
+        return dataclasses.replace(self, **kw)
+
+
+def audio_token_count(lfr_frames):
+    """N = number of adaptor rows the LLM sees for T LFR frames (fun-asr-nano.md §4.3).
+
+    Works on Python ints, numpy and jax arrays. Equals ceil(T / 8) for T >= 1.
+    """
+    o1 = 1 + (lfr_frames - 3 + 2) // 2
+    o2 = 1 + (o1 - 3 + 2) // 2
+    return (o2 - 1) // 2 + 1
+
+
+def tiny_config(vocab_size: int = 512, ctc_vocab_size: int = 512, tie: bool = True) -> FunASRConfig:
+    """A structurally complete model small enough for CPU tests and the demo (~3M params)."""
+    return FunASRConfig(
+        encoder=EncoderConfig(
+            input_size=560, output_size=128, attention_heads=4, linear_units=256,
+            num_blocks=4, tp_blocks=2, kernel_size=11,
+        ),
+        adaptor=AdaptorConfig(encoder_dim=128, llm_dim=128, ffn_dim=256, n_layer=2, attention_heads=4),
+        llm=Qwen3Config(
+            vocab_size=vocab_size, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=32, rope_theta=10000.0,
+            tie_word_embeddings=tie, max_position_embeddings=2048,
+        ),
+        ctc=CTCConfig(
+            enabled=True,
+            decoder=AdaptorConfig(encoder_dim=128, llm_dim=128, ffn_dim=256, n_layer=2, attention_heads=4),
+            vocab_size=ctc_vocab_size,
+        ),
+    )
+
+
+def nano_config() -> FunASRConfig:
+    """Fun-ASR-Nano-2512 exactly (fun-asr-nano.md)."""
+    return FunASRConfig()
+
+
+def full_config() -> FunASRConfig:
+    """FunAudio-ASR class: ~0.7B SAN-M encoder + Qwen3-8B decoder (recipe.md, 'Model')."""
+    return FunASRConfig(
+        encoder=EncoderConfig(output_size=1024, attention_heads=8, linear_units=4096, num_blocks=50, tp_blocks=20),
+        adaptor=AdaptorConfig(encoder_dim=1024, llm_dim=4096, ffn_dim=4096, n_layer=2, attention_heads=16),
+        llm=Qwen3Config(
+            vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
+            num_attention_heads=32, num_key_value_heads=8, head_dim=128, rope_theta=1_000_000.0,
+            tie_word_embeddings=False,
+        ),
+        ctc=CTCConfig(decoder=AdaptorConfig(encoder_dim=1024, llm_dim=1024, ffn_dim=4096, n_layer=5, attention_heads=16)),
+    )
+
+
+PRESETS = {"tiny": tiny_config, "nano": nano_config, "full": full_config}
+
+
+def preset(name: str) -> FunASRConfig:
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}") from None

@@ -1,0 +1,1 @@
+from kernels.attention.api import attention  # noqa: F401
