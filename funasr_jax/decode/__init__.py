@@ -1,1 +1,18 @@
+"""Decoding: LLM greedy generation with a functional KV cache."""
 
+from funasr_jax.decode.generate import (
+    CausalDecoder,
+    DecodeState,
+    GenerateInputError,
+    decode_step,
+    generated_lengths,
+    greedy_generate,
+    left_pad,
+    prefill,
+    prompt_mask_positions,
+)
+
+__all__ = [
+    "CausalDecoder", "DecodeState", "GenerateInputError", "decode_step", "generated_lengths",
+    "greedy_generate", "left_pad", "prefill", "prompt_mask_positions",
+]

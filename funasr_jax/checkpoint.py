@@ -1,0 +1,156 @@
+"""Our on-disk model format (orbax) and loading from any source a user has.
+
+A *model checkpoint* is a directory:
+    funasr_jax.json   {"format": "funasr-jax", "version": 1, "model": <FunASRConfig dict>,
+                       "tokenizer": <path or null>, "ctc_tokenizer": <path or null>}
+    params/           orbax StandardCheckpointer tree (f32 or bf16 leaves)
+
+A *training run* directory (written by `train/`) holds `funasr_jax.json` too and
+`checkpoints/<step>/params`; `load_model` takes the newest step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from funasr_jax import configtools
+from funasr_jax.models.config import FunASRConfig
+
+META_FILE = "funasr_jax.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, incomplete or not one of ours; names the path."""
+
+
+@dataclass
+class LoadedModel:
+    cfg: FunASRConfig
+    params: dict
+    tokenizer_path: str | None = None
+    ctc_tokenizer_path: str | None = None
+    source: str = ""
+
+
+def write_meta(path, cfg: FunASRConfig, tokenizer_path=None, ctc_tokenizer_path=None, extra=None):
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    meta = {"format": "funasr-jax", "version": 1, "model": configtools.to_dict(cfg),
+            "tokenizer": _portable(tokenizer_path, path), "ctc_tokenizer": _portable(ctc_tokenizer_path, path)}
+    meta.update(extra or {})
+    (path / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+
+
+def _portable(p, base: Path):
+    """Store a tokenizer path relative to the checkpoint when it lives inside it."""
+    if p is None:
+        return None
+    p = Path(p).resolve()
+    try:
+        return str(p.relative_to(base.resolve()))
+    except ValueError:
+        return str(p)
+
+
+def read_meta(path) -> dict:
+    path = Path(path)
+    f = path / META_FILE
+    if not f.exists():
+        raise CheckpointError(f"{path}: not a funasr-jax checkpoint (no {META_FILE})")
+    try:
+        meta = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{f}: unreadable ({e})") from None
+    if meta.get("format") != "funasr-jax":
+        raise CheckpointError(f"{f}: unknown format {meta.get('format')!r}")
+    return meta
+
+
+def model_config_from_meta(meta: dict, path) -> FunASRConfig:
+    try:
+        return configtools.from_dict(FunASRConfig, meta["model"], "model")
+    except (KeyError, configtools.ConfigError) as e:
+        raise CheckpointError(f"{path}/{META_FILE}: bad model config: {e}") from None
+
+
+def save_params(path, params, cfg: FunASRConfig, tokenizer_path=None, ctc_tokenizer_path=None):
+    """Write a model checkpoint directory (see module docstring). Overwrites `params/`."""
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    write_meta(path, cfg, tokenizer_path, ctc_tokenizer_path)
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(path / "params", jax.tree_util.tree_map(np.asarray, params), force=True)
+    ckptr.wait_until_finished()
+
+
+def restore_params(params_dir, abstract=None):
+    """Restore an orbax params tree; `abstract` (ShapeDtypeStructs) checks shapes and dtypes."""
+    import orbax.checkpoint as ocp
+
+    params_dir = Path(params_dir).absolute()
+    if not params_dir.exists():
+        raise CheckpointError(f"{params_dir}: no such params directory")
+    ckptr = ocp.StandardCheckpointer()
+    if abstract is None:
+        return ckptr.restore(params_dir)
+    try:
+        return ckptr.restore(params_dir, abstract)
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{params_dir}: params do not match the model config: {e}") from None
+
+
+def latest_step_dir(run_dir) -> Path | None:
+    ck = Path(run_dir) / "checkpoints"
+    if not ck.is_dir():
+        return None
+    steps = sorted((int(p.name), p) for p in ck.iterdir() if p.name.isdigit() and (p / "params").exists())
+    return steps[-1][1] if steps else None
+
+
+def load_model(path, *, allow_missing_ctc: bool = True) -> LoadedModel:
+    """Load from a funasr-jax checkpoint, a training run dir, or a FunASR Fun-ASR-Nano directory."""
+    from funasr_jax.models.funasr import abstract_params
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint or model directory")
+    if (path / META_FILE).exists():
+        meta = read_meta(path)
+        cfg = model_config_from_meta(meta, path)
+        step = latest_step_dir(path)
+        params_dir = (step / "params") if step is not None else path / "params"
+        params = restore_params(params_dir, abstract_params(cfg))
+        tok = _resolve(meta.get("tokenizer"), path)
+        ctc_tok = _resolve(meta.get("ctc_tokenizer"), path)
+        return LoadedModel(cfg, params, tok, ctc_tok, str(params_dir))
+    if (path / "model.pt").exists() or (path / "config.yaml").exists():
+        from funasr_jax.convert import load_funasr_dir
+
+        cfg, params, _ = load_funasr_dir(path, allow_missing=("ctc",) if allow_missing_ctc else ())
+        qwen_dir = path / "Qwen3-0.6B"
+        tok = str(qwen_dir / "tokenizer.json") if (qwen_dir / "tokenizer.json").exists() else None
+        return LoadedModel(cfg, params, tok, None, str(path))
+    raise CheckpointError(f"{path}: neither a funasr-jax checkpoint ({META_FILE}) nor a FunASR model "
+                          "directory (config.yaml + model.pt)")
+
+
+def _resolve(p, base: Path):
+    if p is None:
+        return None
+    q = Path(p)
+    return str(q if q.is_absolute() else (base / q))
+
+
+def cast_tree(tree, dtype):
+    return jax.tree_util.tree_map(lambda x: np.asarray(x).astype(dtype), tree)
+
+
+def is_file_nonempty(p) -> bool:
+    return os.path.isfile(p) and os.path.getsize(p) > 0

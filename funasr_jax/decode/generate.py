@@ -1,0 +1,166 @@
+"""Greedy generation with a static-size functional KV cache, all under one `jax.jit`.
+
+Prompts are LEFT-padded embeddings [B, P, D] (use `left_pad` on right-padded ones): row b's
+prompt occupies slots P - len_b .. P - 1, so every row's last prompt token sits at slot P - 1 and
+generated token i (0-based) is fed at slot P + i for every row. RoPE positions are
+`cumsum(mask) - 1` over the prompt (pads get 1, as in FunASR's batch path and HF generate) and
+len_b + i for generated tokens. Pads are hidden from attention by `kv_mask` [B, S_max].
+
+The generator needs only a `CausalDecoder`-like object (duck-typed):
+  embed(params, ids [B, L]) -> [B, L, D]
+  forward(params, embeds [B, L, D], positions [B, L], cache, cache_index, kv_mask) -> (hidden, cache)
+  logits(params, hidden [B, D]) -> [B, V] f32
+  init_cache(batch, max_len) -> cache
+`CausalDecoder(Qwen3ForCausalLM(...))` provides them; for the full ASR model pass the LLM's
+params (e.g. `params['llm']`) and prompt embeddings with the audio rows already spliced in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class GenerateInputError(ValueError):
+    """Bad input to generation (names the argument)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CausalDecoder:
+    """Adapts a Linen causal LM (`Qwen3ForCausalLM` API) to the callables generation needs.
+
+    Hashable (a static argument of the jitted generator). `params` may be the bare param dict
+    or {'params': ...}.
+    """
+
+    module: nn.Module
+
+    @staticmethod
+    def _vars(params):
+        return params if set(params) == {"params"} else {"params": params}
+
+    def embed(self, params, ids):
+        return self.module.apply(self._vars(params), ids, method="embed")
+
+    def forward(self, params, embeds, positions, cache, cache_index, kv_mask):
+        return self.module.apply(self._vars(params), embeds, positions=positions, cache=cache,
+                                 cache_index=cache_index, kv_mask=kv_mask, return_hidden=True)
+
+    def logits(self, params, hidden):
+        return self.module.apply(self._vars(params), hidden, method="logits_from_hidden")
+
+    def init_cache(self, batch, max_len):
+        return self.module.init_cache(batch, max_len)
+
+
+class DecodeState(NamedTuple):
+    """Loop carry. tokens [B, N] (pad_id where not yet generated); step: index of the newest
+    token in `tokens` (it is fed next, at slot P + step, position lengths + step)."""
+
+    step: jax.Array
+    tokens: jax.Array
+    done: jax.Array  # [B] bool: row has emitted EOS
+    cache: Any
+    kv_mask: jax.Array  # [B, S_max]
+    prompt_lengths: jax.Array  # [B]
+
+
+def left_pad(embeds, lengths):
+    """Right-padded [B, L, D] (row b valid in [0, lengths[b])) -> left-padded [B, L, D]."""
+    b, l = embeds.shape[:2]
+    shift = l - jnp.asarray(lengths)
+    src = (jnp.arange(l)[None, :] - shift[:, None]) % l
+    valid = jnp.arange(l)[None, :] >= shift[:, None]
+    out = jnp.take_along_axis(embeds, src[..., None], axis=1)
+    return jnp.where(valid[..., None], out, jnp.zeros((), embeds.dtype))
+
+
+def prompt_mask_positions(prompt_lengths, p: int):
+    """Left-padding mask [B, P] (True on real tokens) and RoPE positions [B, P] (pads get 1)."""
+    mask = jnp.arange(p)[None, :] >= (p - jnp.asarray(prompt_lengths))[:, None]
+    pos = jnp.cumsum(mask, axis=1) - 1
+    return mask, jnp.where(mask, pos, 1).astype(jnp.int32)
+
+
+def prefill(decoder, params, prompt_embeds, prompt_lengths, *, max_new_tokens: int, pad_id: int,
+            eos_id: int) -> DecodeState:
+    """Run the prompt into a fresh cache of P + max_new_tokens slots; pick the first token."""
+    b, p, _ = prompt_embeds.shape
+    mask, positions = prompt_mask_positions(prompt_lengths, p)
+    kv_mask = jnp.concatenate([mask, jnp.ones((b, max_new_tokens), bool)], axis=1)
+    cache = decoder.init_cache(b, p + max_new_tokens)
+    hidden, cache = decoder.forward(params, prompt_embeds, positions, cache, 0, kv_mask)
+    first = jnp.argmax(decoder.logits(params, hidden[:, -1]), axis=-1).astype(jnp.int32)
+    tokens = jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
+    return DecodeState(jnp.zeros((), jnp.int32), tokens, first == eos_id, cache, kv_mask,
+                       jnp.asarray(prompt_lengths, jnp.int32))
+
+
+def decode_step(decoder, params, state: DecodeState, *, eos_id: int, pad_id: int) -> DecodeState:
+    """Feed tokens[:, step] and append the greedy next token (pad_id for finished rows)."""
+    b, n = state.tokens.shape
+    p = state.kv_mask.shape[1] - n
+    last = jax.lax.dynamic_slice_in_dim(state.tokens, state.step, 1, axis=1)  # [B, 1]
+    emb = decoder.embed(params, last)
+    positions = (state.prompt_lengths + state.step)[:, None]
+    hidden, cache = decoder.forward(params, emb, positions, state.cache, p + state.step, state.kv_mask)
+    nxt = jnp.argmax(decoder.logits(params, hidden[:, 0]), axis=-1).astype(jnp.int32)
+    nxt = jnp.where(state.done, pad_id, nxt)
+    tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, nxt[:, None], state.step + 1, axis=1)
+    return state._replace(step=state.step + 1, tokens=tokens, done=state.done | (nxt == eos_id),
+                          cache=cache)
+
+
+def generated_lengths(tokens, eos_id: int):
+    """Tokens per row up to and including the first EOS (N if none)."""
+    n = tokens.shape[1]
+    is_eos = tokens == eos_id
+    first = jnp.argmax(is_eos, axis=1)
+    return jnp.where(jnp.any(is_eos, axis=1), first + 1, n).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("decoder", "max_new_tokens", "eos_id", "pad_id"))
+def _greedy(decoder, params, prompt_embeds, prompt_lengths, *, max_new_tokens, eos_id, pad_id):
+    state = prefill(decoder, params, prompt_embeds, prompt_lengths, max_new_tokens=max_new_tokens,
+                    pad_id=pad_id, eos_id=eos_id)
+
+    def cond(s):
+        return (s.step < max_new_tokens - 1) & ~jnp.all(s.done)
+
+    state = jax.lax.while_loop(
+        cond, lambda s: decode_step(decoder, params, s, eos_id=eos_id, pad_id=pad_id), state)
+    return state.tokens, generated_lengths(state.tokens, eos_id)
+
+
+def greedy_generate(decoder, params, prompt_embeds, prompt_lengths, *, max_new_tokens: int,
+                    eos_id: int, pad_id: int):
+    """Greedy decoding of LEFT-padded prompt embeddings.
+
+    decoder: a `CausalDecoder` (a `Qwen3ForCausalLM` module is wrapped automatically).
+    prompt_embeds [B, P, D] left-padded; prompt_lengths [B] int (1 <= len <= P).
+    Returns (tokens [B, max_new_tokens] int32 — greedy tokens, the EOS included, pad_id after it,
+    matching HF `generate(do_sample=False)`'s new tokens; lengths [B] int32 — tokens up to and
+    including the first EOS, max_new_tokens if none). The loop stops once every row has emitted
+    EOS. Compiled once per (decoder, shapes, max_new_tokens, eos_id, pad_id).
+    """
+    if isinstance(decoder, nn.Module):
+        decoder = CausalDecoder(decoder)
+    if int(max_new_tokens) < 1:
+        raise GenerateInputError(f"greedy_generate: max_new_tokens must be >= 1, got {max_new_tokens}")
+    if prompt_embeds.ndim != 3:
+        raise GenerateInputError(f"greedy_generate: prompt_embeds must be [B, P, D], got {tuple(prompt_embeds.shape)}")
+    b, p, _ = prompt_embeds.shape
+    if tuple(jnp.shape(prompt_lengths)) != (b,):
+        raise GenerateInputError(f"greedy_generate: prompt_lengths must be [B] = ({b},), got {tuple(jnp.shape(prompt_lengths))}")
+    if not isinstance(prompt_lengths, jax.core.Tracer):
+        ln = np.asarray(prompt_lengths)
+        if ln.min() < 1 or ln.max() > p:
+            raise GenerateInputError(f"greedy_generate: prompt_lengths must lie in [1, P={p}], got {ln.tolist()}")
+    return _greedy(decoder, params, prompt_embeds, jnp.asarray(prompt_lengths, jnp.int32),
+                   max_new_tokens=int(max_new_tokens), eos_id=int(eos_id), pad_id=int(pad_id))

@@ -1,0 +1,131 @@
+"""The whole Fun-ASR model: SAN-M encoder -> adaptor -> audio rows spliced into Qwen3, + CTC branch.
+
+Top-level submodule names are the state-dict prefixes of the release (`audio_encoder`,
+`audio_adaptor`, `llm`, `ctc_decoder`, `ctc`), so `checkpoint_names` converts by name.
+
+Shapes: feats [B, T, 560] (LFR frames of 60 ms), feat_lengths [B]; input_ids/labels [B, L]
+(prompt tokens with N = ceil(T/8) placeholder rows at `audio_start`, fun-asr-nano.md §6.4).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from funasr_jax.models.adaptor import Transformer
+from funasr_jax.models.config import FunASRConfig
+from funasr_jax.models.ctc_head import CTCLo
+from funasr_jax.models.encoder import SenseVoiceEncoderSmall
+from funasr_jax.models.qwen3 import Qwen3ForCausalLM
+
+
+def splice_audio(token_embeds, audio_embeds, audio_start, audio_tokens):
+    """Overwrite prompt rows with adaptor output (FunASRNano.forward's fake-token splice).
+
+    token_embeds [B, L, D]; audio_embeds [B, T, D]; audio_start [B] (index of the first
+    placeholder); audio_tokens [B] (N rows to write, N <= T). Row l of utterance b takes
+    audio_embeds[b, l - audio_start[b]] when audio_start[b] <= l < audio_start[b] + N[b].
+    """
+    b, length, _ = token_embeds.shape
+    pos = jnp.arange(length)[None, :] - audio_start[:, None]  # [B, L]
+    inside = (pos >= 0) & (pos < audio_tokens[:, None])
+    src = jnp.clip(pos, 0, audio_embeds.shape[1] - 1)
+    gathered = jnp.take_along_axis(audio_embeds, src[:, :, None], axis=1)
+    return jnp.where(inside[:, :, None], gathered.astype(token_embeds.dtype), token_embeds)
+
+
+class FunASRNano(nn.Module):
+    """Fun-ASR(-Nano). Methods can be called separately through `apply(..., method=...)`."""
+
+    cfg: FunASRConfig
+
+    def setup(self):
+        cfg = self.cfg
+        dtype = jnp.dtype(cfg.dtype)
+        remat = cfg.remat == "block"
+        kw = dict(dtype=dtype, attention_impl=cfg.attention_impl, remat=remat)
+        self.audio_encoder = SenseVoiceEncoderSmall(cfg.encoder, **kw)
+        self.audio_adaptor = Transformer(cfg.adaptor, **kw)
+        self.llm = Qwen3ForCausalLM(cfg.llm, **kw)
+        if cfg.ctc.enabled:
+            self.ctc_decoder = Transformer(cfg.ctc.decoder, **kw)
+            self.ctc = CTCLo(cfg.ctc.vocab_size, dtype=dtype)
+
+    def encode(self, feats, feat_lengths, deterministic: bool = True):
+        """[B, T, 560] -> encoder output [B, T, D_enc] (f32), lengths [B]."""
+        return self.audio_encoder(feats, feat_lengths, deterministic=deterministic)
+
+    def adapt(self, enc, enc_lengths, deterministic: bool = True):
+        """Encoder output -> LLM-width audio rows [B, T', D_llm], lengths [B]."""
+        return self.audio_adaptor(enc, enc_lengths, deterministic=deterministic)
+
+    def ctc_logits(self, enc, enc_lengths, deterministic: bool = True):
+        """Encoder output -> CTC logits [B, T, V_ctc] (f32, unnormalized)."""
+        if self.cfg.ctc.detach_encoder:
+            enc = jax.lax.stop_gradient(enc)
+        h, _ = self.ctc_decoder(enc, enc_lengths, deterministic=deterministic)
+        return self.ctc(h)
+
+    def embed_prompt(self, input_ids, audio_embeds, audio_start, audio_tokens):
+        """Token ids [B, L] (placeholders 0 or negative) + audio rows -> LLM inputs [B, L, D]."""
+        ids = jnp.maximum(input_ids, 0)
+        return splice_audio(self.llm.embed(ids), audio_embeds, audio_start, audio_tokens)
+
+    def audio_embeds(self, feats, feat_lengths, deterministic: bool = True):
+        """feats -> (adaptor rows [B, T', D_llm], encoder output, encoder lengths)."""
+        enc, enc_lengths = self.encode(feats, feat_lengths, deterministic)
+        adapted, _ = self.adapt(enc, enc_lengths, deterministic)
+        return adapted, enc, enc_lengths
+
+    def __call__(self, feats, feat_lengths, input_ids, token_lengths, audio_start, audio_tokens,
+                 deterministic: bool = True, with_llm: bool = True, with_ctc: bool = True):
+        """Teacher-forced forward.
+
+        Returns a dict: `logits` [B, L, V] (f32; absent if not with_llm), `ctc_logits`
+        [B, T, V_ctc] (if the CTC branch is enabled and with_ctc), `enc_lengths` [B].
+        """
+        out = {}
+        enc, enc_lengths = self.encode(feats, feat_lengths, deterministic)
+        out["enc_lengths"] = enc_lengths
+        if with_llm:
+            adapted, _ = self.adapt(enc, enc_lengths, deterministic)
+            embeds = self.embed_prompt(input_ids, adapted, audio_start, audio_tokens)
+            logits, _ = self.llm(embeds, lengths=token_lengths, deterministic=deterministic)
+            out["logits"] = logits
+        if self.cfg.ctc.enabled and with_ctc:
+            out["ctc_logits"] = self.ctc_logits(enc, enc_lengths, deterministic)
+        return out
+
+
+def init_params(cfg: FunASRConfig, rng, batch: int = 1, frames: int = 16, tokens: int = 24):
+    """Random f32 params for `cfg` (a nested dict, without the 'params' wrapper)."""
+    model = FunASRNano(cfg)
+    args = dummy_inputs(cfg, batch, frames, tokens)
+    return model.init({"params": rng, "dropout": rng}, *args)["params"]
+
+
+def abstract_params(cfg: FunASRConfig):
+    """ShapeDtypeStruct tree of the params (no memory, no compute)."""
+    return jax.eval_shape(lambda r: init_params(cfg, r), jax.random.PRNGKey(0))
+
+
+def dummy_inputs(cfg: FunASRConfig, batch: int = 1, frames: int = 16, tokens: int = 24):
+    n = (frames + 7) // 8
+    return (
+        jnp.zeros((batch, frames, cfg.encoder.input_size), jnp.float32),
+        jnp.full((batch,), frames, jnp.int32),
+        jnp.zeros((batch, tokens), jnp.int32),
+        jnp.full((batch,), tokens, jnp.int32),
+        jnp.full((batch,), 2, jnp.int32),
+        jnp.full((batch,), n, jnp.int32),
+    )
+
+
+def count_params(tree) -> int:
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(tree)))
+
+
+def component_counts(params) -> dict[str, int]:
+    """Parameter count per top-level component (audio_encoder, audio_adaptor, llm, ...)."""
+    return {k: count_params(v) for k, v in params.items()}

@@ -1,0 +1,319 @@
+"""Qwen3 causal LM in Flax Linen (fun-asr-nano.md §6.1–6.2), with LoRA and a functional KV cache.
+
+Parameter paths mirror the Hugging Face state dict (`checkpoint_names` maps them):
+`model/embed_tokens/embedding` [V, D], `model/layers/{i}/self_attn/{q,k,v,o}_proj/kernel`,
+`model/layers/{i}/self_attn/{q,k}_norm/scale` [head_dim], `model/layers/{i}/mlp/{gate,up,down}_proj/kernel`,
+`model/layers/{i}/{input,post_attention}_layernorm/scale`, `model/norm/scale`, and `lm_head/kernel`
+[D, V] only when `tie_word_embeddings=False` (tied: logits = h @ embedding.T).
+
+Block: pre-RMSNorm; GQA attention with per-head RMSNorm on q and k *before* RoPE (HF rotate_half
+layout, theta from config), f32 softmax; SwiGLU MLP down(silu(gate(x)) * up(x)).
+
+Two attention paths:
+* no cache (training / scoring): right padding, `lengths` [B] masks keys, causal.
+* with cache (generation): k/v of the L new tokens are written at slot `cache_index` of a
+  static-size cache [B, S_max, Hkv, head_dim]; queries attend to slots s <= cache_index + t that
+  are also True in `kv_mask` [B, S_max] (left padding). A prefill at Python-int index 0
+  attends to the new k/v only (same result, cheaper).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from funasr_jax.models.config import Qwen3Config
+from funasr_jax.models.lora import LoRADense
+from kernels.attention.api import attention
+
+
+class Qwen3InputError(ValueError):
+    """Bad input to the Qwen3 model (names the tensor and the expected shape)."""
+
+
+# ----------------------------------------------------------------------------- small parts
+
+
+class RMSNorm(nn.Module):
+    """y = x / sqrt(mean(x^2) + eps) * scale over the last axis, in f32; returns `dtype`."""
+
+    eps: float = 1e-6
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+        xf = x.astype(jnp.float32)
+        y = xf * lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        return (y * scale).astype(self.dtype)
+
+
+def rope_cos_sin(positions, head_dim: int, theta: float):
+    """positions [B, L] int -> (cos, sin) [B, L, head_dim] f32, HF layout (freqs repeated twice)."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    freqs = positions.astype(jnp.float32)[..., None] * inv_freq
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rope(x, cos, sin):
+    """x [B, L, H, hd]; cos/sin [B, L, hd]. HF rotate_half (non-interleaved) rotation, f32 math."""
+    xf = x.astype(jnp.float32)
+    half = x.shape[-1] // 2
+    rot = jnp.concatenate([-xf[..., half:], xf[..., :half]], axis=-1)
+    return (xf * cos[:, :, None, :] + rot * sin[:, :, None, :]).astype(x.dtype)
+
+
+def _proj(cfg: Qwen3Config, name: str, features: int, dtype) -> LoRADense:
+    lc = cfg.lora
+    rank = lc.rank if (lc.rank > 0 and name in lc.targets) else 0
+    return LoRADense(features, rank=rank, alpha=lc.alpha, dropout_rate=lc.dropout, dtype=dtype, name=name)
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+class Qwen3Attention(nn.Module):
+    cfg: Qwen3Config
+    dtype: Any = jnp.float32
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, x, positions, lengths, cache, cache_index, kv_mask, attend_cache: bool,
+                 deterministic: bool):
+        cfg = self.cfg
+        b, l, _ = x.shape
+        hq, hkv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        q = _proj(cfg, "q_proj", hq * hd, self.dtype)(x, deterministic).reshape(b, l, hq, hd)
+        k = _proj(cfg, "k_proj", hkv * hd, self.dtype)(x, deterministic).reshape(b, l, hkv, hd)
+        v = _proj(cfg, "v_proj", hkv * hd, self.dtype)(x, deterministic).reshape(b, l, hkv, hd)
+        q = RMSNorm(cfg.rms_norm_eps, self.dtype, name="q_norm")(q)
+        k = RMSNorm(cfg.rms_norm_eps, self.dtype, name="k_norm")(k)
+        cos, sin = rope_cos_sin(positions, hd, cfg.rope_theta)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+
+        new_cache = None
+        if cache is None:
+            out = attention(q, k, v, kv_lengths=lengths, causal=True, implementation=self.attention_impl)
+        else:
+            ck, cv = cache["k"], cache["v"]
+            idx = jnp.asarray(cache_index, jnp.int32)
+            zero = jnp.zeros((), jnp.int32)
+            ck = lax.dynamic_update_slice(ck, k.astype(ck.dtype), (zero, idx, zero, zero))
+            cv = lax.dynamic_update_slice(cv, v.astype(cv.dtype), (zero, idx, zero, zero))
+            new_cache = {"k": ck, "v": cv}
+            s_max = ck.shape[1]
+            kvm = jnp.ones((b, s_max), bool) if kv_mask is None else kv_mask.astype(bool)
+            if attend_cache:
+                slot = jnp.arange(s_max)[None, None, :]
+                mask = (slot <= idx + jnp.arange(l)[None, :, None]) & kvm[:, None, :]
+                # Cast cached k/v to the query dtype (bf16 cache with f32 compute must not mismatch).
+                out = attention(q, ck.astype(q.dtype), cv.astype(q.dtype), mask=mask,
+                                implementation=self.attention_impl)
+            else:  # prefill at slot 0: the cache holds nothing but these L tokens
+                mask = jnp.broadcast_to(kvm[:, None, :l], (b, l, l))
+                out = attention(q, k, v, causal=True, mask=mask, implementation=self.attention_impl)
+        out = out.reshape(b, l, hq * hd)
+        return _proj(cfg, "o_proj", cfg.hidden_size, self.dtype)(out, deterministic), new_cache
+
+
+class Qwen3MLP(nn.Module):
+    cfg: Qwen3Config
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool = True):
+        cfg = self.cfg
+        g = _proj(cfg, "gate_proj", cfg.intermediate_size, self.dtype)(x, deterministic)
+        u = _proj(cfg, "up_proj", cfg.intermediate_size, self.dtype)(x, deterministic)
+        return _proj(cfg, "down_proj", cfg.hidden_size, self.dtype)(nn.silu(g) * u, deterministic)
+
+
+class Qwen3DecoderLayer(nn.Module):
+    cfg: Qwen3Config
+    dtype: Any = jnp.float32
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, h, positions, lengths, cache, cache_index, kv_mask, attend_cache: bool,
+                 deterministic: bool):
+        cfg = self.cfg
+        a, new_cache = Qwen3Attention(cfg, self.dtype, self.attention_impl, name="self_attn")(
+            RMSNorm(cfg.rms_norm_eps, self.dtype, name="input_layernorm")(h),
+            positions, lengths, cache, cache_index, kv_mask, attend_cache, deterministic)
+        h = h + a
+        m = Qwen3MLP(cfg, self.dtype, name="mlp")(
+            RMSNorm(cfg.rms_norm_eps, self.dtype, name="post_attention_layernorm")(h), deterministic)
+        return h + m, new_cache
+
+
+class Qwen3Layers(nn.Module):
+    """Container whose children are named "0", "1", ... (HF `model.layers.{i}`)."""
+
+    cfg: Qwen3Config
+    dtype: Any = jnp.float32
+    attention_impl: str | None = None
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, h, positions, lengths, cache, cache_index, kv_mask, attend_cache: bool,
+                 deterministic: bool):
+        # self=0, h=1, ..., attend_cache=7, deterministic=8 (nn.remat counts self).
+        layer_cls = nn.remat(Qwen3DecoderLayer, static_argnums=(7, 8)) if self.remat else Qwen3DecoderLayer
+        new_cache = []
+        for i in range(self.cfg.num_hidden_layers):
+            h, c = layer_cls(self.cfg, self.dtype, self.attention_impl, name=str(i))(
+                h, positions, lengths, None if cache is None else cache[i], cache_index, kv_mask,
+                attend_cache, deterministic)
+            new_cache.append(c)
+        return h, (None if cache is None else tuple(new_cache))
+
+
+class Qwen3Model(nn.Module):
+    """HF `model.*`: embeddings, decoder layers, final norm."""
+
+    cfg: Qwen3Config
+    dtype: Any = jnp.float32
+    attention_impl: str | None = None
+    remat: bool = False
+
+    def setup(self):
+        cfg = self.cfg
+        self.embed_tokens = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype,
+                                     param_dtype=jnp.float32,
+                                     embedding_init=nn.initializers.normal(stddev=0.02))
+        self.layers = Qwen3Layers(cfg, self.dtype, self.attention_impl, self.remat)
+        self.norm = RMSNorm(cfg.rms_norm_eps, self.dtype)
+
+    def embed(self, input_ids):
+        return self.embed_tokens(input_ids)
+
+    def __call__(self, inputs_embeds, positions, lengths, cache, cache_index, kv_mask, attend_cache,
+                 deterministic):
+        h, new_cache = self.layers(inputs_embeds.astype(self.dtype), positions, lengths, cache,
+                                   cache_index, kv_mask, attend_cache, deterministic)
+        return self.norm(h), new_cache
+
+
+# ----------------------------------------------------------------------------- causal LM
+
+
+def init_cache(cfg: Qwen3Config, batch: int, max_len: int, dtype=jnp.float32):
+    """Zero KV cache: a tuple (one per layer) of {'k', 'v'} arrays [batch, max_len, Hkv, head_dim]."""
+    shape = (batch, max_len, cfg.num_key_value_heads, cfg.head_dim)
+    return tuple({"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+                 for _ in range(cfg.num_hidden_layers))
+
+
+class Qwen3ForCausalLM(nn.Module):
+    """Qwen3 causal LM. Params f32; matmul inputs in `dtype`; logits f32.
+
+    Methods (use with `module.apply({'params': p}, ..., method=...)`, or from a parent module):
+      embed(input_ids [B, L] int) -> [B, L, D] (dtype)
+      __call__(inputs_embeds [B, L, D], *, positions, lengths, cache, cache_index, kv_mask,
+               deterministic, return_hidden) -> (logits [B, L, V] f32 | hidden [B, L, D], new_cache)
+      logits_from_hidden(h [..., D]) -> [..., V] f32
+      init_cache(batch, max_len, dtype=None) -> cache (needs no params; callable unbound)
+    """
+
+    cfg: Qwen3Config
+    dtype: Any = jnp.float32
+    attention_impl: str | None = None
+    remat: bool = False
+
+    def setup(self):
+        self.model = Qwen3Model(self.cfg, self.dtype, self.attention_impl, self.remat)
+        if not self.cfg.tie_word_embeddings:
+            self.lm_head = nn.Dense(self.cfg.vocab_size, use_bias=False, dtype=self.dtype,
+                                    param_dtype=jnp.float32,
+                                    kernel_init=nn.initializers.normal(stddev=0.02))
+
+    def embed(self, input_ids):
+        """input_ids [B, L] int -> [B, L, D] in `dtype`."""
+        return self.model.embed(input_ids)
+
+    def logits_from_hidden(self, h):
+        """Final-normed hidden [..., D] -> logits [..., V] f32 (tied: h @ embedding.T)."""
+        if self.cfg.tie_word_embeddings:
+            w = self.model.embed_tokens.embedding.astype(self.dtype)
+            return jnp.einsum("...d,vd->...v", h.astype(self.dtype), w, preferred_element_type=jnp.float32)
+        return self.lm_head(h.astype(self.dtype)).astype(jnp.float32)
+
+    def init_cache(self, batch: int, max_len: int, dtype=None):
+        """Zero KV cache for `batch` rows of `max_len` slots (default dtype: the compute dtype)."""
+        return init_cache(self.cfg, batch, max_len, self.dtype if dtype is None else dtype)
+
+    def __call__(self, inputs_embeds, *, positions=None, lengths=None, cache=None, cache_index=None,
+                 kv_mask=None, deterministic: bool = True, return_hidden: bool = False):
+        """Forward pass.
+
+        inputs_embeds [B, L, D]; positions [B, L] int (RoPE positions; default arange(L)).
+        Without cache: `lengths` [B] (right padding) masks keys at or past lengths[b]; causal.
+        With cache (from `init_cache`): k/v are written at slot `cache_index` (int or traced int32
+          scalar) and queries attend over the cache to slots <= cache_index + t and True in
+          `kv_mask` [B, S_max] (left padding: False on pad slots). `lengths` must be None.
+        Returns (logits [B, L, V] f32, new_cache) — or (final-normed hidden [B, L, D], new_cache)
+        with `return_hidden=True`. new_cache is None without a cache.
+        """
+        self._check(inputs_embeds, positions, lengths, cache, cache_index, kv_mask)
+        b, l, _ = inputs_embeds.shape
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32)[None], (b, l))
+        # A prefill into slot 0 (static) only needs the fresh k/v; otherwise read the cache.
+        attend_cache = cache is not None and not (isinstance(cache_index, int) and cache_index == 0)
+        h, new_cache = self.model(inputs_embeds, positions, lengths, cache, cache_index, kv_mask,
+                                  attend_cache, deterministic)
+        if return_hidden:
+            return h, new_cache
+        return self.logits_from_hidden(h), new_cache
+
+    def _check(self, x, positions, lengths, cache, cache_index, kv_mask):
+        cfg = self.cfg
+        if x.ndim != 3 or x.shape[-1] != cfg.hidden_size:
+            raise Qwen3InputError(
+                f"Qwen3ForCausalLM: inputs_embeds must be [B, L, {cfg.hidden_size}], got {tuple(x.shape)}")
+        b, l, _ = x.shape
+        if positions is not None and tuple(positions.shape) != (b, l):
+            raise Qwen3InputError(f"Qwen3ForCausalLM: positions must be [B, L] = {(b, l)}, got {tuple(positions.shape)}")
+        if lengths is not None and tuple(jnp.shape(lengths)) != (b,):
+            raise Qwen3InputError(f"Qwen3ForCausalLM: lengths must be [B] = ({b},), got {tuple(jnp.shape(lengths))}")
+        if cache is None:
+            if cache_index is not None or kv_mask is not None:
+                raise Qwen3InputError("Qwen3ForCausalLM: cache_index / kv_mask given without a cache")
+            return
+        if lengths is not None:
+            raise Qwen3InputError("Qwen3ForCausalLM: with a cache, mask padding with kv_mask, not lengths")
+        if cache_index is None:
+            raise Qwen3InputError("Qwen3ForCausalLM: a cache needs cache_index (slot of the first new token)")
+        if len(cache) != cfg.num_hidden_layers:
+            raise Qwen3InputError(
+                f"Qwen3ForCausalLM: cache has {len(cache)} layers, model has {cfg.num_hidden_layers}")
+        want = (b, cfg.num_key_value_heads, cfg.head_dim)
+        ks = tuple(cache[0]["k"].shape)
+        if len(ks) != 4 or (ks[0], ks[2], ks[3]) != want:
+            raise Qwen3InputError(
+                f"Qwen3ForCausalLM: cache k must be [B, S_max, Hkv, head_dim] with B, Hkv, head_dim = {want}, got {ks}")
+        if kv_mask is not None and tuple(kv_mask.shape) != (b, ks[1]):
+            raise Qwen3InputError(f"Qwen3ForCausalLM: kv_mask must be [B, S_max] = {(b, ks[1])}, got {tuple(kv_mask.shape)}")
+        if isinstance(cache_index, int) and cache_index + l > ks[1]:
+            raise Qwen3InputError(
+                f"Qwen3ForCausalLM: cache_index {cache_index} + {l} new tokens exceeds the cache size {ks[1]}")
+
+
+def causal_lm_loss(logits, labels, ignore_index: int = -100):
+    """HF causal-LM loss: logits [B, L, V] predict labels shifted by one; mean over kept tokens.
+
+    labels [B, L] int, `ignore_index` entries skipped. Returns (mean loss f32, number of kept tokens).
+    With no kept token the mean is 0 (HF gives NaN).
+    """
+    lg = logits[:, :-1].astype(jnp.float32)
+    tgt = labels[:, 1:]
+    keep = tgt != ignore_index
+    logp = jax.nn.log_softmax(lg, axis=-1)
+    nll = -jnp.take_along_axis(logp, jnp.where(keep, tgt, 0)[..., None], axis=-1)[..., 0]
+    n = jnp.sum(keep)
+    return jnp.sum(jnp.where(keep, nll, 0.0)) / jnp.maximum(n, 1), n
