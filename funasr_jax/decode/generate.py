@@ -158,8 +158,11 @@ def greedy_generate(decoder, params, prompt_embeds, prompt_lengths, *, max_new_t
     b, p, _ = prompt_embeds.shape
     if tuple(jnp.shape(prompt_lengths)) != (b,):
         raise GenerateInputError(f"greedy_generate: prompt_lengths must be [B] = ({b},), got {tuple(jnp.shape(prompt_lengths))}")
-    if not isinstance(prompt_lengths, jax.core.Tracer):
+    try:  # checkable only outside a trace
         ln = np.asarray(prompt_lengths)
+    except jax.errors.TracerArrayConversionError:
+        ln = None
+    if ln is not None:
         if ln.min() < 1 or ln.max() > p:
             raise GenerateInputError(f"greedy_generate: prompt_lengths must lie in [1, P={p}], got {ln.tolist()}")
     return _greedy(decoder, params, prompt_embeds, jnp.asarray(prompt_lengths, jnp.int32),

@@ -107,16 +107,19 @@ class Qwen3Attention(nn.Module):
             cv = lax.dynamic_update_slice(cv, v.astype(cv.dtype), (zero, idx, zero, zero))
             new_cache = {"k": ck, "v": cv}
             s_max = ck.shape[1]
+            # Explicit masks are served by the XLA kernel; asking for it avoids a fallback warning.
+            impl = self.attention_impl or "xla"
             kvm = jnp.ones((b, s_max), bool) if kv_mask is None else kv_mask.astype(bool)
             if attend_cache:
                 slot = jnp.arange(s_max)[None, None, :]
                 mask = (slot <= idx + jnp.arange(l)[None, :, None]) & kvm[:, None, :]
                 # Cast cached k/v to the query dtype (bf16 cache with f32 compute must not mismatch).
-                out = attention(q, ck.astype(q.dtype), cv.astype(q.dtype), mask=mask,
-                                implementation=self.attention_impl)
+                out = attention(q, ck.astype(q.dtype), cv.astype(q.dtype), mask=mask, implementation=impl)
+            elif kv_mask is None:  # prefill at slot 0 without padding: plain causal attention
+                out = attention(q, k, v, causal=True, implementation=self.attention_impl)
             else:  # prefill at slot 0: the cache holds nothing but these L tokens
                 mask = jnp.broadcast_to(kvm[:, None, :l], (b, l, l))
-                out = attention(q, k, v, causal=True, mask=mask, implementation=self.attention_impl)
+                out = attention(q, k, v, causal=True, mask=mask, implementation=impl)
         out = out.reshape(b, l, hq * hd)
         return _proj(cfg, "o_proj", cfg.hidden_size, self.dtype)(out, deterministic), new_cache
 
@@ -261,6 +264,8 @@ class Qwen3ForCausalLM(nn.Module):
         """
         self._check(inputs_embeds, positions, lengths, cache, cache_index, kv_mask)
         b, l, _ = inputs_embeds.shape
+        if self.is_initializing() and not self.cfg.tie_word_embeddings:
+            self.model.embed(jnp.zeros((1, 1), jnp.int32))  # create embed_tokens (unused here)
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32)[None], (b, l))
         # A prefill into slot 0 (static) only needs the fresh k/v; otherwise read the cache.

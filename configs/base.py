@@ -1,0 +1,160 @@
+"""The training config tree shared by every stage (`configs/<stage>.py` returns one).
+
+Everything is a frozen dataclass; `train.main` applies `--preset` and `--set a.b=v` and then
+`validate()`s the whole tree before anything compiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from funasr_jax.configtools import ConfigError
+from funasr_jax.data.pipeline import DataConfig
+from funasr_jax.models.config import FunASRConfig, LoraConfig, preset
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "data" / "demo"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-4
+    schedule: str = "cosine"  # cosine | linear | constant | inverse_sqrt (FunASR warmuplr)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    b1: float = 0.9
+    b2: float = 0.98
+    eps: float = 1e-8
+    grad_clip: float = 5.0
+    accum_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
+
+    def validate(self):
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if self.schedule not in ("cosine", "linear", "constant", "inverse_sqrt"):
+            raise ConfigError(f"optim.schedule: unknown schedule {self.schedule!r}")
+        if self.accum_steps < 1:
+            raise ConfigError(f"optim.accum_steps must be >= 1, got {self.accum_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """What a stage trains and with which losses (funaudio-asr-recipe.md, SFT table).
+
+    trainable: param path prefixes; "llm:lora" = only the LoRA adapters of the LLM.
+    """
+
+    name: str = "sft"
+    trainable: tuple[str, ...] = ("audio_adaptor",)
+    llm_weight: float = 1.0  # weight of the LLM cross-entropy (0 skips the LLM forward)
+    ctc_weight: float = 0.0  # weight of the CTC loss on the CTC head
+    lora: LoraConfig | None = None  # set to inject LoRA adapters into the LLM for this stage
+
+    def validate(self):
+        if not self.trainable:
+            raise ConfigError("stage.trainable is empty: nothing would be trained")
+        if self.llm_weight < 0 or self.ctc_weight < 0 or self.llm_weight + self.ctc_weight == 0:
+            raise ConfigError("stage.llm_weight and stage.ctc_weight must be >= 0 and not both 0")
+        known = ("audio_encoder", "audio_adaptor", "llm", "ctc_decoder", "ctc", "*")
+        for p in self.trainable:
+            if p.split("/")[0].split(":")[0] not in known:
+                raise ConfigError(f"stage.trainable: {p!r} names no model part (one of {known})")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out_dir: str = "runs/sft"
+    steps: int = 1000
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 0  # 0 = only at the end
+    save_every: int = 500
+    keep: int = 3  # checkpoints kept
+    init_from: str | None = None  # previous stage's run dir / checkpoint / Fun-ASR model dir
+    eval_max_utts: int = 0  # 0 = whole dev set
+    decode_max_tokens: int = 64
+    progress: bool = True
+    resume: bool = True  # continue from out_dir's newest checkpoint if there is one
+
+    def validate(self):
+        if self.steps < 1:
+            raise ConfigError(f"run.steps must be >= 1, got {self.steps}")
+        if self.keep < 1:
+            raise ConfigError(f"run.keep must be >= 1, got {self.keep}")
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    preset: str = "auto"  # see sharding.mesh presets; auto = all devices on the data axis
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "tiny"
+    model: FunASRConfig = field(default_factory=FunASRConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+
+    def validate(self):
+        for part in (self.data, self.optim, self.stage, self.run):
+            v = getattr(part, "validate", None)
+            if v:
+                try:
+                    v()
+                except ConfigError:
+                    raise
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
+        if self.stage.ctc_weight > 0 and not self.model.ctc.enabled:
+            raise ConfigError("stage.ctc_weight > 0 but model.ctc.enabled is false")
+        if any(p.endswith(":lora") for p in self.stage.trainable) and self.model.llm.lora.rank <= 0:
+            raise ConfigError("stage.trainable uses 'llm:lora' but model.llm.lora.rank is 0")
+        return self
+
+
+def demo_data(**kw) -> DataConfig:
+    """The bundled demo corpus with the tiny sentencepiece vocabulary."""
+    base = dict(
+        train_files=(str(DEMO / "train.jsonl"),), dev_files=(str(DEMO / "dev.jsonl"),),
+        test_files=(str(DEMO / "test.jsonl"),), tokenizer=str(DEMO / "tokenizer.model"),
+        ctc_tokenizer=str(DEMO / "tokenizer.model"), noise_dir=str(DEMO / "noise"),
+    )
+    base.update(kw)
+    return DataConfig(**base)
+
+
+def model_for_preset(name: str, data: DataConfig) -> FunASRConfig:
+    """Model config for a preset; the tiny preset sizes its vocabularies from the tokenizer."""
+    cfg = preset(name)
+    if name == "tiny" and data.tokenizer:
+        from funasr_jax.tokenizer import load_tokenizer
+
+        try:
+            vocab = load_tokenizer(data.tokenizer).vocab_size
+        except (OSError, ValueError):
+            return cfg
+        cfg = cfg.replace(llm=dataclasses.replace(cfg.llm, vocab_size=vocab),
+                          ctc=dataclasses.replace(cfg.ctc, vocab_size=vocab + 1))
+    return cfg
+
+
+def with_stage_lora(model: FunASRConfig, stage: StageConfig) -> FunASRConfig:
+    if stage.lora is None:
+        return model
+    return model.replace(llm=dataclasses.replace(model.llm, lora=stage.lora))
+
+
+def make_config(preset_name: str, stage: StageConfig, optim: OptimConfig | None = None,
+                run: RunConfig | None = None, data: DataConfig | None = None) -> TrainConfig:
+    data = data or demo_data()
+    model = with_stage_lora(model_for_preset(preset_name, data), stage)
+    return TrainConfig(preset=preset_name, model=model, data=data, optim=optim or OptimConfig(),
+                       stage=stage, run=run or RunConfig(out_dir=f"runs/{stage.name}"))

@@ -1,0 +1,16 @@
+"""Joint SFT of every part (encoder, adaptor, whole LLM) with an auxiliary CTC loss.
+
+For models whose LLM starts untrained (the tiny demo): stages 1-4 assume a pre-trained LLM, so
+the demo trains the LLM fully here instead of through LoRA.
+"""
+
+from configs.base import OptimConfig, RunConfig, StageConfig, make_config
+
+
+def get_config(preset: str = "tiny"):
+    return make_config(
+        preset,
+        StageConfig(name="sft_full", trainable=("*",), llm_weight=1.0, ctc_weight=0.3),
+        OptimConfig(lr=1e-3 if preset == "tiny" else 5e-5, warmup_steps=100),
+        RunConfig(out_dir="runs/sft_full", steps=1000),
+    )

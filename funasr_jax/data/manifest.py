@@ -1,0 +1,252 @@
+"""FunASR ChatML JSONL manifests -> a list of `Example` records.
+
+One JSON object per line (fun-asr-nano.md §6.3, §6.6; FunASR `docs/finetune.md`)::
+
+    {"key": "utt1",
+     "messages": [{"role": "system", "content": "You are a helpful assistant."},
+                  {"role": "user", "content": "语音转写：<|startofspeech|>!wav/utt1.wav<|endofspeech|>"},
+                  {"role": "assistant", "content": "transcript"}],
+     "speech_length": 560, "text_length": 12,
+     "language": "zh", "hotwords": ["..."], "subset": "demo"}
+
+`speech_length` counts 10 ms fbank frames (used only for length bucketing), `text_length`
+counts LLM tokens. Only single-turn lines (one user + one assistant message, optional system)
+are supported. Relative audio paths are resolved against the folder of the JSONL file.
+
+Every problem raises `ManifestError` whose message starts with `file:line:` and names the
+field; `read_manifests(..., on_error="skip")` logs one warning per bad line instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+__all__ = [
+    "DEFAULT_SYSTEM",
+    "LANGUAGES",
+    "SPEECH_BEGIN",
+    "SPEECH_END",
+    "Example",
+    "ManifestError",
+    "ManifestStats",
+    "parse_line",
+    "read_manifest",
+    "read_manifests",
+]
+
+log = logging.getLogger(__name__)
+
+SPEECH_BEGIN = "<|startofspeech|>"
+SPEECH_END = "<|endofspeech|>"
+DEFAULT_SYSTEM = "You are a helpful assistant."
+# 'cs' marks zh/en code-switching data.
+LANGUAGES = ("zh", "en", "cs")
+
+_SPEECH_RE = re.compile(re.escape(SPEECH_BEGIN) + r"(.*?)" + re.escape(SPEECH_END), re.S)
+
+
+class ManifestError(ValueError):
+    """A manifest line is unusable; the message names `file:line` and the field."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One utterance of a manifest.
+
+    speech_length: 10 ms fbank frames (from the manifest; used for bucketing only).
+    text_length: LLM tokens of the target per the manifest (0 if absent; informational).
+    source / line: the JSONL file and its 1-based line number (for error messages).
+    """
+
+    key: str
+    audio_path: str
+    system: str
+    instruction: str
+    target: str
+    language: str | None
+    hotwords: tuple[str, ...]
+    subset: str | None
+    speech_length: int
+    source: str
+    line: int
+    text_length: int = 0
+
+    @property
+    def where(self) -> str:
+        """`file:line` of this example's manifest line."""
+        return f"{self.source}:{self.line}"
+
+
+@dataclass
+class ManifestStats:
+    """Counts from `read_manifests` (filled in when passed as `stats=`)."""
+
+    lines: int = 0
+    examples: int = 0
+    skipped: int = 0
+    errors: list[str] = dataclasses.field(default_factory=list)
+
+
+def _fail(where: str, msg: str) -> ManifestError:
+    return ManifestError(f"{where}: {msg}")
+
+
+def _int_field(obj: dict, name: str, where: str, *, required: bool) -> int:
+    if name not in obj:
+        if required:
+            raise _fail(where, f"missing field '{name}'")
+        return 0
+    v = obj[name]
+    # FunASR also writes these as one-element lists.
+    if isinstance(v, list) and len(v) == 1:
+        v = v[0]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
+        raise _fail(where, f"field '{name}' must be an integer, got {type(v).__name__} {v!r}")
+    v = int(v)
+    if v < 0:
+        raise _fail(where, f"field '{name}' must be >= 0, got {v}")
+    return v
+
+
+def _split_user(content: str, where: str) -> tuple[str, str]:
+    """user content -> (instruction, audio path as written)."""
+    matches = list(_SPEECH_RE.finditer(content))
+    if not matches:
+        raise _fail(where, f"field 'messages[user].content' has no {SPEECH_BEGIN}!path{SPEECH_END} speech marker")
+    if len(matches) > 1:
+        raise _fail(where, f"field 'messages[user].content' has {len(matches)} speech markers; only one is supported")
+    m = matches[0]
+    if content[m.end():].strip():
+        raise _fail(where, f"field 'messages[user].content' has text after {SPEECH_END}; "
+                           "the instruction must precede the audio")
+    ref = m.group(1)
+    if not ref.startswith("!") or len(ref) < 2:
+        raise _fail(where, f"field 'messages[user].content': speech marker must hold '!<audio path>', got {ref!r}")
+    return content[: m.start()], ref[1:]
+
+
+def parse_line(text: str, source: str, line: int) -> Example | None:
+    """Parses one JSONL line. Returns None for a blank line; raises ManifestError."""
+    where = f"{source}:{line}"
+    if not text.strip():
+        return None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _fail(where, f"invalid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise _fail(where, f"line must be a JSON object, got {type(obj).__name__}")
+
+    msgs = obj.get("messages")
+    if msgs is None:
+        raise _fail(where, "missing field 'messages'")
+    if not isinstance(msgs, list):
+        raise _fail(where, f"field 'messages' must be a list, got {type(msgs).__name__}")
+    by_role: dict[str, list[str]] = {"system": [], "user": [], "assistant": []}
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            raise _fail(where, f"field 'messages[{i}]' must be an object, got {type(m).__name__}")
+        role, content = m.get("role"), m.get("content")
+        if role not in by_role:
+            raise _fail(where, f"field 'messages[{i}].role' must be one of system/user/assistant, got {role!r}")
+        if not isinstance(content, str):
+            raise _fail(where, f"field 'messages[{i}].content' must be a string, got {type(content).__name__}")
+        by_role[role].append(content)
+    for role in ("user", "assistant"):
+        if len(by_role[role]) != 1:
+            raise _fail(where, f"field 'messages' needs exactly one '{role}' message, found {len(by_role[role])}"
+                               " (multi-turn lines are not supported)")
+    if len(by_role["system"]) > 1:
+        raise _fail(where, f"field 'messages' has {len(by_role['system'])} 'system' messages; at most one allowed")
+    system = by_role["system"][0] if by_role["system"] else DEFAULT_SYSTEM
+    instruction, path = _split_user(by_role["user"][0], where)
+
+    key = obj.get("key", f"{os.path.basename(source)}:{line}")
+    if isinstance(key, list) and len(key) == 1:
+        key = key[0]
+    if isinstance(key, bool) or not isinstance(key, (str, int)):
+        raise _fail(where, f"field 'key' must be a string, got {type(key).__name__}")
+    speech_length = _int_field(obj, "speech_length", where, required=True)
+    text_length = _int_field(obj, "text_length", where, required=False)
+
+    language = obj.get("language")
+    if language is not None:
+        if not isinstance(language, str):
+            raise _fail(where, f"field 'language' must be a string, got {type(language).__name__}")
+        if language not in LANGUAGES:
+            raise _fail(where, f"field 'language' has unknown value {language!r} (expected one of {LANGUAGES})")
+    hotwords = obj.get("hotwords", [])
+    if hotwords is None:
+        hotwords = []
+    if not isinstance(hotwords, list) or not all(isinstance(h, str) for h in hotwords):
+        raise _fail(where, "field 'hotwords' must be a list of strings")
+    subset = obj.get("subset")
+    if subset is not None and not isinstance(subset, str):
+        raise _fail(where, f"field 'subset' must be a string, got {type(subset).__name__}")
+
+    if not os.path.isabs(path):
+        path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(source)), path))
+    return Example(
+        key=str(key), audio_path=path, system=system, instruction=instruction,
+        target=by_role["assistant"][0], language=language, hotwords=tuple(hotwords),
+        subset=subset, speech_length=speech_length, source=source, line=line,
+        text_length=text_length,
+    )
+
+
+def read_manifest(path: str | os.PathLike, on_error: str = "raise",
+                  stats: ManifestStats | None = None) -> list[Example]:
+    """Reads one JSONL manifest (see `read_manifests`)."""
+    return read_manifests([path], on_error=on_error, stats=stats)
+
+
+def read_manifests(paths: Iterable[str | os.PathLike] | str | os.PathLike, on_error: str = "raise",
+                   stats: ManifestStats | None = None) -> list[Example]:
+    """Reads JSONL manifests in order.
+
+    Args:
+      paths: one path or a sequence of paths.
+      on_error: 'raise' -> the first bad line raises ManifestError; 'skip' -> each bad line
+        is logged as one warning (naming file:line and the field) and dropped.
+      stats: optional `ManifestStats` that receives line / example / skip counts.
+    Returns: the examples, in file then line order.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    stats = stats if stats is not None else ManifestStats()
+    out: list[Example] = []
+    for p in paths:
+        src = os.fspath(p)
+        try:
+            f = open(src, encoding="utf-8")
+        except OSError as e:
+            raise ManifestError(f"{src}: cannot open manifest ({e.strerror or e})") from None
+        with f:
+            for lineno, text in enumerate(f, start=1):
+                stats.lines += 1
+                try:
+                    ex = parse_line(text, src, lineno)
+                except ManifestError as e:
+                    if on_error == "raise":
+                        raise
+                    stats.skipped += 1
+                    stats.errors.append(str(e))
+                    log.warning("skipping manifest line: %s", e)
+                    continue
+                if ex is not None:
+                    out.append(ex)
+    stats.examples = len(out)
+    if stats.skipped:
+        log.warning("read %d examples from %d manifest(s); skipped %d bad line(s)",
+                    stats.examples, len(paths), stats.skipped)
+    else:
+        log.info("read %d examples from %d manifest(s)", stats.examples, len(paths))
+    return out
+

@@ -1,0 +1,149 @@
+"""Batch speech recognition with a loaded model: LLM greedy decoding or CTC greedy decoding.
+
+    rec = Recognizer.from_checkpoint("runs/sft4")
+    rec.transcribe(["a.wav", "b.flac"])          # -> ["...", "..."]
+
+Audio is bucketed to a few static LFR lengths (multiples of `frame_bucket`) so the jitted
+encoder and generator compile once per bucket, not once per file.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funasr_jax.audio import load_audio
+from funasr_jax.checkpoint import CheckpointError, LoadedModel, load_model
+from funasr_jax.decode.generate import CausalDecoder, greedy_generate, left_pad
+from funasr_jax.frontend import FrontendConfig, extract_features
+from funasr_jax.models.config import FunASRConfig, audio_token_count
+from funasr_jax.models.ctc_head import ctc_greedy
+from funasr_jax.models.funasr import FunASRNano
+from funasr_jax.models.qwen3 import Qwen3ForCausalLM
+from funasr_jax.prompt import build_prompt, instruction_text
+
+SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def prompt_embeds(model: FunASRNano, params, feats, feat_lengths, input_ids, audio_start, audio_tokens):
+    """Right-padded LLM input embeddings [B, P, D] with the audio rows spliced in."""
+    def f(module, feats, feat_lengths, input_ids, audio_start, audio_tokens):
+        adapted, _, _ = module.audio_embeds(feats, feat_lengths)
+        return module.embed_prompt(input_ids, adapted, audio_start, audio_tokens)
+
+    return model.apply({"params": params}, feats, feat_lengths, input_ids, audio_start, audio_tokens, method=f)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def ctc_log_probs(model: FunASRNano, params, feats, feat_lengths):
+    """CTC log-posteriors [B, T, V] from features."""
+    def f(module, feats, feat_lengths):
+        enc, lens = module.encode(feats, feat_lengths)
+        return jax.nn.log_softmax(module.ctc_logits(enc, lens), axis=-1)
+
+    return model.apply({"params": params}, feats, feat_lengths, method=f)
+
+
+def _round_up(n: int, m: int) -> int:
+    return max(m, -(-n // m) * m)
+
+
+@dataclass
+class Utterance:
+    """What one decode needs: features [T, 560] and its prompt pieces."""
+
+    feats: np.ndarray
+    instruction: str
+    system: str = SYSTEM_PROMPT
+    prev_text: str = ""
+
+
+class Recognizer:
+    def __init__(self, cfg: FunASRConfig, params, tokenizer, ctc_vocab=None,
+                 frontend: FrontendConfig = FrontendConfig(), frame_bucket: int = 32, token_bucket: int = 16):
+        self.cfg, self.params, self.tokenizer, self.ctc_vocab = cfg, params, tokenizer, ctc_vocab
+        self.frontend, self.frame_bucket, self.token_bucket = frontend, frame_bucket, token_bucket
+        self.model = FunASRNano(cfg)
+        self.decoder = CausalDecoder(Qwen3ForCausalLM(cfg.llm, dtype=jnp.dtype(cfg.dtype),
+                                                      attention_impl=cfg.attention_impl))
+
+    @classmethod
+    def from_checkpoint(cls, path, tokenizer_path=None, ctc_tokenizer_path=None, **kw) -> "Recognizer":
+        from funasr_jax.tokenizer import CTCVocabulary, load_tokenizer
+
+        m: LoadedModel = load_model(path)
+        tok_path = tokenizer_path or m.tokenizer_path
+        if tok_path is None:
+            raise CheckpointError(f"{path}: no tokenizer recorded; pass --tokenizer")
+        ctc_path = ctc_tokenizer_path or m.ctc_tokenizer_path
+        ctc = CTCVocabulary(ctc_path) if ctc_path and str(ctc_path).endswith(".model") else None
+        return cls(m.cfg, m.params, load_tokenizer(tok_path), ctc, **kw)
+
+    # ------------------------------------------------------------------ batching helpers
+
+    def pad_feats(self, feats: Sequence[np.ndarray]):
+        t = _round_up(max(len(f) for f in feats), self.frame_bucket)
+        x = np.zeros((len(feats), t, feats[0].shape[1]), np.float32)
+        for i, f in enumerate(feats):
+            x[i, : len(f)] = f
+        return x, np.array([len(f) for f in feats], np.int32)
+
+    # ------------------------------------------------------------------ decoding
+
+    def decode_llm(self, utts: Sequence[Utterance], max_new_tokens: int = 128) -> list[str]:
+        """Greedy LLM transcripts for a batch of utterances."""
+        feats, lengths = self.pad_feats([u.feats for u in utts])
+        prompts = [build_prompt(self.tokenizer, system=u.system, instruction=u.instruction,
+                                n_audio=int(audio_token_count(int(n))), prev_text=u.prev_text)
+                   for u, n in zip(utts, lengths)]
+        p = _round_up(max(len(q.input_ids) for q in prompts), self.token_bucket)
+        ids = np.zeros((len(utts), p), np.int32)
+        for i, q in enumerate(prompts):
+            ids[i, : len(q.input_ids)] = q.input_ids
+        plen = np.array([len(q.input_ids) for q in prompts], np.int32)
+        embeds = prompt_embeds(self.model, self.params, feats, lengths, ids,
+                                     np.array([q.audio_start for q in prompts], np.int32),
+                                     np.array([q.n_audio for q in prompts], np.int32))
+        embeds = left_pad(embeds, plen)
+        tokens, n = greedy_generate(self.decoder, self.params["llm"], embeds, plen,
+                                    max_new_tokens=max_new_tokens, eos_id=self.tokenizer.eos_id,
+                                    pad_id=self.tokenizer.pad_id)
+        tokens, n = np.asarray(tokens), np.asarray(n)
+        out = []
+        for row, k in zip(tokens, n):
+            ids_row = [int(t) for t in row[:k] if int(t) != self.tokenizer.eos_id]
+            out.append(" ".join(self.tokenizer.decode(ids_row).split()))
+        return out
+
+    def decode_ctc(self, feats_list: Sequence[np.ndarray]) -> list[str]:
+        """Greedy CTC transcripts (needs the CTC branch and a CTC vocabulary)."""
+        if not self.cfg.ctc.enabled or self.ctc_vocab is None:
+            raise ValueError("CTC decoding needs a model with the CTC branch and a CTC vocabulary")
+        feats, lengths = self.pad_feats(feats_list)
+        logp = np.asarray(ctc_log_probs(self.model, self.params, feats, lengths))
+        seqs = ctc_greedy(logp, lengths, self.cfg.ctc.blank)
+        return [" ".join(self.ctc_vocab.decode(list(s)).split()) for s in seqs]
+
+    def features(self, wave: np.ndarray) -> np.ndarray:
+        return extract_features(wave, self.frontend)
+
+    def transcribe(self, audio: Sequence, *, language=None, hotwords: Sequence[str] = (), itn: bool = True,
+                   batch_size: int = 8, max_new_tokens: int = 128, mode: str = "llm") -> list[str]:
+        """Paths or 16 kHz float waveforms -> transcripts, in order."""
+        instruction = instruction_text(language, hotwords, itn)
+        out: list[str] = []
+        for i in range(0, len(audio), batch_size):
+            chunk = audio[i: i + batch_size]
+            feats = [self.features(load_audio(a) if isinstance(a, (str, bytes)) or hasattr(a, "__fspath__")
+                                   else np.asarray(a, np.float32)) for a in chunk]
+            if mode == "ctc":
+                out += self.decode_ctc(feats)
+            else:
+                out += self.decode_llm([Utterance(f, instruction) for f in feats], max_new_tokens)
+        return out

@@ -1,0 +1,215 @@
+"""The training loop: init or resume, jitted steps, progress, metrics, eval, checkpoints, signals.
+
+`train(cfg)` runs one stage described by a validated `TrainConfig` and returns a summary dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs.base import TrainConfig
+from funasr_jax import configtools
+from funasr_jax.checkpoint import CheckpointError, load_model, write_meta
+from funasr_jax.checkpoint_names import flatten, unflatten
+from funasr_jax.models.funasr import FunASRNano, component_counts, init_params
+from train.checkpointing import TrainCheckpointer
+from train.data import TrainData
+from train.evaluation import evaluate_split
+from train.optimizer import make_optimizer
+from train.progress import MetricsLog, Progress, plot_curves
+from train.step import LossWeights, batch_counts, device_batch, init_state, make_steps
+
+
+class StopRequested(Exception):
+    pass
+
+
+def merged_model_config(cfg: TrainConfig, source_cfg):
+    """Architecture from the init source; LoRA, dtype, attention and remat from this run."""
+    if source_cfg is None:
+        return cfg.model
+    run = cfg.model
+    llm = dataclasses.replace(source_cfg.llm, lora=run.llm.lora)
+    ctc = dataclasses.replace(source_cfg.ctc, detach_encoder=run.ctc.detach_encoder)
+    return source_cfg.replace(llm=llm, ctc=ctc, dtype=run.dtype, attention_impl=run.attention_impl,
+                              remat=run.remat)
+
+
+def initial_params(cfg: TrainConfig, model_cfg, rng):
+    """Fresh params, overwritten by every matching tensor of `run.init_from` (LoRA stays fresh)."""
+    fresh = jax.tree_util.tree_map(np.asarray, init_params(model_cfg, rng))
+    if not cfg.run.init_from:
+        return fresh, {}
+    src = load_model(cfg.run.init_from)
+    have, new = flatten(src.params), flatten(fresh)
+    taken, kept_fresh = 0, []
+    for path, v in new.items():
+        if path in have and tuple(np.shape(have[path])) == tuple(v.shape):
+            new[path] = np.asarray(have[path], dtype=v.dtype)
+            taken += 1
+        else:
+            kept_fresh.append("/".join(path))
+    non_lora = [p for p in kept_fresh if "lora_" not in p]
+    if non_lora:
+        warnings.warn(f"init_from {cfg.run.init_from}: {len(non_lora)} tensors not found there are "
+                      f"randomly initialised (e.g. {non_lora[:3]})")
+    return unflatten(new), {"init_from": cfg.run.init_from, "tensors_loaded": taken,
+                            "tensors_fresh": len(kept_fresh)}
+
+
+def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
+    """Run one stage. `stop_after` (tests): simulate an interruption after that many steps."""
+    cfg.validate()
+    out = Path(cfg.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    source_cfg = None
+    if cfg.run.init_from:
+        try:
+            source_cfg = load_model(cfg.run.init_from).cfg
+        except CheckpointError as e:
+            raise SystemExit(f"error: run.init_from: {e}") from None
+    model_cfg = merged_model_config(cfg, source_cfg)
+    cfg = dataclasses.replace(cfg, model=model_cfg)
+    (out / "train_config.json").write_text(json.dumps(configtools.to_dict(cfg), indent=2, ensure_ascii=False))
+
+    data = TrainData(cfg)
+    write_meta(out, model_cfg, tokenizer_path=cfg.data.tokenizer, ctc_tokenizer_path=cfg.data.ctc_tokenizer)
+    model = FunASRNano(model_cfg)
+    rng = jax.random.PRNGKey(cfg.run.seed)
+    params, init_info = initial_params(cfg, model_cfg, rng)
+    tx, mask = make_optimizer(cfg.optim, params, cfg.stage.trainable, cfg.run.steps)
+    weights = LossWeights(llm=cfg.stage.llm_weight, ctc=cfg.stage.ctc_weight, ctc_blank=model_cfg.ctc.blank)
+    grad_fn, update_fn, train_step, eval_fn = make_steps(model, tx, mask, weights)
+    jit_train = jax.jit(train_step, donate_argnums=(0,))
+    jit_grad = jax.jit(grad_fn)
+    jit_update = jax.jit(update_fn, donate_argnums=(0,))
+    jit_eval = jax.jit(eval_fn)
+
+    ckpt = TrainCheckpointer(out, cfg.run.keep)
+    state = init_state(params, tx, cfg.run.seed + 1)
+    resumed_from = None
+    if cfg.run.resume and ckpt.latest_step() is not None:
+        abstract = jax.eval_shape(lambda s: s, state)
+        state, data_state = ckpt.restore(abstract)
+        data.restore(data_state)
+        resumed_from = int(state["step"])
+        print(f"resumed from {ckpt.dir}/{resumed_from}", file=sys.stderr)
+
+    counts = component_counts(state["params"])
+    trainable = int(sum(np.size(p) for p, m in zip(jax.tree_util.tree_leaves(state["params"]),
+                                                     jax.tree_util.tree_leaves(mask)) if m))
+    print(f"stage {cfg.stage.name}: preset {cfg.preset}, params " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+          + f"; trainable {trainable:,}", file=sys.stderr)
+
+    log = MetricsLog(out / "metrics.jsonl")
+    start = int(state["step"])
+    progress = Progress(cfg.run.steps, start, enabled=cfg.run.progress)
+    stop = {"flag": False}
+
+    def on_signal(signum, _frame):
+        stop["flag"] = True
+        print(f"\nsignal {signum}: saving a checkpoint at the end of this step", file=sys.stderr)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    window = {"steps": 0, "audio": 0.0, "t": time.time(), "sums": {}}
+    accum = cfg.optim.accum_steps
+    step = start
+    try:
+        while step < cfg.run.steps:
+            micro = [data.next_train() for _ in range(accum)]
+            norms = [batch_counts(b) for b in micro]
+            norm = {k: jnp.asarray(max(1.0, sum(n[k] for n in norms)), jnp.float32) for k in ("tokens", "utts")}
+            if accum == 1:
+                state, metrics = jit_train(state, device_batch(micro[0]), norm)
+                metric_list = [metrics]
+            else:
+                grads, metric_list = None, []
+                rng = state["rng"]
+                for b in micro:
+                    rng, sub = jax.random.split(rng)
+                    g, m = jit_grad(state["params"], device_batch(b), sub, norm)
+                    grads = g if grads is None else jax.tree_util.tree_map(jnp.add, grads, g)
+                    metric_list.append(m)
+                state, stats = jit_update({**state, "rng": rng}, grads)
+                metric_list[-1] = {**metric_list[-1], **stats}
+            step += 1
+            window["steps"] += 1
+            window["audio"] += float(sum(np.asarray(b["audio_seconds"]).sum() for b in micro))
+            for m in metric_list:
+                for k, v in m.items():
+                    window["sums"][k] = window["sums"].get(k, 0.0) + float(v)
+            if step % cfg.run.log_every == 0 or step == cfg.run.steps:
+                row = _summarise(window, step, cfg)
+                log.write(row)
+                progress.update(step, row)
+                window = {"steps": 0, "audio": 0.0, "t": time.time(), "sums": {}}
+            if cfg.run.eval_every and step % cfg.run.eval_every == 0 and step < cfg.run.steps:
+                _evaluate(cfg, model_cfg, state["params"], data, log, step, jit_eval)
+            if cfg.run.save_every and step % cfg.run.save_every == 0:
+                ckpt.save(state, data.state())
+            if stop["flag"] or (stop_after is not None and step - start >= stop_after):
+                ckpt.save(state, data.state())
+                raise StopRequested
+        if ckpt.latest_step() != step:
+            ckpt.save(state, data.state())
+        progress.close()
+        result = _evaluate(cfg, model_cfg, state["params"], data, log, step, jit_eval, final=True)
+        plot_curves(out / "metrics.jsonl", out / "curves.png")
+        summary = {"stage": cfg.stage.name, "steps": step, "out_dir": str(out), "resumed_from": resumed_from,
+                   **init_info, "eval": result}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+        return summary
+    except StopRequested:
+        progress.close()
+        print(f"stopped at step {step}; checkpoint saved in {ckpt.dir}. Run the same command to resume.",
+              file=sys.stderr)
+        return {"stage": cfg.stage.name, "steps": step, "out_dir": str(out), "interrupted": True}
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        ckpt.close()
+
+
+def _summarise(window, step, cfg) -> dict:
+    s = window["sums"]
+    dt = max(time.time() - window["t"], 1e-9)
+    row = {"step": step, "split": "train", "time": time.time(), "loss": s.get("loss", 0.0) / max(window["steps"], 1),
+           "steps_per_s": window["steps"] / dt, "audio_s_per_s": window["audio"] / dt}
+    if s.get("llm_count"):
+        row["llm_loss"] = s["llm_sum"] / s["llm_count"]
+        row["llm_acc"] = s["llm_correct"] / s["llm_count"]
+    if s.get("ctc_count"):
+        row["ctc_loss"] = s["ctc_sum"] / s["ctc_count"]
+    if "grad_norm" in s:
+        row["grad_norm"] = s["grad_norm"] / max(1, window["steps"])
+    return row
+
+
+def _evaluate(cfg: TrainConfig, model_cfg, params, data, log, step, jit_eval, final=False):
+    """Dev loss + decoded error rates (LLM greedy, or CTC greedy for CTC-only stages)."""
+    mode = "llm" if cfg.stage.llm_weight > 0 else "ctc"
+    files = cfg.data.dev_files
+    if not files:
+        return {}
+    res = evaluate_split(model_cfg, params, cfg.data, files, data.tokenizer, data.ctc_vocab, mode=mode,
+                         max_utts=cfg.run.eval_max_utts, max_new_tokens=cfg.run.decode_max_tokens,
+                         loss_fn=jit_eval)
+    row = {"step": step, "split": "dev", "time": time.time(), "mode": mode, **res["summary"]}
+    log.write(row)
+    overall = res["summary"].get("error_rate")
+    if overall is not None and math.isfinite(overall):
+        print(f"step {step} dev ({mode}): error rate {overall:.2%} "
+              + " ".join(f"{k.split('/')[1]}={v['rate']:.2%}" for k, v in res["breakdown"].items()
+                         if k.startswith("language/")), file=sys.stderr)
+    return res["summary"]

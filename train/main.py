@@ -1,0 +1,73 @@
+"""Train one stage: `python -m train.main --config sft4.py [--preset tiny|nano|full] [--set a.b=v ...]`.
+
+`--config` takes a path or a bare name resolved in `configs/` (the file defines
+`get_config(preset: str) -> TrainConfig`). Every override is applied and the whole config is
+validated before anything is compiled; errors name the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from funasr_jax import configtools
+from funasr_jax.configtools import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def resolve_config_path(name: str) -> Path:
+    p = Path(name)
+    if p.exists():
+        return p
+    for cand in (CONFIG_DIR / name, CONFIG_DIR / f"{name}.py"):
+        if cand.exists():
+            return cand
+    known = sorted(q.name for q in CONFIG_DIR.glob("*.py") if q.name not in ("__init__.py", "base.py"))
+    raise ConfigError(f"--config {name!r}: no such file here or in {CONFIG_DIR} (known: {', '.join(known)})")
+
+
+def load_config(name: str, preset: str = "tiny", overrides=()):
+    """Config file + preset + `a.b=v` overrides -> validated TrainConfig."""
+    path = resolve_config_path(name)
+    spec = importlib.util.spec_from_file_location(f"_funasr_cfg_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    if not hasattr(mod, "get_config"):
+        raise ConfigError(f"{path}: defines no get_config(preset)")
+    cfg = mod.get_config(preset)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected a.b=value")
+        key, value = item.split("=", 1)
+        cfg = configtools.override(cfg, key.strip(), value.strip())
+    return cfg.validate()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train.main", description=__doc__.split("\n")[0])
+    p.add_argument("--config", required=True, help="configs/<name>.py or a path")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "nano", "full"])
+    p.add_argument("--set", action="append", default=[], metavar="A.B=V", help="override a config field")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    args = p.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.preset, args.set)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(json.dumps(configtools.to_dict(cfg), indent=2, ensure_ascii=False))
+        return 0
+    from train.loop import train
+
+    summary = train(cfg)
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Progress line (loss, steps/s, audio-seconds/s, ETA), metrics JSONL, and the curves PNG."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+
+class MetricsLog:
+    """Append-only JSONL of metric rows (one object per line)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, row: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+class Progress:
+    """One status line per log interval: step/total, loss, steps/s, audio-s/s, ETA."""
+
+    def __init__(self, total: int, start: int = 0, enabled: bool = True, stream=sys.stderr):
+        self.total, self.start, self.enabled, self.stream = total, start, enabled, stream
+        self.t0 = time.time()
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+
+    def update(self, step: int, row: dict) -> None:
+        if not self.enabled:
+            return
+        done = step - self.start
+        elapsed = time.time() - self.t0
+        eta = elapsed / max(done, 1) * (self.total - step)
+        parts = [f"step {step}/{self.total}", f"loss {row.get('loss', float('nan')):.4f}"]
+        if "llm_acc" in row:
+            parts.append(f"acc {row['llm_acc']:.3f}")
+        if "ctc_loss" in row:
+            parts.append(f"ctc {row['ctc_loss']:.3f}")
+        parts += [f"{row.get('steps_per_s', 0):.2f} steps/s", f"{row.get('audio_s_per_s', 0):.1f} audio-s/s",
+                  f"ETA {_fmt(eta)}"]
+        line = " | ".join(parts)
+        print(("\r" + line + " " * 8) if self.tty else line, end="" if self.tty else "\n", file=self.stream,
+              flush=True)
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            print(file=self.stream)
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def plot_curves(metrics_path, png_path) -> Path | None:
+    """Training loss (and its parts) and dev error rate against step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    train = [r for r in rows if r.get("split") == "train"]
+    dev = [r for r in rows if r.get("split") == "dev" and r.get("error_rate") is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("loss", "llm_loss", "ctc_loss"):
+        pts = [(r["step"], r[key]) for r in train if key in r]
+        if pts:
+            axes[0].plot(*zip(*pts), label=key)
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("loss")
+    axes[0].set_yscale("log")
+    axes[0].legend()
+    axes[0].set_title("training loss")
+    if dev:
+        axes[1].plot([r["step"] for r in dev], [100 * r["error_rate"] for r in dev], marker="o", label="dev")
+        axes[1].legend()
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("error rate (%)")
+    axes[1].set_title("dev CER / WER / MER")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return Path(png_path)
