@@ -12,7 +12,6 @@ A *training run* directory (written by `train/`) holds `funasr_jax.json` too and
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +74,7 @@ def read_meta(path) -> dict:
 def model_config_from_meta(meta: dict, path) -> FunASRConfig:
     try:
         return configtools.from_dict(FunASRConfig, meta["model"], "model")
-    except (KeyError, configtools.ConfigError) as e:
+    except (KeyError, ValueError) as e:
         raise CheckpointError(f"{path}/{META_FILE}: bad model config: {e}") from None
 
 
@@ -91,19 +90,31 @@ def save_params(path, params, cfg: FunASRConfig, tokenizer_path=None, ctc_tokeni
 
 
 def restore_params(params_dir, abstract=None):
-    """Restore an orbax params tree; `abstract` (ShapeDtypeStructs) checks shapes and dtypes."""
+    """Restore an orbax params tree; with `abstract` (ShapeDtypeStructs) every tensor's presence
+    and shape is checked (orbax itself would silently return the stored shapes) and the result is
+    cast to the abstract dtypes. Mismatches raise CheckpointError listing each tensor."""
     import orbax.checkpoint as ocp
+
+    from funasr_jax.checkpoint_names import CheckpointMismatchError, flatten, unflatten
 
     params_dir = Path(params_dir).absolute()
     if not params_dir.exists():
         raise CheckpointError(f"{params_dir}: no such params directory")
-    ckptr = ocp.StandardCheckpointer()
-    if abstract is None:
-        return ckptr.restore(params_dir)
     try:
-        return ckptr.restore(params_dir, abstract)
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"{params_dir}: params do not match the model config: {e}") from None
+        raw = ocp.StandardCheckpointer().restore(params_dir)
+    except Exception as e:  # noqa: BLE001 - orbax raises many kinds on a damaged directory
+        raise CheckpointError(f"{params_dir}: cannot restore ({type(e).__name__}: {e})") from None
+    if abstract is None:
+        return raw
+    have, want = flatten(raw), flatten(abstract)
+    missing = ["/".join(p) for p in want if p not in have]
+    unexpected = ["/".join(p) for p in have if p not in want]
+    misshaped = [("/".join(p), np.shape(have[p]), tuple(want[p].shape)) for p in want
+                 if p in have and tuple(np.shape(have[p])) != tuple(want[p].shape)]
+    if missing or unexpected or misshaped:
+        err = CheckpointMismatchError(missing, unexpected, misshaped, source=str(params_dir))
+        raise CheckpointError(f"params do not match the model config: {err}")
+    return unflatten({p: np.asarray(have[p]).astype(want[p].dtype) for p in want})
 
 
 def latest_step_dir(run_dir) -> Path | None:
@@ -146,11 +157,3 @@ def _resolve(p, base: Path):
         return None
     q = Path(p)
     return str(q if q.is_absolute() else (base / q))
-
-
-def cast_tree(tree, dtype):
-    return jax.tree_util.tree_map(lambda x: np.asarray(x).astype(dtype), tree)
-
-
-def is_file_nonempty(p) -> bool:
-    return os.path.isfile(p) and os.path.getsize(p) > 0

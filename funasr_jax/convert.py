@@ -77,8 +77,9 @@ def qwen3_config_to_hf(c: Qwen3Config) -> dict:
         "hidden_act": "silu", "rms_norm_eps": c.rms_norm_eps, "rope_theta": c.rope_theta,
         "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
         "tie_word_embeddings": c.tie_word_embeddings, "attention_bias": False,
-        "max_position_embeddings": c.max_position_embeddings, "bos_token_id": 151643,
-        "eos_token_id": 151645, "torch_dtype": "bfloat16", "use_cache": True,
+        "max_position_embeddings": c.max_position_embeddings, "torch_dtype": "bfloat16", "use_cache": True,
+        # Qwen3's special ids, only where the vocabulary has them (tiny test vocabularies do not)
+        **({"bos_token_id": 151643, "eos_token_id": 151645} if c.vocab_size > 151645 else {}),
     }
 
 
@@ -160,8 +161,11 @@ def funasr_config_to_yaml(cfg: FunASRConfig, llm_dtype="bf16") -> dict:
                                  "llm_dim": d.llm_dim, "encoder_dim": d.encoder_dim, "n_layer": d.n_layer,
                                  "attention_heads": d.attention_heads, "freeze": False},
             "ctc_weight": 1.0, "detach_ctc_decoder": c.detach_encoder, "ctc_vocab_size": c.vocab_size,
-            "ctc_conf": {"blank_id": c.blank},
         })
+        # FunASRNano passes blank_id to CTC() itself (vocab - 1); putting it in ctc_conf too
+        # makes FunASR fail with "multiple values for blank_id", so only a non-default is written.
+        if c.blank != c.vocab_size - 1:
+            out["ctc_conf"] = {"blank_id": c.blank}
     return out
 
 

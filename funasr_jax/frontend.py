@@ -235,7 +235,7 @@ def fbank_np(wave: np.ndarray, cfg: FrontendConfig = FrontendConfig()) -> np.nda
     starts = np.arange(num)[:, None] * t.frame_shift
     frames = x[starts + np.arange(win_len)[None, :]]  # [T_fb, win_len]
     frames = frames - frames.mean(axis=1, keepdims=True)
-    frames = np.concatenate([frames[:, :1], frames[:, 1:] - _PREEMPH * frames[:, :-1]], axis=1)
+    frames = np.concatenate([frames[:, :1] * (1.0 - _PREEMPH), frames[:, 1:] - _PREEMPH * frames[:, :-1]], axis=1)
     frames = frames * window.astype(np.float64)
     power = np.abs(np.fft.rfft(frames, n=t.n_fft, axis=1)) ** 2  # [T_fb, n_fft/2+1]
     energies = power @ t.mel.astype(np.float64)

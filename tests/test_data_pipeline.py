@@ -38,8 +38,9 @@ def _cfg(corpus, **kw):
 
 
 def _aug(corpus, **kw):
-    return _cfg(corpus, noise_dir=corpus["noise"], noise_prob=0.6, zero_pad_prob=0.5, zero_pad_max_s=0.4,
-                speed_factors=(0.9, 1.0, 1.1), **kw)
+    aug = dict(noise_dir=corpus["noise"], noise_prob=0.6, zero_pad_prob=0.5, zero_pad_max_s=0.4,
+               speed_factors=(0.9, 1.0, 1.1))
+    return _cfg(corpus, **{**aug, **kw})
 
 
 def _take(it, n):
@@ -106,7 +107,8 @@ def test_batch_contents_static_shapes(corpus, caplog):
             assert (ids[s0:s0 + n] == 0).all() and ids[s0 - 1] != 0 and ids[s0 + n] != 0
             assert tok.decode(ids[:s0].tolist()).endswith("user\n" + ex.instruction)
             assert tok.decode(labels[labels != -100].tolist()) == ex.target + "<|im_end|>"
-            assert tok.decode(ids[:ln].tolist()).endswith("<|im_start|>assistant\n" + ex.target + "<|im_end|>")
+            assert tok.decode(ids[s0 + n:ln].tolist()) == (
+                "<|im_end|>\n<|im_start|>assistant\n" + ex.target + "<|im_end|>")
             assert (ids[ln:] == tok.pad_id).all() and (labels[ln:] == -100).all()
             cl = int(b["ctc_label_lengths"][r])
             assert "".join(CharCTC.chars[c] for c in b["ctc_labels"][r, :cl]) == ex.target
@@ -173,14 +175,16 @@ def test_augmentation_applied_and_fits_bucket(corpus):
 
 
 def test_corrupt_and_missing_audio(tmp_path, caplog):
-    path = write_corpus(str(tmp_path), [0.5, 0.6, 0.7, 0.8, 0.9])
+    path = write_corpus(str(tmp_path), [0.5, 0.6, 0.7, 0.8, 0.9, 0.5])
     (tmp_path / "wav" / "1.wav").write_bytes(b"RIFF\x00\x01\x00\x00WAVEgarbage")
     os.remove(tmp_path / "wav" / "3.wav")
+    sf.write(tmp_path / "wav" / "5.wav", np.zeros(SR * 2, np.float32), SR)  # manifest says 0.5 s
     exs = read_manifests([path])
     cfg = DataConfig(batch_size=4, bucket_frames=(16, 32), max_target_tokens=64, token_multiple=16, shuffle=False)
     with caplog.at_level(logging.WARNING, logger="funasr_jax.data.pipeline"):
         batches = list(make_train_iterator(cfg, exs, CharTokenizer(), num_epochs=1))
     assert [b["feats"].shape for b in batches] == [(4, 16, 560), (4, 16, 560)]
+    assert [b["input_ids"].shape[1] % 16 for b in batches] == [0, 0]
     idx = np.concatenate([b["example_index"] for b in batches])
     w = np.concatenate([b["weight"] for b in batches])
     assert idx.tolist() == [0, -1, 2, -1, 4, -1, -1, -1] and w.tolist() == [1, 0, 1, 0, 1, 0, 0, 0]
@@ -188,6 +192,7 @@ def test_corrupt_and_missing_audio(tmp_path, caplog):
     msgs = [r.getMessage() for r in caplog.records]
     assert any(f"{path}:2" in m and "weight-0" in m for m in msgs)
     assert any(f"{path}:4" in m and "not found" in m for m in msgs)
+    assert any(f"{path}:6" in m and "speech_length" in m for m in msgs)
     with pytest.raises(DataError, match=f"{path}:2"):
         list(make_train_iterator(dataclasses.replace(cfg, on_error="raise"), exs, CharTokenizer(), num_epochs=1))
 
@@ -214,3 +219,13 @@ def test_eval_batches_cover_every_example(corpus):
     for g, h0, h1 in zip(ev, *halves):
         np.testing.assert_array_equal(np.concatenate([h0["example_index"], h1["example_index"]]),
                                       g["example_index"])
+
+
+def test_instruction_override(corpus):
+    tok = CharTokenizer()
+    cfg = _cfg(corpus, instruction_override="Speech transcription:")
+    b = next(make_train_iterator(cfg, corpus["examples"], tok))
+    r = int(np.flatnonzero(b["weight"] > 0)[0])
+    s0 = int(b["audio_start"][r])
+    assert tok.decode(b["input_ids"][r, :s0].tolist()) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nSpeech transcription:")

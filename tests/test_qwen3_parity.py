@@ -89,8 +89,9 @@ def test_logits_and_loss_right_padded(tie, theta, head_dim):
                  labels=torch.tensor(labels))
     ref = out.logits.numpy()
 
-    emb = model.apply({"params": params}, jnp.asarray(ids), method="embed")
-    logits, cache = model.apply({"params": params}, emb, lengths=jnp.asarray(lengths))
+    fwd = jax.jit(lambda p, i, n: model.apply({"params": p}, model.apply({"params": p}, i, method="embed"),
+                                              lengths=n))
+    logits, cache = fwd(params, jnp.asarray(ids), jnp.asarray(lengths))
     assert cache is None and logits.dtype == jnp.float32 and logits.shape == (b, l, cfg.vocab_size)
     errs = [rel_err(np.asarray(logits)[i, :n], ref[i, :n]) for i, n in enumerate(lengths)]
     assert max(errs) <= 1e-4, errs
@@ -147,14 +148,18 @@ def test_bf16_compute_close_and_remat_exact():
 
     remat = Qwen3ForCausalLM(cfg, remat=True)
     emb = remat.apply({"params": params}, jnp.asarray(ids), method="embed")
-    lg, _ = remat.apply({"params": params}, emb)
+
+    def loss(p):
+        lg, _ = remat.apply({"params": p}, emb)
+        return jnp.sum(lg ** 2), lg
+
+    (_, lg), g = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
     assert rel_err(lg, ref) <= 1e-4
-    g = jax.grad(lambda p: jnp.sum(remat.apply({"params": p}, emb)[0] ** 2))(params)
     assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree_util.tree_leaves(g))
 
     bf = Qwen3ForCausalLM(cfg, dtype=jnp.bfloat16)
     emb = bf.apply({"params": params}, jnp.asarray(ids), method="embed")
-    lg, _ = bf.apply({"params": params}, emb)
+    lg, _ = jax.jit(bf.apply)({"params": params}, emb)
     assert emb.dtype == jnp.bfloat16 and lg.dtype == jnp.float32
     assert rel_err(lg, ref) <= 5e-2
 
@@ -162,7 +167,7 @@ def test_bf16_compute_close_and_remat_exact():
 def test_bad_inputs_raise_named_errors():
     cfg = make_cfg(True, 1e6, 16)
     model = Qwen3ForCausalLM(cfg)
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 3, 64)))
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 3, 64)))
     with pytest.raises(Qwen3InputError, match="inputs_embeds"):
         model.apply(params, jnp.zeros((1, 3, 32)))
     with pytest.raises(Qwen3InputError, match="positions"):
@@ -215,14 +220,14 @@ def test_lora_forward_fold_and_names():
     assert a.shape == (64, 4)
     np.testing.assert_array_equal(np.asarray(a), extra["model.layers.1.self_attn.q_proj.lora_A.weight"].numpy().T)
     emb = model.apply({"params": params}, jnp.asarray(ids), method="embed")
-    lg, _ = model.apply({"params": params}, emb)
+    lg, _ = jax.jit(model.apply)({"params": params}, emb)
     assert rel_err(lg, ref) <= 1e-4
 
     # Folding: W' = W + (alpha/r) A B, run by the adapter-free model; also equals HF with folded W.
     folded = fold_lora(params, LORA)
     assert not any(lora_param_filter(p) for p in flatten(folded))
     plain = Qwen3ForCausalLM(make_cfg(False, 1e4, 32))
-    lg_f, _ = plain.apply({"params": folded}, emb)
+    lg_f, _ = jax.jit(plain.apply)({"params": folded}, emb)
     assert rel_err(lg_f, ref) <= 1e-4
     with torch.no_grad():
         for k in [k for k in extra if k.endswith("lora_A.weight")]:
@@ -248,7 +253,9 @@ def test_lora_forward_fold_and_names():
 def test_lora_init_and_dropout():
     cfg = make_cfg(True, 1e6, 16, lora=LoraConfig(rank=4, alpha=8.0, dropout=0.5, targets=("q_proj", "v_proj")))
     model = Qwen3ForCausalLM(cfg)
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 5, 64)))["params"]
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 5, 64)))["params"]
+    run = jax.jit(lambda p, x, det: model.apply({"params": p}, x, deterministic=det,
+                                                rngs={"dropout": jax.random.PRNGKey(2)}), static_argnums=2)
     attn = params["model"]["layers"]["0"]["self_attn"]
     assert np.all(np.asarray(attn["q_proj"]["lora_B"]["kernel"]) == 0)
     a = np.asarray(attn["v_proj"]["lora_A"]["kernel"])
@@ -257,12 +264,12 @@ def test_lora_init_and_dropout():
     # B = 0 at init: the adapted model equals the base model, with or without dropout.
     x = jax.random.normal(jax.random.PRNGKey(1), (1, 5, 64))
     base, _ = split_lora(params)
-    lg0, _ = Qwen3ForCausalLM(make_cfg(True, 1e6, 16)).apply({"params": base}, x)
-    lg1, _ = model.apply({"params": params}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(2)})
+    lg0, _ = jax.jit(Qwen3ForCausalLM(make_cfg(True, 1e6, 16)).apply)({"params": base}, x)
+    lg1, _ = run(params, x, False)
     np.testing.assert_allclose(np.asarray(lg1), np.asarray(lg0), rtol=1e-6, atol=1e-6)
     # With B != 0 dropout changes the output only when not deterministic.
     params = jax.tree_util.tree_map_with_path(
         lambda p, v: v + 0.3 if lora_param_filter(p) else v, params)
-    d0, _ = model.apply({"params": params}, x)
-    d1, _ = model.apply({"params": params}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(2)})
+    d0, _ = run(params, x, True)
+    d1, _ = run(params, x, False)
     assert np.max(np.abs(np.asarray(d0) - np.asarray(d1))) > 1e-3

@@ -298,7 +298,7 @@ def _espeak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
     """espeak-ng -> sox (16 kHz mono s16) -> float32 [n] in [-1, 1]."""
     es = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
                         check=True, capture_output=True)
-    sx = subprocess.run(["sox", "-V1", "-t", "wav", "-", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
+    sx = subprocess.run(["sox", "-V1", "-R", "-t", "wav", "-", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
                          "-t", "wav", "-"], input=es.stdout, check=True, capture_output=True)
     data, sr = sf.read(io.BytesIO(sx.stdout), dtype="float32")
     assert sr == SAMPLE_RATE, sr
@@ -369,8 +369,44 @@ def fbank_frames(n_samples: int) -> int:
     return 0 if n_samples < 400 else 1 + (n_samples - 400) // 160
 
 
+def _ogg_crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        r = i << 24
+        for _ in range(8):
+            r = ((r << 1) ^ 0x04C11DB7) if r & 0x80000000 else (r << 1)
+        table.append(r & 0xFFFFFFFF)
+    return table
+
+
+_OGG_CRC = _ogg_crc_table()
+
+
+def _fix_ogg_serial(data: bytes, serial: int = 1) -> bytes:
+    """libsndfile picks a random Ogg stream serial number; pin it (and redo page CRCs) so the
+    generated files are byte-for-byte reproducible."""
+    out = bytearray(data)
+    pos = 0
+    while pos < len(out):
+        if out[pos:pos + 4] != b"OggS":
+            raise ValueError(f"not an Ogg page at byte {pos}")
+        nseg = out[pos + 26]
+        size = 27 + nseg + sum(out[pos + 27: pos + 27 + nseg])
+        out[pos + 14: pos + 18] = serial.to_bytes(4, "little")
+        out[pos + 22: pos + 26] = b"\0\0\0\0"
+        crc = 0
+        for b in out[pos: pos + size]:
+            crc = ((crc << 8) & 0xFFFFFFFF) ^ _OGG_CRC[(crc >> 24) ^ b]
+        out[pos + 22: pos + 26] = crc.to_bytes(4, "little")
+        pos += size
+    return bytes(out)
+
+
 def write_opus(path: str, x: np.ndarray, compression: float) -> None:
-    sf.write(path, x, SAMPLE_RATE, format="OGG", subtype="OPUS", compression_level=compression)
+    buf = io.BytesIO()
+    sf.write(buf, x, SAMPLE_RATE, format="OGG", subtype="OPUS", compression_level=compression)
+    with open(path, "wb") as f:
+        f.write(_fix_ogg_serial(buf.getvalue()))
 
 
 # ----------------------------------------------------------------------------- noise
@@ -416,22 +452,32 @@ def make_noises(out_dir: str, rng: np.random.Generator, compression: float) -> l
 
 
 # ----------------------------------------------------------------------------- tokenizer
-def train_tokenizer(texts: list[str], model_prefix: str, vocab_size: int, seed: int) -> None:
+def train_tokenizer(texts: list[str], model_path: str, vocab_size: int, seed: int) -> None:
+    """Unigram sentencepiece model: single Chinese characters, sub-words for Latin text.
+
+    Without a delimiter between Chinese characters unigram learns whole template fragments
+    ("加入了中兴的研究团队") as pieces, which a tiny model can only memorise.
+    """
     import sentencepiece as spm
 
-    spm.set_random_generator_seed(seed)
+    delim = "\ue000"  # private-use character, never in the text
+    cjk_pair = re.compile(rf"(?<=[{_CJK}])(?=[{_CJK}])")
     extra = [p for s in PROMPT_STRINGS for p in s.split("\n") if p]
-    sentences = list(texts) + extra * 3
+    sentences = [cjk_pair.sub(delim, t) for t in list(texts) + extra * 3]
+    spm.set_random_generator_seed(seed)
+    proto = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences), model_prefix=model_prefix, model_type="unigram",
+        sentence_iterator=iter(sentences), model_writer=proto, model_type="unigram",
         vocab_size=vocab_size, character_coverage=1.0, byte_fallback=True,
-        user_defined_symbols=SPECIAL_TOKENS + ["\n"],
+        user_defined_symbols=SPECIAL_TOKENS + ["\n"], pretokenization_delimiter=delim,
         # Lossless text: no NFKC (keeps full-width ：，), no dummy "▁" prefix so that encoding
         # pieces separately and concatenating equals encoding the joined string (as with Qwen's BPE).
         normalization_rule_name="identity", add_dummy_prefix=False, remove_extra_whitespaces=False,
         unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, num_threads=2, minloglevel=2,
         hard_vocab_limit=False,
     )
+    with open(model_path, "wb") as f:
+        f.write(proto.getvalue())
 
 
 # ----------------------------------------------------------------------------- main
@@ -502,8 +548,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import sentencepiece as spm
     train_texts = [s.text for s in splits["train"]]
-    train_tokenizer(train_texts, os.path.join(out, "tokenizer"), args.vocab_size, args.seed)
-    os.remove(os.path.join(out, "tokenizer.vocab"))
+    train_tokenizer(train_texts, os.path.join(out, "tokenizer.model"), args.vocab_size, args.seed)
     sp = spm.SentencePieceProcessor(model_file=os.path.join(out, "tokenizer.model"))
 
     stats = collections.defaultdict(lambda: collections.Counter())
@@ -607,8 +652,6 @@ f1–f5, m1–m7, klatt; speed 160–230 (Mandarin, syllables/min) or 130–190 
 Synthetic data generated by this repository's script from hand-written templates; it may be used
 under the same terms as the repository. espeak-ng (GPL-3.0) was used as a tool only; its output is
 not covered by its licence.
-
-Generation took {summary['wall_s']:.0f} s on a 2-core CPU.
 """
     with open(os.path.join(out, "README.md"), "w", encoding="utf-8") as f:
         f.write(text)

@@ -66,9 +66,11 @@ __all__ = [
     "DataError",
     "EvalBatches",
     "TrainData",
+    "load_text_tools",
     "make_eval_batches",
     "make_train_data",
     "make_train_iterator",
+    "read_train_examples",
 ]
 
 log = logging.getLogger(__name__)
@@ -236,6 +238,16 @@ class _Planner:
         self.steps_per_epoch = int(per_bucket.sum())
         self._lock = threading.Lock()
         self._cache: dict[int, EpochPlan] = {}
+
+    def __getstate__(self):  # picklable for grain worker processes
+        d = self.__dict__.copy()
+        d.pop("_lock")
+        d["_cache"] = {}
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self._lock = threading.Lock()
 
     def plan(self, epoch: int) -> EpochPlan:
         with self._lock:
@@ -462,6 +474,21 @@ def _instruction(cfg: DataConfig, ex: Example) -> str:
 
 
 # --------------------------------------------------------------------------- setup
+
+
+def load_text_tools(cfg: DataConfig):
+    """(LLM tokenizer, CTC vocabulary or None) from cfg.tokenizer / cfg.ctc_tokenizer."""
+    from funasr_jax.tokenizer import CTCVocabulary, load_tokenizer
+
+    tok = load_tokenizer(cfg.tokenizer)
+    return tok, (CTCVocabulary(cfg.ctc_tokenizer) if cfg.ctc_tokenizer else None)
+
+
+def read_train_examples(cfg: DataConfig) -> list[Example]:
+    """The examples of cfg.train_files (bad lines per cfg.on_error)."""
+    if not cfg.train_files:
+        raise ValueError("DataConfig.train_files: no training manifests given")
+    return read_manifests(cfg.train_files, on_error=cfg.on_error)
 
 
 def _noise_files(noise_dir: str | None) -> list[str]:

@@ -111,6 +111,25 @@ class FunASRConfig:
     def replace(self, **kw) -> "FunASRConfig":
         return dataclasses.replace(self, **kw)
 
+    def validate(self) -> "FunASRConfig":
+        """Cross-part consistency; raises ValueError naming the field."""
+        e, a, q = self.encoder, self.adaptor, self.llm
+        checks = [
+            (a.encoder_dim == e.output_size, f"model.adaptor.encoder_dim {a.encoder_dim} != model.encoder.output_size {e.output_size}"),
+            (a.llm_dim == q.hidden_size, f"model.adaptor.llm_dim {a.llm_dim} != model.llm.hidden_size {q.hidden_size}"),
+            (e.output_size % e.attention_heads == 0, "model.encoder.output_size must be divisible by attention_heads"),
+            (q.num_attention_heads % q.num_key_value_heads == 0, "model.llm.num_attention_heads must be a multiple of num_key_value_heads"),
+            (self.dtype in ("float32", "bfloat16", "float16"), f"model.dtype: unknown dtype {self.dtype!r}"),
+            (self.remat in ("none", "block"), f"model.remat: {self.remat!r} is not 'none' or 'block'"),
+        ]
+        if self.ctc.enabled:
+            checks.append((self.ctc.decoder.encoder_dim == e.output_size,
+                           f"model.ctc.decoder.encoder_dim {self.ctc.decoder.encoder_dim} != model.encoder.output_size {e.output_size}"))
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+        return self
+
 
 def audio_token_count(lfr_frames):
     """N = number of adaptor rows the LLM sees for T LFR frames (fun-asr-nano.md §4.3).

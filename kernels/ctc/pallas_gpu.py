@@ -10,7 +10,8 @@ is written once:
   read back from the row just written to the alpha buffer (stored at a column offset of 2 with
   two -inf guard columns) after a block barrier — Triton has no register shift;
 - `_beta_kernel`, grid (B,): the backward recursion (guards on the right) fused with the
-  posterior occupation post = exp(alpha + beta - em + nll);
+  posterior occupation post = exp(alpha + beta - em), normalized over states per frame.
+  Both recursions rescale each frame's row to max 0 (as `xla` does) so values stay O(1);
 - `_grad_kernel`, grid (B, T/bt, V/bv): g * exp(logits - lse), zero past the length.
 The emission gather (B*T*S elements) and the posterior scatter-add at the extended labels stay
 in XLA. V and T need not be multiples of the tiles (masked loads and stores).
@@ -102,8 +103,15 @@ def _lse3(a, b, c):
     return ms + jnp.log(jnp.exp(a - ms) + jnp.exp(b - ms) + jnp.exp(c - ms))
 
 
+def _rescale(row):
+    m = jnp.max(row)
+    m = jnp.where(m == NEG_INF, 0.0, m)
+    return row - m, m
+
+
 def _alpha_kernel(tlen_ref, ulen_ref, em_ref, skip_ref, buf_ref, nll_ref, *, t, s, interpret):
-    # em_ref [T, S]; skip_ref [S] int32; buf_ref [T, S + 2] holds alpha[t, j] at column j + 2.
+    # em_ref [T, S]; skip_ref [S] int32; buf_ref [T, S + 2] holds the rescaled alpha[t, j] (max 0
+    # per frame) at column j + 2; the scales are summed in `scale`.
     lanes = lax.broadcasted_iota(jnp.int32, (s,), 0)
     t_len = tlen_ref[...]
     u_len = ulen_ref[...]
@@ -115,20 +123,21 @@ def _alpha_kernel(tlen_ref, ulen_ref, em_ref, skip_ref, buf_ref, nll_ref, *, t, 
         buf_ref[ti, pl.ds(2, s)] = a
         buf_ref[ti, pl.ds(0, 2)] = guard
 
-    a0 = jnp.where((lanes <= 1) & (t_len > 0), em_ref[0, :], NEG_INF)
+    a0, scale0 = _rescale(jnp.where((lanes <= 1) & (t_len > 0), em_ref[0, :], NEG_INF))
     write(0, a0)
     _sync(interpret)
 
-    def body(ti, a):
+    def body(ti, carry):
+        a, scale = carry
         a1 = buf_ref[ti - 1, pl.ds(1, s)]
         a2 = jnp.where(skip, buf_ref[ti - 1, pl.ds(0, s)], NEG_INF)
-        new = em_ref[ti, :] + _lse3(a, a1, a2)
+        new, m = _rescale(em_ref[ti, :] + _lse3(a, a1, a2))
         write(ti, new)
         _sync(interpret)
-        return new
+        return new, scale + m
 
     stop = jnp.maximum(t_len, 1)
-    a = lax.fori_loop(1, stop, body, a0)
+    a, scale = lax.fori_loop(1, stop, body, (a0, scale0))
 
     def fill(ti, c):
         write(ti, empty)
@@ -139,8 +148,8 @@ def _alpha_kernel(tlen_ref, ulen_ref, em_ref, skip_ref, buf_ref, nll_ref, *, t, 
     x = jnp.where(sel, a, NEG_INF)
     m = jnp.max(x)
     ms = jnp.where(m == NEG_INF, 0.0, m)
-    nll = -(ms + jnp.log(jnp.sum(jnp.exp(x - ms))))
-    nll_ref[...] = jnp.where(t_len == 0, jnp.where(u_len == 0, 0.0, jnp.inf), nll)
+    nll = -(scale + ms + jnp.log(jnp.sum(jnp.exp(x - ms))))
+    nll_ref[...] = nll  # t_len == 0 is patched by the caller
 
 
 def _beta_kernel(tlen_ref, ulen_ref, nll_ref, em_ref, alpha_ref, skipn_ref, buf_ref, post_ref, *, t, s,
@@ -149,9 +158,7 @@ def _beta_kernel(tlen_ref, ulen_ref, nll_ref, em_ref, alpha_ref, skipn_ref, buf_
     lanes = lax.broadcasted_iota(jnp.int32, (s,), 0)
     t_len = tlen_ref[...]
     u_len = ulen_ref[...]
-    nll = nll_ref[...]
-    finite = nll < jnp.inf
-    nll0 = jnp.where(finite, nll, 0.0)
+    finite = nll_ref[...] < jnp.inf
     skip_next = skipn_ref[...] != 0
     guard = jnp.full((2,), NEG_INF, jnp.float32)
     last = (lanes == 2 * u_len) | ((lanes == 2 * u_len - 1) & (u_len > 0))
@@ -161,10 +168,13 @@ def _beta_kernel(tlen_ref, ulen_ref, nll_ref, em_ref, alpha_ref, skipn_ref, buf_
         buf_ref[ti, pl.ds(s, 2)] = guard
         e = em_ref[ti, :]
         gamma = jnp.where(e > NEG_INF, alpha_ref[ti, pl.ds(2, s)] + beta - e, NEG_INF)
-        post_ref[ti, :] = jnp.where(finite, jnp.exp(gamma + nll0), 0.0)
+        gamma = _rescale(gamma)[0]           # per-frame normalization: post sums to 1 over s
+        norm = jnp.log(jnp.sum(jnp.exp(gamma)))
+        ok = finite & (norm > NEG_INF)
+        post_ref[ti, :] = jnp.where(ok, jnp.exp(gamma - jnp.where(ok, norm, 0.0)), 0.0)
 
     t_last = jnp.maximum(t_len - 1, 0)
-    b_last = jnp.where(last & (t_len > 0), em_ref[t_last, :], NEG_INF)
+    b_last = _rescale(jnp.where(last & (t_len > 0), em_ref[t_last, :], NEG_INF))[0]
     write(t_last, b_last)
     _sync(interpret)
 
@@ -172,7 +182,7 @@ def _beta_kernel(tlen_ref, ulen_ref, nll_ref, em_ref, alpha_ref, skipn_ref, buf_
         ti = t_len - 2 - i
         n1 = buf_ref[ti + 1, pl.ds(1, s)]
         n2 = jnp.where(skip_next, buf_ref[ti + 1, pl.ds(2, s)], NEG_INF)
-        new = em_ref[ti, :] + _lse3(b_next, n1, n2)
+        new = _rescale(em_ref[ti, :] + _lse3(b_next, n1, n2))[0]
         write(ti, new)
         _sync(interpret)
         return new
@@ -271,6 +281,7 @@ def _fwd(logits, ext, skip, valid, t_len, u_len, st):
     lse = log_normalizer(logits, t_len, st)
     em = xla.emissions(logits, lse, ext, valid, t_len)
     alpha_buf, nll = alpha(em, skip, t_len, u_len, st)
+    nll = jnp.where(t_len == 0, jnp.where(u_len == 0, 0.0, jnp.inf), nll)
     return jnp.maximum(nll, 0.0), (logits, lse, em, alpha_buf, nll, ext, skip, t_len, u_len)
 
 

@@ -7,10 +7,11 @@ labels. All statistics are f32.
 Pipeline (shared with the Pallas implementation, which swaps the heavy stages for kernels):
 1. lse[b, t] = logsumexp_v logits[b, t, v]                         (reads the logits once)
 2. em[b, t, s] = logits[b, t, ext[b, s]] - lse[b, t]                (a gather, not a one-hot matmul)
-3. alpha recursion over t (`lax.scan`), nll = -log(alpha[T-1, 2U] + alpha[T-1, 2U-1])
+3. alpha recursion over t (`lax.scan`), nll = -log(alpha[T-1, 2U] + alpha[T-1, 2U-1]); each
+   frame's row is rescaled to max 0 (the scales are summed separately) so values stay O(1)
 backward:
-4. beta recursion over t (reverse scan), posterior occupation
-   post[b, t, s] = exp(alpha + beta - em + nll)                     (sums to 1 over s per frame)
+4. beta recursion over t (reverse scan, rescaled too), posterior occupation
+   post[b, t, s] = exp(alpha + beta - em) normalized over s per frame  (= divided by p(labels))
 5. dlogits = g * (softmax(logits) - scatter_add_s(post at ext))     (one dense write + a scatter)
 Memory: O(B T S) for em/alpha/post plus the logits and their gradient.
 """
@@ -57,15 +58,19 @@ def final_states(num_states: int, u_len):
     return (s == 2 * u) | ((s == 2 * u - 1) & (u > 0))
 
 
-def nll_from_final(final, t_len, u_len):
-    """-log sum over the end states of the last-frame alphas [B, S] -> [B] (inf if impossible)."""
-    sel = final_states(final.shape[1], u_len)
-    x = jnp.where(sel, final, NEG_INF)
-    m = jnp.max(x, axis=1)
+def masked_lse(x, sel):
+    """logsumexp over the last axis of x where sel, -inf safe."""
+    x = jnp.where(sel, x, NEG_INF)
+    m = jnp.max(x, axis=-1)
     ms = jnp.where(m == NEG_INF, 0.0, m)
-    nll = -(ms + jnp.log(jnp.sum(jnp.exp(x - ms[:, None]), axis=1)))
-    # No frames: the empty label sequence has probability 1, anything else 0.
-    return jnp.where(t_len == 0, jnp.where(u_len == 0, 0.0, jnp.inf), nll)
+    return ms + jnp.log(jnp.sum(jnp.exp(x - ms[..., None]), axis=-1))
+
+
+def rescale(row):
+    """(row - max(row), max(row)) with max 0 for an all -inf row: keeps the recursions O(1)."""
+    m = jnp.max(row, axis=-1, keepdims=True)
+    m = jnp.where(m == NEG_INF, 0.0, m)
+    return row - m, m[..., 0]
 
 
 def log_normalizer(logits, t_len):
@@ -92,20 +97,27 @@ def _shift_left(x, k, fill=NEG_INF):
 
 
 def alpha_scan(em, skip, t_len, u_len):
-    """alphas [B, T, S] (log forward variables) and nll [B]."""
+    """Rescaled log forward variables alphas [B, T, S] (each frame's max is 0) and nll [B].
+
+    alpha_true[t] = alphas[t] + sum of the per-frame scales up to t; nll uses the true values.
+    """
     b, t, s = em.shape
     init = jnp.where(jnp.arange(s)[None, :] == 0, 0.0, NEG_INF) * jnp.ones((b, 1))  # virtual frame -1
+    ends = final_states(s, u_len)
 
     def step(carry, x):
-        a, final = carry
+        a, scale, nll = carry
         e_t, ti = x
-        new = e_t + lse3(a, _shift_right(a, 1), jnp.where(skip, _shift_right(a, 2), NEG_INF))
-        final = jnp.where((ti == t_len - 1)[:, None], new, final)
-        return (new, final), new
+        new, m = rescale(e_t + lse3(a, _shift_right(a, 1), jnp.where(skip, _shift_right(a, 2), NEG_INF)))
+        scale = scale + m
+        nll = jnp.where(ti == t_len - 1, -(scale + masked_lse(new, ends)), nll)
+        return (new, scale, nll), new
 
-    (_, final), alphas = lax.scan(step, (init, jnp.full((b, s), NEG_INF)),
-                                  (jnp.swapaxes(em, 0, 1), jnp.arange(t)))
-    return jnp.swapaxes(alphas, 0, 1), nll_from_final(final, t_len, u_len)
+    carry = (init, jnp.zeros((b,)), jnp.full((b,), jnp.inf))
+    (_, _, nll), alphas = lax.scan(step, carry, (jnp.swapaxes(em, 0, 1), jnp.arange(t)))
+    # No frames: the empty label sequence has probability 1, anything else 0.
+    nll = jnp.where(t_len == 0, jnp.where(u_len == 0, 0.0, jnp.inf), nll)
+    return jnp.swapaxes(alphas, 0, 1), nll
 
 
 def beta_posterior_scan(em, alphas, nll, skip, t_len, u_len):
@@ -117,19 +129,24 @@ def beta_posterior_scan(em, alphas, nll, skip, t_len, u_len):
     def step(b_next, x):
         e_t, ti = x
         rec = e_t + lse3(b_next, _shift_left(b_next, 1), jnp.where(skip_next, _shift_left(b_next, 2), NEG_INF))
-        new = jnp.where((ti == t_len - 1)[:, None], jnp.where(last, e_t, NEG_INF), rec)
+        new = rescale(jnp.where((ti == t_len - 1)[:, None], jnp.where(last, e_t, NEG_INF), rec))[0]
         return new, new
 
     _, betas = lax.scan(step, jnp.full((b, s), NEG_INF), (jnp.swapaxes(em, 0, 1), jnp.arange(t)),
                         reverse=True)
-    betas = jnp.swapaxes(betas, 0, 1)
-    return posterior(alphas, betas, em, nll)
+    return posterior(alphas, jnp.swapaxes(betas, 0, 1), em, nll)
 
 
 def posterior(alphas, betas, em, nll):
+    """Per-frame normalized occupation exp(gamma - logsumexp_s gamma), gamma = alpha + beta - em.
+
+    Every complete path occupies exactly one state per frame, so normalizing each frame by its
+    own sum equals dividing by p(labels) but avoids the cancellation against a large nll.
+    """
     gamma = jnp.where(em > NEG_INF, alphas + betas - em, NEG_INF)
-    finite = jnp.isfinite(nll)[:, None, None]
-    return jnp.where(finite, jnp.exp(gamma + jnp.where(finite, nll[:, None, None], 0.0)), 0.0)
+    norm = masked_lse(gamma, True)
+    live = jnp.isfinite(nll)[:, None, None] & (norm > NEG_INF)[..., None]
+    return jnp.where(live, jnp.exp(gamma - jnp.where(live, norm[..., None], 0.0)), 0.0)
 
 
 def dense_grad(logits, lse, t_len, g):
