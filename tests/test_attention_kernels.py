@@ -2,8 +2,9 @@
 
 Pallas GPU kernels run in interpret mode on CPU (small tiles of 16 so every shape spans several
 tiles and ends in a partial one). Seeds are fresh per run and printed in failure messages.
-Tolerances: f32 max abs error 2e-5 (outputs and gradients are O(1)); bf16 inputs 3e-2
-(bf16 has 8 mantissa bits; the reference is computed from the same bf16 inputs in f32).
+Tolerances: f32 max abs error 2e-5 (outputs and gradients are O(1)); bf16 inputs: max abs error
+<= 2e-2 * max |reference| per tensor (bf16 keeps 8 mantissa bits and the kernels round p and the
+outputs to bf16; the reference runs in f32 from the same rounded inputs).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ jax.config.update("jax_default_matmul_precision", "highest")
 
 SMALL = BlockSizes(16, 16, 16, 16, 16, 16)
 F32_TOL = 2e-5
-BF16_TOL = 3e-2
+BF16_REL_TOL = 2e-2
 
 
 def _seed():
@@ -55,6 +56,10 @@ def _value_and_grads(fn, q, k, v, do, **kw):
     return out, grads
 
 
+def _jit_value_and_grads(fn, q, k, v, do, **kw):
+    return jax.jit(lambda q, k, v, do: _value_and_grads(fn, q, k, v, do, **kw))(q, k, v, do)
+
+
 def _max_err(a, b):
     return float(jnp.max(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32))))
 
@@ -65,10 +70,11 @@ def _compare(fn, seed, shape, causal, dtype, tol, **extra):
     kw = dict(q_lengths=q_len, kv_lengths=kv_len, causal=causal)
     # The oracle sees the same (rounded) inputs, in f32.
     f32 = [x.astype(jnp.float32) for x in (q, k, v, do)]
-    ref_out, ref_g = _value_and_grads(reference.attention, *f32, **kw)
-    out, g = _value_and_grads(jax.jit(lambda q, k, v, **kw: fn(q, k, v, **kw, **extra),
-                                      static_argnames=("causal",)), q, k, v, do, **kw)
+    ref_out, ref_g = _jit_value_and_grads(reference.attention, *f32, **kw)
+    out, g = _jit_value_and_grads(lambda q, k, v, **kw: fn(q, k, v, **kw, **extra), q, k, v, do, **kw)
     errs = [_max_err(out, ref_out)] + [_max_err(a, r) for a, r in zip(g, ref_g)]
+    if dtype != jnp.float32:   # relative to each tensor's largest reference magnitude
+        errs = [e / float(jnp.abs(r).max()) for e, r in zip(errs, (ref_out, *ref_g))]
     assert out.dtype == q.dtype and out.shape == q.shape
     assert max(errs) < tol, f"seed={seed} shape={shape} causal={causal} {dtype}: errors {errs}"
     # rows past q_lengths are exactly zero
@@ -81,26 +87,23 @@ def _compare(fn, seed, shape, causal, dtype, tol, **extra):
 SHAPES = [(2, 37, 37, 4, 4, 16), (2, 29, 45, 4, 2, 32), (1, 50, 23, 8, 2, 8)]
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape,causal", [(SHAPES[0], True), (SHAPES[1], False), (SHAPES[2], True)])
 def test_xla_matches_reference_f32(shape, causal):
     _compare(xla.attention, _seed(), shape, causal, jnp.float32, F32_TOL)
 
 
 def test_xla_matches_reference_bf16():
-    _compare(xla.attention, _seed(), (2, 33, 40, 4, 2, 32), True, jnp.bfloat16, BF16_TOL)
+    _compare(xla.attention, _seed(), (2, 33, 40, 4, 2, 32), True, jnp.bfloat16, BF16_REL_TOL)
 
 
-@pytest.mark.parametrize("shape,causal", [(SHAPES[0], False), (SHAPES[1], True), (SHAPES[2], True),
-                                          (SHAPES[2], False)])
+@pytest.mark.parametrize("shape,causal", [(SHAPES[0], False), (SHAPES[1], True), (SHAPES[2], True)])
 def test_pallas_gpu_matches_reference_f32(shape, causal):
     _compare(pallas_gpu.flash_attention, _seed(), shape, causal, jnp.float32, F32_TOL,
              block_sizes=SMALL, interpret=True)
 
 
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
-def test_pallas_gpu_matches_reference_half(dtype):
-    _compare(pallas_gpu.flash_attention, _seed(), (2, 40, 40, 4, 2, 16), True, dtype, BF16_TOL,
+def test_pallas_gpu_matches_reference_bf16():
+    _compare(pallas_gpu.flash_attention, _seed(), (2, 40, 40, 4, 2, 16), True, jnp.bfloat16, BF16_REL_TOL,
              block_sizes=SMALL, interpret=True)
 
 
@@ -114,11 +117,11 @@ def test_rows_without_keys_are_zero():
     seed = _seed()
     q, k, v, do, _, _ = _inputs(seed, 2, 20, 20, 2, 1, 16)
     kv_len = jnp.array([0, 7])
+    ref_out, ref_g = _jit_value_and_grads(reference.attention, q, k, v, do, kv_lengths=kv_len)
     for fn in (xla.attention, lambda *a, **kw: pallas_gpu.flash_attention(*a, **kw, block_sizes=SMALL,
                                                                           interpret=True)):
-        out, g = _value_and_grads(fn, q, k, v, do, kv_lengths=kv_len, causal=False)
+        out, g = _jit_value_and_grads(fn, q, k, v, do, kv_lengths=kv_len, causal=False)
         assert float(jnp.abs(out[0]).max()) == 0.0
-        ref_out, ref_g = _value_and_grads(reference.attention, q, k, v, do, kv_lengths=kv_len)
         assert _max_err(out, ref_out) < F32_TOL
         assert max(_max_err(a, r) for a, r in zip(g, ref_g)) < F32_TOL
         assert all(bool(jnp.isfinite(x).all()) for x in g)
@@ -160,9 +163,9 @@ def test_splash_tpu_path_in_tpu_interpret_mode():
     seed = _seed()
     q, k, v, do, q_len, kv_len = _inputs(seed, 2, 100, 100, 4, 2, 32)
     kw = dict(q_lengths=q_len, kv_lengths=kv_len, causal=True)
-    ref_out, ref_g = _value_and_grads(reference.attention, q, k, v, do, **kw)
+    ref_out, ref_g = _jit_value_and_grads(reference.attention, q, k, v, do, **kw)
     with pltpu.force_tpu_interpret_mode():
-        out, g = _value_and_grads(jax.jit(lambda q, k, v: tpu.attention(q, k, v, **kw, block=128)), q, k, v, do)
+        out, g = _jit_value_and_grads(lambda q, k, v: tpu.attention(q, k, v, **kw, block=128), q, k, v, do)
     errs = [_max_err(out, ref_out)] + [_max_err(a, r) for a, r in zip(g, ref_g)]
     assert max(errs) < 1e-4, f"seed={seed}: {errs}"
 

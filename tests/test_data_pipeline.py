@@ -229,3 +229,32 @@ def test_instruction_override(corpus):
     s0 = int(b["audio_start"][r])
     assert tok.decode(b["input_ids"][r, :s0].tolist()) == (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nSpeech transcription:")
+
+
+DEMO = os.path.join(os.path.dirname(__file__), os.pardir, "data", "demo")
+
+
+def test_demo_corpus_with_real_tokenizers():
+    """The committed demo corpus through load_text_tools (sentencepiece LLM + CTC vocabularies)."""
+    from funasr_jax.data.pipeline import load_text_tools
+
+    cfg = DataConfig(dev_files=(os.path.join(DEMO, "dev.jsonl"),), tokenizer=os.path.join(DEMO, "tokenizer.model"),
+                     ctc_tokenizer=os.path.join(DEMO, "tokenizer.model"), batch_size=4, bucket_frames=(32, 64, 96))
+    tok, ctc = load_text_tools(cfg)
+    exs = read_manifests(cfg.dev_files)[:6]
+    ev = make_eval_batches(cfg, None, tok, ctc, examples=exs)
+    speech_markers = {tok.token_to_id("<|startofspeech|>"), tok.token_to_id("<|endofspeech|>")}
+    seen = 0
+    for b in ev:
+        for r in np.flatnonzero(b["weight"] > 0):
+            ex = exs[int(b["example_index"][r])]
+            ids, labels = b["input_ids"][r], b["labels"][r]
+            assert tok.decode(labels[labels != -100].tolist(), skip_special=False) == ex.target + "<|im_end|>"
+            s0, n, ln = int(b["audio_start"][r]), int(b["audio_tokens"][r]), int(b["token_lengths"][r])
+            assert tok.decode(ids[:s0].tolist(), skip_special=False) == (
+                f"<|im_start|>system\n{ex.system}<|im_end|>\n<|im_start|>user\n{ex.instruction}")
+            assert not speech_markers & set(ids[:ln].tolist())
+            assert ctc.decode(b["ctc_labels"][r, :b["ctc_label_lengths"][r]].tolist()) == ex.target
+            assert n == math.ceil(b["feat_lengths"][r] / 8)
+            seen += 1
+    assert seen == 6

@@ -57,6 +57,8 @@ PROMPT_STRINGS = [
     "Speech transcription without text normalization:",
     "请结合上下文信息，更加准确地完成语音转写任务。如果没有相关信息，我们会留空。",
     "**上下文信息：**", "热词列表：[a, b, c]", "请结合下面提供的上下文信息", "历史转写结果", "一遍解码结果",
+    # so paths, numbers and ASCII punctuation are single pieces rather than byte fallbacks
+    "0123456789", "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", "!audio/train/00000.ogg",
 ]
 
 # ----------------------------------------------------------------------------- entity lists

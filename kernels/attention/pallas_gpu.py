@@ -306,7 +306,7 @@ def check_supported(q, k, v, *, mask=None):
         raise KernelInputError(f"attention: q/k/v must be [B, T, H, D]; got {q.shape}, {k.shape}, {v.shape}")
     if k.shape != v.shape or q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
         raise KernelInputError(f"attention: incompatible q {q.shape}, k {k.shape}, v {v.shape}")
-    if q.shape[2] % k.shape[2]:
+    if k.shape[2] == 0 or q.shape[2] % k.shape[2]:
         raise KernelInputError(f"attention: q heads {q.shape[2]} not a multiple of kv heads {k.shape[2]}")
     if mask is not None:
         raise KernelUnsupportedError("pallas_gpu attention takes lengths, not a general mask")

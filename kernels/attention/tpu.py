@@ -7,7 +7,9 @@ ids (valid query rows 1, padded rows 2; valid keys 1, padded keys 3), so padded 
 and are zeroed afterwards; `causal` is a static `CausalMask` (top-left aligned). Sequences are
 padded to the 128-row tiles and head_dim to a multiple of 128; q is pre-scaled (splash has no
 scale argument). On CPU it runs inside `pltpu.force_tpu_interpret_mode()` (that is how the tests
-check it); the dispatcher only picks it on a TPU backend.
+check it; there the per-(batch, kv head) calls run under `lax.map` because the TPU interpreter
+cannot batch a kernel grid, while on a TPU they are `vmap`ped into the grid); the dispatcher
+only picks it on a TPU backend.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from kernels._common import KernelUnsupportedError, lengths_or_full, pad_axis, round_up
 
@@ -62,8 +65,14 @@ def attention(q, k, v, *, q_lengths=None, kv_lengths=None, causal=False, scale=N
     def one(qh, kh, vh, sq, skv):
         return kern(qh, kh, vh, segment_ids=sk.SegmentIds(q=sq, kv=skv))
 
-    per_batch = jax.vmap(one, in_axes=(0, 0, 0, None, None))
-    out = jax.vmap(per_batch)(qs, ks, vs, seg_q, seg_kv)                  # [B, Hkv, G, Tp, Dp]
+    if jax.default_backend() == "tpu":   # batching folds (B, Hkv) into the kernel grid
+        per_batch = jax.vmap(one, in_axes=(0, 0, 0, None, None))
+        out = jax.vmap(per_batch)(qs, ks, vs, seg_q, seg_kv)              # [B, Hkv, G, Tp, Dp]
+    else:   # TPU interpret mode cannot batch a pallas_call grid: one call per (b, kv head)
+        flat = lax.map(lambda a: one(*a), (qs.reshape(b * hkv, g, tp, dp), ks.reshape(b * hkv, sp, dp),
+                                           vs.reshape(b * hkv, sp, dp), jnp.repeat(seg_q, hkv, axis=0),
+                                           jnp.repeat(seg_kv, hkv, axis=0)))
+        out = flat.reshape(b, hkv, g, tp, dp)
     out = out.transpose(0, 3, 1, 2, 4).reshape(b, tp, hq, dp)[:, :t, :, :d]
     visible = (jnp.arange(t)[None, :] < ql[:, None]) & (kl > 0)[:, None]   # a row sees >= 1 key
     return jnp.where(visible[:, :, None, None], out, 0).astype(q.dtype)

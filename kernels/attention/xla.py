@@ -33,7 +33,7 @@ def visibility_mask(b, t, s, *, q_lengths=None, kv_lengths=None, causal=False, m
 def attention(q, k, v, *, q_lengths=None, kv_lengths=None, causal=False, scale=None, mask=None):
     b, t, hq, d = q.shape
     s, hkv = k.shape[1], k.shape[2]
-    if hq % hkv:
+    if hkv == 0 or hq % hkv:
         raise KernelInputError(f"attention: q heads {hq} not a multiple of kv heads {hkv}")
     g = hq // hkv
     scale = d ** -0.5 if scale is None else scale

@@ -1,0 +1,176 @@
+"""Trainer: configs validate, freeze plans hold, resume is exact, every stage runs end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from funasr_jax import configtools
+from funasr_jax.checkpoint_names import flatten
+from funasr_jax.configtools import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "data" / "demo"
+STAGES = ["sft1", "sft2", "sft3", "sft4", "sft5", "ctc_warmup", "sft_full"]
+
+
+def small_manifest(tmp_path, split="train", n=24) -> str:
+    """The first n lines of a demo split, with absolute audio paths, as a new JSONL."""
+    lines = (DEMO / f"{split}.jsonl").read_text().splitlines()[:n]
+    out = tmp_path / f"{split}_{n}.jsonl"
+    fixed = []
+    for line in lines:
+        obj = json.loads(line)
+        user = obj["messages"][1]["content"]
+        head, rest = user.split("<|startofspeech|>!", 1)
+        path, tail = rest.split("<|endofspeech|>", 1)
+        obj["messages"][1]["content"] = f"{head}<|startofspeech|>!{DEMO / path}<|endofspeech|>{tail}"
+        fixed.append(json.dumps(obj, ensure_ascii=False))
+    out.write_text("\n".join(fixed) + "\n")
+    return str(out)
+
+
+def tiny_cfg(stage: str, tmp_path, steps=3, **sets):
+    from train.main import load_config
+
+    cfg = load_config(stage, "tiny")
+    train_file = small_manifest(tmp_path, "train", 24)
+    dev_file = small_manifest(tmp_path, "dev", 4)
+    cfg = dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, train_files=(train_file,), dev_files=(dev_file,), batch_size=4,
+                                 bucket_frames=(64, 128), noise_prob=0.5),
+        run=dataclasses.replace(cfg.run, out_dir=str(tmp_path / stage), steps=steps, log_every=1,
+                                save_every=0, decode_max_tokens=4, progress=False),
+        optim=dataclasses.replace(cfg.optim, warmup_steps=1),
+    )
+    for k, v in sets.items():
+        cfg = configtools.override(cfg, k, str(v))
+    return cfg.validate()
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_config_loads_and_validates(stage):
+    from train.main import load_config
+
+    cfg = load_config(stage, "tiny")
+    assert cfg.stage.trainable
+    nano = load_config(stage, "nano", ["run.steps=7"])
+    assert nano.run.steps == 7 and nano.model.llm.hidden_size == 1024
+
+
+def test_config_errors_name_the_field():
+    from train.main import load_config
+
+    with pytest.raises(ConfigError, match="optim.lrr.*did you mean lr"):
+        load_config("sft4", "tiny", ["optim.lrr=1e-3"])
+    with pytest.raises(ConfigError, match="run.steps: expected an integer"):
+        load_config("sft4", "tiny", ["run.steps=many"])
+    with pytest.raises(ConfigError, match="optim.lr must be > 0"):
+        load_config("sft4", "tiny", ["optim.lr=-1"])
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config("sft9", "tiny")
+    r = subprocess.run([sys.executable, "-m", "train.main", "--config", "sft1.py", "--set", "data.batch_sise=3"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "data.batch_sise" in r.stderr and "batch_size" in r.stderr
+
+
+def _state_after(stage, tmp_path, steps=2):
+    """Run `steps` optimizer steps of `stage` in-process; return (initial, final) params and state."""
+    from funasr_jax.models.funasr import FunASRNano
+    from train.data import TrainData
+    from train.loop import initial_params
+    from train.optimizer import make_optimizer
+    from train.step import LossWeights, batch_counts, device_batch, init_state, make_steps
+
+    cfg = tiny_cfg(stage, tmp_path)
+    params, _ = initial_params(cfg, cfg.model, jax.random.PRNGKey(0))
+    tx, mask = make_optimizer(cfg.optim, params, cfg.stage.trainable, 10)
+    weights = LossWeights(cfg.stage.llm_weight, cfg.stage.ctc_weight, cfg.model.ctc.blank)
+    _, _, train_step, _ = make_steps(FunASRNano(cfg.model), tx, mask, weights)
+    state = init_state(params, tx, 0)
+    data = TrainData(cfg)
+    step = jax.jit(train_step)
+    for _ in range(steps):
+        b = data.next_train()
+        n = batch_counts(b)
+        state, m = step(state, device_batch(b), {k: np.float32(max(1.0, v)) for k, v in n.items()})
+        assert np.isfinite(float(m["loss"]))
+    return params, state, mask
+
+
+@pytest.mark.parametrize("stage", ["sft1", "sft3", "sft5"])
+def test_freeze_plan(stage, tmp_path):
+    before, state, mask = _state_after(stage, tmp_path)
+    after = state["params"]
+    fb, fa, fm = flatten(before), flatten(after), flatten(mask)
+    moved = frozen_changed = 0
+    for path, m in fm.items():
+        same = np.array_equal(np.asarray(fb[path]), np.asarray(fa[path]))
+        if m:
+            moved += not same
+        else:
+            frozen_changed += not same
+    assert frozen_changed == 0, "a frozen parameter changed"
+    assert moved > 0.5 * sum(fm.values()), f"only {moved} of {sum(fm.values())} trainable tensors moved"
+    trainable_paths = {p for p, m in fm.items() if m}
+    prefixes = {"sft1": ("audio_adaptor",), "sft5": ("ctc_decoder", "ctc"), "sft3": ("llm",)}[stage]
+    assert all(p[0] in prefixes for p in trainable_paths)
+    if stage == "sft3":
+        assert all(("lora_A" in p or "lora_B" in p) for p in trainable_paths)
+    # optimizer state exists only for trainable leaves (Adam mu and nu each)
+    n_state = sum(np.size(x) for x in jax.tree_util.tree_leaves(state["opt_state"]) if np.ndim(x) > 0)
+    n_train = sum(np.size(fb[p]) for p in trainable_paths)
+    assert n_state == 2 * n_train
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    from train.loop import train
+
+    a = tiny_cfg("sft_full", tmp_path / "a", steps=4, **{"run.eval_max_utts": 1})
+    train(a)
+    b = tiny_cfg("sft_full", tmp_path / "b", steps=4, **{"run.eval_max_utts": 1})
+    r = train(b, stop_after=2)
+    assert r.get("interrupted") and r["steps"] == 2
+    train(b)  # resumes from step 2
+    from funasr_jax.checkpoint import load_model
+
+    pa, pb = load_model(a.run.out_dir).params, load_model(b.run.out_dir).params
+    for (path, x), (_, y) in zip(flatten(pa).items(), flatten(pb).items()):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg="/".join(path))
+    rows = [json.loads(l) for l in (Path(b.run.out_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4]
+    assert (Path(b.run.out_dir) / "curves.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_every_stage_runs_as_a_subprocess(tmp_path):
+    """ctc_warmup -> sft1 -> sft2 -> sft3 -> sft4 -> sft5 chained through init_from, as a user runs them."""
+    train_file = small_manifest(tmp_path, "train", 16)
+    dev_file = small_manifest(tmp_path, "dev", 2)
+    prev = None
+    for stage in ["ctc_warmup", "sft1", "sft2", "sft3", "sft4", "sft5"]:
+        out = tmp_path / stage
+        cmd = [sys.executable, "-m", "train.main", "--config", f"{stage}.py", "--preset", "tiny",
+               "--set", "run.steps=2", "--set", f"run.out_dir={out}", "--set", f"data.train_files={train_file}",
+               "--set", f"data.dev_files={dev_file}", "--set", "data.batch_size=4",
+               "--set", "data.bucket_frames=(64,128)", "--set", "run.decode_max_tokens=3",
+               "--set", "run.log_every=1"]
+        if prev:
+            cmd += ["--set", f"run.init_from={prev}"]
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+        assert r.returncode == 0, f"{stage} failed:\n{r.stderr[-3000:]}"
+        summary = json.loads(r.stdout[r.stdout.index("{"):])
+        assert summary["steps"] == 2
+        if prev:
+            assert summary["tensors_loaded"] > 0
+        assert (out / "metrics.jsonl").exists() and (out / "curves.png").exists()
+        prev = str(out)
