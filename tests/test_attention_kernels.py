@@ -197,6 +197,7 @@ def test_dispatch_cpu_and_fallbacks():
         api.attention(q, k, v, mask=mask[:, :3])
 
 
+@pytest.mark.slow
 def test_bench_smoke(tmp_path):
     out = tmp_path / "tmp.json"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -209,3 +210,18 @@ def test_bench_smoke(tmp_path):
     assert {r["op"] for r in ours} == {"attention", "ctc"}
     assert all("error" not in r and r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0 for r in ours), ours
     assert any(r["impl"] == "xla" and "speedup_of_ours_fwd" in r for r in rows)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="compiled Triton kernels need a GPU")
+@pytest.mark.parametrize("impl", ["pallas_gpu", "cudnn"])
+def test_compiled_kernels_on_gpu(impl):
+    """On a GPU session: the compiled kernels (default block table) against the f32 reference."""
+    fn = api.IMPLEMENTATIONS[impl]
+    for shape, causal, dtype in [((2, 300, 300, 8, 2, 128), True, jnp.bfloat16),
+                                 ((3, 257, 190, 4, 4, 64), False, jnp.bfloat16),
+                                 ((2, 130, 130, 4, 1, 64), True, jnp.float32)]:
+        if impl == "cudnn" and dtype == jnp.float32:
+            continue
+        tol = F32_TOL * 10 if dtype == jnp.float32 else BF16_REL_TOL
+        _compare(fn, _seed(), shape, causal, dtype, tol)

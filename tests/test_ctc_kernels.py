@@ -178,3 +178,19 @@ def test_api_validation_and_fallback():
         ctc_loss(x, np.array([4, 4]), np.zeros((2, 2), np.int32), np.array([1, 1]), blank_id=2,
                  implementation="cudnn")
     assert any("cudnn" in str(m.message) for m in w)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="compiled Triton kernels need a GPU")
+def test_compiled_pallas_on_gpu():
+    """On a GPU session: compiled Pallas CTC (default tiles) against float64 torch."""
+    seed = _seed()
+    logits, labels, u_len, t_len = _random_batch(seed, b=4, t=200, v=3001, n=40)
+    F = torch.nn.functional
+    x = torch.tensor(logits.astype(np.float64), requires_grad=True)
+    want = F.ctc_loss(F.log_softmax(x, -1).transpose(0, 1), torch.tensor(labels), torch.tensor(t_len),
+                      torch.tensor(u_len), blank=3000, reduction="none")
+    want.sum().backward()
+    got, grad = _loss_and_grad("pallas_gpu", jnp.asarray(logits), t_len, labels, u_len, 3000)
+    np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-4, err_msg=f"seed={seed}")
+    np.testing.assert_allclose(grad, x.grad.numpy(), atol=1e-5, err_msg=f"seed={seed}")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import types
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import numpy as np
 import pytest
 import soundfile as sf
 

@@ -25,7 +25,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable
 
 __all__ = [
     "DEFAULT_SYSTEM",

@@ -42,7 +42,6 @@ Padding rows have all lengths 0 (feat_lengths, token_lengths, audio_tokens, ctc_
 
 from __future__ import annotations
 
-import functools
 import glob
 import logging
 import math
@@ -50,7 +49,7 @@ import os
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import grain
 import numpy as np

@@ -17,6 +17,7 @@ implementation)`:
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import jax
@@ -45,21 +46,51 @@ def _validate(logits, logit_lengths, labels, label_lengths, reduction):
         raise KernelInputError(f"ctc_loss: reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
 
 
-def _choose(implementation) -> str:
+@functools.lru_cache(maxsize=None)
+def _gpu_compile_error(dtype) -> str | None:
+    """On GPU: compile a tiny Pallas CTC fwd+bwd once per logits dtype; None if it compiles."""
+    x = jax.ShapeDtypeStruct((2, 40, 300), dtype)
+    lab = jax.ShapeDtypeStruct((2, 7), jnp.int32)
+    ln = jax.ShapeDtypeStruct((2,), jnp.int32)
+
+    def loss(x, t_len, labels, u_len):
+        ext, skip, valid = xla.extended_labels(labels, u_len, 0, pallas_gpu.num_states(7))
+        return pallas_gpu.ctc_nll(x, ext, skip, valid, t_len, u_len).sum()
+
+    try:
+        jax.jit(jax.grad(loss)).lower(x, ln, lab, ln).compile()
+        return None
+    except Exception as e:  # noqa: BLE001 - any compile failure means "not usable here"
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _choose(implementation, dtype) -> str:
     if isinstance(implementation, str):
         candidates = (implementation,)
     elif implementation is None:
         candidates = BACKEND_PREFERENCE.get(jax.default_backend(), ("xla",))
     else:
         candidates = tuple(implementation)
+    reasons = []
     for name in candidates:
-        if name in IMPLEMENTATIONS:
-            return name
-    msg = f"ctc_loss: implementation {implementation!r} not available ({IMPLEMENTATIONS}); using 'xla'"
+        if name not in IMPLEMENTATIONS:
+            reasons.append(f"{name!r} is not a CTC implementation {IMPLEMENTATIONS}")
+            continue
+        if name == "pallas_gpu" and jax.default_backend() == "gpu":
+            err = _gpu_compile_error(jnp.dtype(dtype))
+            if err:
+                reasons.append(f"pallas_gpu failed to compile here ({err})")
+                continue
+        if reasons:
+            break
+        return name
+    else:
+        name = "xla"
+    msg = f"ctc_loss: using {name!r} ({'; '.join(reasons)})"
     if msg not in _warned:
         _warned.add(msg)
         warnings.warn(msg, stacklevel=3)
-    return "xla"
+    return name
 
 
 def ctc_loss(logits, logit_lengths, labels, label_lengths, *, blank_id: int, reduction: str = "none",
@@ -71,7 +102,7 @@ def ctc_loss(logits, logit_lengths, labels, label_lengths, *, blank_id: int, red
     blank = blank_id % v
     t_len = jnp.clip(jnp.asarray(logit_lengths).astype(jnp.int32), 0, t)
     u_len = jnp.clip(jnp.asarray(label_lengths).astype(jnp.int32), 0, labels.shape[1])
-    name = _choose(implementation)
+    name = _choose(implementation, logits.dtype)
     if name == "reference":
         nll = jnp.maximum(reference.ctc_loss(logits, logit_lengths, labels, label_lengths, blank_id=blank), 0.0)
     else:
