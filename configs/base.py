@@ -90,7 +90,35 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class MeshConfig:
-    preset: str = "auto"  # see sharding.mesh presets; auto = all devices on the data axis
+    """Device mesh and sharding (sharding/ package; train/sharded.py applies it).
+
+    preset: sharding.mesh preset (1, 8x-data, 8x-fsdp, 2fsdp-4tensor, 2x8, 4x8, 8x8, auto) or
+      explicit sizes "data=2,fsdp=4,tensor=1".
+    rules: logical->mesh rules table (sharding.rules.RULE_TABLES: default, llm-tp, replicated).
+    rule_overrides: "embed=fsdp", "llm/heads=tensor", "act:batch=data+fsdp", "vocab=" (replicate).
+    min_sharded_size: fail a run that leaves a tensor with more elements than this fully
+      replicated on a mesh with fsdp / tensor > 1 (0 = no check).
+    compilation_cache: persistent XLA compilation cache directory ("" = off; env
+      FUNASR_JAX_NO_COMPILE_CACHE=1 also turns it off).
+    """
+
+    preset: str = "auto"
+    rules: str = "default"
+    rule_overrides: tuple[str, ...] = ()
+    min_sharded_size: int = 1_000_000
+    compilation_cache: str = "~/.cache/funasr_jax/xla"
+
+    def validate(self):
+        from sharding.mesh import MeshError, parse_mesh_shape
+        from sharding.rules import RulesError, get_rules
+
+        try:
+            parse_mesh_shape(self.preset)
+            get_rules(self.rules, self.rule_overrides)
+        except (MeshError, RulesError) as e:
+            raise ConfigError(str(e)) from None
+        if self.min_sharded_size < 0:
+            raise ConfigError(f"mesh.min_sharded_size must be >= 0, got {self.min_sharded_size}")
 
 
 @dataclass(frozen=True)
@@ -104,7 +132,7 @@ class TrainConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)
 
     def validate(self):
-        for part in (self.data, self.optim, self.stage, self.run):
+        for part in (self.data, self.optim, self.stage, self.run, self.mesh):
             v = getattr(part, "validate", None)
             if v:
                 try:

@@ -22,6 +22,8 @@ from funasr_jax.models.encoder import (
     layer_norm,
 )
 from kernels.attention.api import attention
+from sharding.context import constrain
+from sharding.remat import remat_layer
 
 
 class MultiHeadedAttention(nn.Module):
@@ -71,13 +73,14 @@ class BlockStack(nn.Module):
     count: int
     dtype: jnp.dtype = jnp.float32
     attention_impl: str | None = None
-    remat: bool = False
+    remat: bool | str = False  # False/"none", True/"block", or a sharding.remat policy name
 
     @nn.compact
     def __call__(self, x, lengths, deterministic: bool = True):
-        layer_cls = nn.remat(EncoderLayer, static_argnums=(3,)) if self.remat else EncoderLayer
+        layer_cls = remat_layer(EncoderLayer, self.remat, static_argnums=(3,))
         for i in range(self.count):
             x = layer_cls(self.cfg, self.dtype, self.attention_impl, name=str(i))(x, lengths, deterministic)
+            x = constrain(x, ("batch", "length", "embed"))
         return x
 
 
@@ -99,7 +102,7 @@ class Transformer(nn.Module):
     cfg: AdaptorConfig
     dtype: jnp.dtype = jnp.float32
     attention_impl: str | None = None
-    remat: bool = False
+    remat: bool | str = False
 
     @nn.compact
     def __call__(self, x, lengths=None, deterministic: bool = True):

@@ -106,7 +106,7 @@ class FunASRConfig:
     ctc: CTCConfig = field(default_factory=CTCConfig)
     dtype: str = "float32"
     attention_impl: str | None = None
-    remat: str = "none"  # "none" | "block" (jax.checkpoint around each transformer block)
+    remat: str = "none"  # "none" | "block" | policy | "encoder:block,llm:dots_saveable" (sharding.remat)
 
     def replace(self, **kw) -> "FunASRConfig":
         return dataclasses.replace(self, **kw)
@@ -120,7 +120,6 @@ class FunASRConfig:
             (e.output_size % e.attention_heads == 0, "model.encoder.output_size must be divisible by attention_heads"),
             (q.num_attention_heads % q.num_key_value_heads == 0, "model.llm.num_attention_heads must be a multiple of num_key_value_heads"),
             (self.dtype in ("float32", "bfloat16", "float16"), f"model.dtype: unknown dtype {self.dtype!r}"),
-            (self.remat in ("none", "block"), f"model.remat: {self.remat!r} is not 'none' or 'block'"),
         ]
         if self.ctc.enabled:
             checks.append((self.ctc.decoder.encoder_dim == e.output_size,
@@ -128,6 +127,9 @@ class FunASRConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        from sharding.remat import parse_remat
+
+        parse_remat(self.remat)  # RematConfigError (a ValueError) naming model.remat
         return self
 
 

@@ -21,6 +21,8 @@ import jax.numpy as jnp
 
 from funasr_jax.models.config import EncoderConfig
 from kernels.attention.api import attention
+from sharding.context import constrain
+from sharding.remat import remat_layer
 
 
 class ModelInputError(ValueError):
@@ -199,15 +201,16 @@ class SANMStack(nn.Module):
     count: int
     dtype: jnp.dtype = jnp.float32
     attention_impl: str | None = None
-    remat: bool = False
+    remat: bool | str = False  # False/"none", True/"block", or a sharding.remat policy name
 
     @nn.compact
     def __call__(self, x, mask, lengths, deterministic: bool = True):
-        layer_cls = nn.remat(EncoderLayerSANM, static_argnums=(4,)) if self.remat else EncoderLayerSANM
+        layer_cls = remat_layer(EncoderLayerSANM, self.remat, static_argnums=(4,))
         for i in range(self.count):
             in_size = self.in_size if i == 0 else self.cfg.output_size
             x = layer_cls(self.cfg, in_size, self.dtype, self.attention_impl, name=str(i))(
                 x, mask, lengths, deterministic)
+            x = constrain(x, ("batch", "length", "embed"))
         return x
 
 
@@ -221,7 +224,7 @@ class SenseVoiceEncoderSmall(nn.Module):
     cfg: EncoderConfig
     dtype: jnp.dtype = jnp.float32
     attention_impl: str | None = None
-    remat: bool = False
+    remat: bool | str = False
 
     def _check_config(self):
         cfg = self.cfg

@@ -18,6 +18,8 @@ from funasr_jax.models.config import FunASRConfig
 from funasr_jax.models.ctc_head import CTCLo
 from funasr_jax.models.encoder import SenseVoiceEncoderSmall
 from funasr_jax.models.qwen3 import Qwen3ForCausalLM
+from sharding.context import constrain
+from sharding.remat import parse_remat
 
 
 def splice_audio(token_embeds, audio_embeds, audio_start, audio_tokens):
@@ -43,13 +45,13 @@ class FunASRNano(nn.Module):
     def setup(self):
         cfg = self.cfg
         dtype = jnp.dtype(cfg.dtype)
-        remat = cfg.remat == "block"
-        kw = dict(dtype=dtype, attention_impl=cfg.attention_impl, remat=remat)
-        self.audio_encoder = SenseVoiceEncoderSmall(cfg.encoder, **kw)
-        self.audio_adaptor = Transformer(cfg.adaptor, **kw)
-        self.llm = Qwen3ForCausalLM(cfg.llm, **kw)
+        remat = parse_remat(cfg.remat)  # per block type: "none" | policy name
+        kw = dict(dtype=dtype, attention_impl=cfg.attention_impl)
+        self.audio_encoder = SenseVoiceEncoderSmall(cfg.encoder, remat=remat["encoder"], **kw)
+        self.audio_adaptor = Transformer(cfg.adaptor, remat=remat["adaptor"], **kw)
+        self.llm = Qwen3ForCausalLM(cfg.llm, remat=remat["llm"], **kw)
         if cfg.ctc.enabled:
-            self.ctc_decoder = Transformer(cfg.ctc.decoder, **kw)
+            self.ctc_decoder = Transformer(cfg.ctc.decoder, remat=remat["ctc"], **kw)
             self.ctc = CTCLo(cfg.ctc.vocab_size, dtype=dtype)
 
     def encode(self, feats, feat_lengths, deterministic: bool = True):
@@ -92,9 +94,10 @@ class FunASRNano(nn.Module):
             adapted, _ = self.adapt(enc, enc_lengths, deterministic)
             embeds = self.embed_prompt(input_ids, adapted, audio_start, audio_tokens)
             logits, _ = self.llm(embeds, lengths=token_lengths, deterministic=deterministic)
-            out["logits"] = logits
+            out["logits"] = constrain(logits, ("batch", "length", "vocab"))
         if self.cfg.ctc.enabled and with_ctc:
-            out["ctc_logits"] = self.ctc_logits(enc, enc_lengths, deterministic)
+            out["ctc_logits"] = constrain(self.ctc_logits(enc, enc_lengths, deterministic),
+                                          ("batch", "length", "vocab"))
         return out
 
 

@@ -29,6 +29,8 @@ from jax import lax
 from funasr_jax.models.config import Qwen3Config
 from funasr_jax.models.lora import LoRADense
 from kernels.attention.api import attention
+from sharding.context import constrain
+from sharding.remat import remat_layer
 
 
 class Qwen3InputError(ValueError):
@@ -160,18 +162,19 @@ class Qwen3Layers(nn.Module):
     cfg: Qwen3Config
     dtype: Any = jnp.float32
     attention_impl: str | None = None
-    remat: bool = False
+    remat: bool | str = False
 
     @nn.compact
     def __call__(self, h, positions, lengths, cache, cache_index, kv_mask, attend_cache: bool,
                  deterministic: bool):
         # self=0, h=1, ..., attend_cache=7, deterministic=8 (nn.remat counts self).
-        layer_cls = nn.remat(Qwen3DecoderLayer, static_argnums=(7, 8)) if self.remat else Qwen3DecoderLayer
+        layer_cls = remat_layer(Qwen3DecoderLayer, self.remat, static_argnums=(7, 8))
         new_cache = []
         for i in range(self.cfg.num_hidden_layers):
             h, c = layer_cls(self.cfg, self.dtype, self.attention_impl, name=str(i))(
                 h, positions, lengths, None if cache is None else cache[i], cache_index, kv_mask,
                 attend_cache, deterministic)
+            h = constrain(h, ("batch", "length", "embed"))
             new_cache.append(c)
         return h, (None if cache is None else tuple(new_cache))
 
@@ -182,7 +185,7 @@ class Qwen3Model(nn.Module):
     cfg: Qwen3Config
     dtype: Any = jnp.float32
     attention_impl: str | None = None
-    remat: bool = False
+    remat: bool | str = False
 
     def setup(self):
         cfg = self.cfg
@@ -226,7 +229,7 @@ class Qwen3ForCausalLM(nn.Module):
     cfg: Qwen3Config
     dtype: Any = jnp.float32
     attention_impl: str | None = None
-    remat: bool = False
+    remat: bool | str = False
 
     def setup(self):
         self.model = Qwen3Model(self.cfg, self.dtype, self.attention_impl, self.remat)

@@ -1,0 +1,208 @@
+"""Glue between the pure steps of `train.step` and a device mesh.
+
+Typical use (train/loop.py)::
+
+    mesh, rules = mesh_and_rules(cfg.mesh)
+    abstract = jax.eval_shape(lambda: init_state(params, tx, seed))     # or from a real state
+    steps = make_sharded_steps(make_steps(model, tx, mask, weights), abstract, mesh, rules,
+                               min_sharded_size=cfg.mesh.min_sharded_size)
+    state = shard_state(init_state(params, tx, seed), steps.state_shardings)
+    state, metrics = steps.train(state, shard_batch(device_batch_np(batch), mesh), replicate(norm, mesh))
+    steps.counter.count                                                 # compiles so far
+
+Every jit has explicit in/out shardings; the state argument is donated. The traced functions
+run inside `sharding.activation_sharding(mesh, rules)`, so the models' `constrain` calls take
+effect. `CompileCounter` counts traces (one per new input-shape signature = one compile).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+
+from sharding.context import activation_sharding
+from sharding.mesh import make_mesh
+from sharding.rules import ShardingRules, get_rules
+from sharding.specs import (
+    batch_sharding,
+    batch_shards,
+    check_sufficiently_sharded,
+    opt_state_shardings,
+    param_shardings,
+    replicated,
+)
+
+# Arrays of a data batch the jitted steps read (host-only fields such as audio_seconds stay out).
+BATCH_KEYS = ("feats", "feat_lengths", "input_ids", "token_lengths", "audio_start", "audio_tokens",
+              "labels", "weight", "ctc_labels", "ctc_label_lengths")
+
+
+class BatchShapeError(ValueError):
+    """A batch does not fit the mesh (rows not divisible by the batch shards)."""
+
+
+@dataclass
+class CompileCounter:
+    """Counts traces of the wrapped step functions: `count` in all, `by_name[name]`, and the
+    batch-shape signature of every trace in `signatures` (name, ((key, shape), ...))."""
+
+    count: int = 0
+    by_name: dict = field(default_factory=dict)
+    signatures: list = field(default_factory=list)
+
+    def record(self, name: str, batch) -> None:
+        self.count += 1
+        self.by_name[name] = self.by_name.get(name, 0) + 1
+        sig = tuple(sorted((k, tuple(v.shape)) for k, v in batch.items())) if isinstance(batch, dict) else ()
+        self.signatures.append((name, sig))
+
+
+def mesh_and_rules(mesh_cfg, devices=None) -> tuple[jax.sharding.Mesh, ShardingRules]:
+    """`MeshConfig` (preset, rules, rule_overrides) -> (Mesh, ShardingRules)."""
+    mesh = make_mesh(mesh_cfg.preset, devices)
+    rules = get_rules(getattr(mesh_cfg, "rules", "default"), getattr(mesh_cfg, "rule_overrides", ()))
+    return mesh, rules
+
+
+def state_shardings(abstract_state, mesh, rules: ShardingRules, *, min_sharded_size: int = 1_000_000):
+    """NamedSharding tree for a train state {"step", "params", "opt_state", "rng", ...}.
+
+    Keys ending in "params" are sharded by the parameter rules, "opt_state" like the params it
+    mirrors, anything else replicated. Raises InsufficientShardingError (naming the tensors) when
+    tensors above `min_sharded_size` elements stay replicated on a mesh with fsdp / tensor > 1.
+    """
+    rep = replicated(mesh)
+    p_sh = param_shardings(abstract_state["params"], mesh, rules)
+    out = {}
+    for k, v in abstract_state.items():
+        if k == "params":
+            out[k] = p_sh
+        elif k.endswith("params"):
+            out[k] = param_shardings(v, mesh, rules)
+        elif k == "opt_state":
+            out[k] = opt_state_shardings(v, abstract_state["params"], p_sh, mesh)
+        else:
+            out[k] = jax.tree_util.tree_map(lambda _: rep, v)
+    check_sufficiently_sharded(abstract_state["params"], p_sh, mesh, min_size=min_sharded_size, what="parameter")
+    if "opt_state" in abstract_state:
+        check_sufficiently_sharded(abstract_state["opt_state"], out["opt_state"], mesh, min_size=min_sharded_size,
+                                   what="optimizer-state")
+    return out
+
+
+def _traced(fn: Callable, name: str, counter: CompileCounter, mesh, rules, batch_arg: int | None):
+    @functools.wraps(fn)
+    def run(*args):
+        counter.record(name, args[batch_arg] if batch_arg is not None else None)
+        with activation_sharding(mesh, rules):
+            return fn(*args)
+
+    return run
+
+
+def check_batch(abstract_batch, mesh) -> None:
+    n = batch_shards(mesh)
+    for k, v in abstract_batch.items():
+        if v.shape[0] % n:
+            raise BatchShapeError(f"batch[{k!r}] has {v.shape[0]} rows, not a multiple of the {n} batch shards "
+                                  f"(data x fsdp) of mesh {dict(mesh.shape)}; change data.batch_size or mesh.preset")
+
+
+def jit_sharded_train_step(train_step, abstract_state, abstract_batch, mesh, rules: ShardingRules, *,
+                           counter: CompileCounter | None = None, min_sharded_size: int = 1_000_000,
+                           shardings=None):
+    """jax.jit of `train_step(state, batch, norm) -> (state, metrics)` with explicit shardings.
+
+    in: state (sharded by `state_shardings`, donated), batch (rows over data x fsdp), norm
+    (replicated); out: (state with the same shardings, metrics replicated).
+    `abstract_batch` (arrays or ShapeDtypeStructs) is only checked for divisibility.
+    """
+    counter = counter if counter is not None else CompileCounter()
+    sh = shardings or state_shardings(abstract_state, mesh, rules, min_sharded_size=min_sharded_size)
+    if abstract_batch is not None:
+        check_batch(abstract_batch, mesh)
+    rep = replicated(mesh)
+    fn = _traced(train_step, "train", counter, mesh, rules, 1)
+    return jax.jit(fn, in_shardings=(sh, batch_sharding(mesh), rep), out_shardings=(sh, rep),
+                   donate_argnums=(0,))
+
+
+@dataclass
+class ShardedSteps:
+    """The four steps of `train.step.make_steps`, jitted for one mesh."""
+
+    mesh: jax.sharding.Mesh
+    rules: ShardingRules
+    state_shardings: dict
+    counter: CompileCounter
+    train: Callable  # (state, batch, norm) -> (state, metrics); state donated
+    grad: Callable  # (params, batch, rng, norm) -> (grads sharded like params, metrics)
+    update: Callable  # (state, grads) -> (state, stats); state donated
+    eval: Callable  # (params, batch) -> metrics
+
+
+def make_sharded_steps(steps, abstract_state, mesh, rules: ShardingRules, *, min_sharded_size: int = 1_000_000
+                       ) -> ShardedSteps:
+    """steps = make_steps(...) (grad_fn, update_fn, train_step, eval_fn) -> ShardedSteps."""
+    grad_fn, update_fn, train_step, eval_fn = steps
+    counter = CompileCounter()
+    sh = state_shardings(abstract_state, mesh, rules, min_sharded_size=min_sharded_size)
+    rep, bsh, psh = replicated(mesh), batch_sharding(mesh), sh["params"]
+    train = jit_sharded_train_step(train_step, abstract_state, None, mesh, rules, counter=counter, shardings=sh)
+    grad = jax.jit(_traced(grad_fn, "grad", counter, mesh, rules, 1), in_shardings=(psh, bsh, rep, rep),
+                   out_shardings=(psh, rep))
+    update = jax.jit(_traced(update_fn, "update", counter, mesh, rules, None), in_shardings=(sh, psh),
+                     out_shardings=(sh, rep), donate_argnums=(0,))
+    evaluate = jax.jit(_traced(eval_fn, "eval", counter, mesh, rules, 1), in_shardings=(psh, bsh),
+                       out_shardings=rep)
+    return ShardedSteps(mesh, rules, sh, counter, train, grad, update, evaluate)
+
+
+def _global_from_host(x, sharding: NamedSharding):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
+def shard_state(state, shardings):
+    """Place a state (host numpy or single-device arrays, identical on every process) onto the mesh."""
+    if jax.process_count() == 1:
+        return jax.device_put(state, shardings)
+    return jax.tree_util.tree_map(_global_from_host, state, shardings)
+
+
+def replicate(tree, mesh):
+    """Small host values (the step's `norm`, scalars) -> replicated global arrays."""
+    rep = replicated(mesh)
+    return jax.tree_util.tree_map(lambda x: _global_from_host(x, rep), tree)
+
+
+def shard_batch(batch: dict, mesh, keys: Iterable[str] = BATCH_KEYS) -> dict:
+    """This process's rows of a global batch (numpy dict) -> global arrays, rows over data x fsdp.
+
+    Process p must hold rows [p*B/P, (p+1)*B/P) of the global batch (what the data pipeline
+    gives with process_index / process_count). Keys outside `keys` are dropped.
+    """
+    sh = batch_sharding(mesh)
+    n_local = max(1, batch_shards(mesh) // jax.process_count())  # row shards held by this process
+    out = {}
+    for k in keys:
+        if k not in batch:
+            continue
+        v = np.asarray(batch[k])
+        if v.shape[0] % n_local:
+            raise BatchShapeError(f"batch[{k!r}]: {v.shape[0]} local rows are not a multiple of the {n_local} "
+                                  f"batch shards this process holds on mesh {dict(mesh.shape)}")
+        out[k] = jax.make_array_from_process_local_data(sh, v)
+    return out
+
+
+def abstract_batch_like(batch: dict, keys: Iterable[str] = BATCH_KEYS, process_count: int | None = None) -> dict:
+    """ShapeDtypeStructs of the GLOBAL batch built from one process's local batch."""
+    p = jax.process_count() if process_count is None else process_count
+    return {k: jax.ShapeDtypeStruct((np.shape(batch[k])[0] * p,) + tuple(np.shape(batch[k])[1:]),
+                                    np.asarray(batch[k]).dtype) for k in keys if k in batch}
