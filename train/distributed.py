@@ -109,12 +109,7 @@ def initialize_distributed(cfg=None, *, env=None) -> DistributedInfo:
 
 
 def _already_initialized() -> bool:
-    try:
-        from jax._src import distributed as _d  # no public "is initialized" query exists
-
-        return _d.global_state.client is not None
-    except Exception:  # pragma: no cover - internal layout changed; initialize() will say so
-        return False
+    return bool(jax.distributed.is_initialized())
 
 
 def enable_compilation_cache(path: str | None = "~/.cache/funasr_jax/xla", *, min_compile_secs: float = 1.0,

@@ -1,0 +1,378 @@
+"""Benchmark the jitted, sharded train step (and eval step) on whatever devices exist.
+
+    python -m train.bench --config sft4.py --preset nano --batch 32 --seconds 30 --steps 10 \
+        --dtype bfloat16 --out bench.json
+
+Synthetic batches are shaped like the PyTorch anchor's (gpu-anchors.md,
+tools/anchor_torch_train_bench.py): LFR frames T = ceil((1 + (16000 s - 400) // 160) / 6),
+N = ceil(T / 8) audio rows, LLM tokens L = round_up(23 prompt + N + text + 5, 16) with text =
+100 tokens for >= 30 s, else 30; CTC labels = the text tokens.
+
+Model FLOPs per step (stated in the output as `flops_formula`), per model part c with N_c
+parameters (an untied input embedding is a lookup and not counted) seeing D_c rows
+(encoder / CTC branch: B*T frames, adaptor: B*ceil(T/k), LLM: B*L tokens):
+    2*N_c*D_c forward
+  + 2*N_c*D_c if gradients flow through c (c or a part upstream of it is trained)
+  + 2*N_c,trainable*D_c weight gradients                    (so a trained part costs 6*N*D)
+  + attention: 4*B*S^2*H*hd per layer forward (causal LLM: half), x3 when gradients flow.
+MFU = FLOPs / step time / (peak bf16 dense FLOP/s per device x devices); no MFU on CPU.
+`flops_6nd_all` is the anchor's convention (6 x all params x rows + 3 x attention) for
+comparison with its table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+import sys
+import time
+
+import numpy as np
+
+# bf16 dense peak FLOP/s per device, matched against `device_kind` (first substring hit wins).
+DEVICE_PEAK_FLOPS: list[tuple[str, float]] = [
+    ("H200", 989e12), ("H100", 989e12), ("A100", 312e12),
+    ("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12), ("TPU v6", 918e12),
+]
+
+PROMPT_TOKENS = 23
+SPECIAL_TOKENS = 5
+
+
+class BenchError(ValueError):
+    """Bad benchmark arguments (names the flag)."""
+
+
+def lfr_frames(seconds: float) -> int:
+    """LFR frames (60 ms) of `seconds` of 16 kHz audio: fbank 25/10 ms snip_edges, then LFR 7/6."""
+    fbank = 1 + (int(round(seconds * 16000)) - 400) // 160
+    return -(-fbank // 6)
+
+
+def anchor_shapes(seconds: float, text_tokens: int | None = None) -> dict:
+    from funasr_jax.models.config import audio_token_count
+
+    t = lfr_frames(seconds)
+    n = int(audio_token_count(t))
+    text = text_tokens if text_tokens is not None else (100 if seconds >= 30 else 30)
+    used = PROMPT_TOKENS + n + text + SPECIAL_TOKENS
+    return {"lfr_frames": t, "audio_tokens": n, "text_tokens": text, "llm_tokens": -(-used // 16) * 16,
+            "used_tokens": used}
+
+
+def synthetic_batch(model_cfg, batch: int, seconds: float, *, text_tokens: int | None = None, seed: int = 0,
+                    ctc: bool = True) -> dict:
+    """Numpy batch dict with the keys of the data pipeline (funasr_jax/data/pipeline.py)."""
+    from funasr_jax.models.losses import IGNORE_ID
+
+    s = anchor_shapes(seconds, text_tokens)
+    t, n, text, length, used = s["lfr_frames"], s["audio_tokens"], s["text_tokens"], s["llm_tokens"], s["used_tokens"]
+    rng = np.random.default_rng(seed)
+    v = model_cfg.llm.vocab_size
+    ids = rng.integers(1, v, (batch, length)).astype(np.int32)
+    ids[:, used:] = 0
+    ids[:, PROMPT_TOKENS:PROMPT_TOKENS + n] = 0  # audio placeholders
+    labels = np.full((batch, length), IGNORE_ID, np.int32)
+    tgt = slice(PROMPT_TOKENS + n, used)
+    labels[:, tgt] = ids[:, tgt]
+    out = {
+        "feats": rng.standard_normal((batch, t, model_cfg.encoder.input_size)).astype(np.float32),
+        "feat_lengths": np.full((batch,), t, np.int32),
+        "input_ids": ids, "labels": labels,
+        "token_lengths": np.full((batch,), used, np.int32),
+        "audio_start": np.full((batch,), PROMPT_TOKENS, np.int32),
+        "audio_tokens": np.full((batch,), n, np.int32),
+        "weight": np.ones((batch,), np.float32),
+        "audio_seconds": np.full((batch,), seconds, np.float32),
+    }
+    if ctc and model_cfg.ctc.enabled:
+        vc = model_cfg.ctc.vocab_size
+        blank = model_cfg.ctc.blank
+        lab = rng.integers(0, vc - 1, (batch, text)).astype(np.int32)
+        lab[lab >= blank] += 1 if blank < vc - 1 else 0
+        out["ctc_labels"] = lab
+        out["ctc_label_lengths"] = np.full((batch,), min(text, t // 2), np.int32)
+    return out
+
+
+def random_params(abstract, shardings=None, seed: int = 0):
+    """Random f32 params with the shapes of `abstract`, made on device(s) by one cheap jit.
+
+    Kernels ~ N(0, 1/fan_in), embeddings N(0, 0.02), norm scales 1, biases and lora_B 0.
+    (Far faster to compile than the model's own `init`, which traces the whole model.)
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from sharding.axes import path_str
+
+    leaves = jax.tree_util.tree_leaves_with_path(abstract)
+    treedef = jax.tree_util.tree_structure(abstract)
+
+    def make(key):
+        keys = jax.random.split(key, len(leaves))
+        out = []
+        for k, (path, x) in zip(keys, leaves):
+            p = path_str(path)
+            if p.endswith("scale"):
+                out.append(jnp.ones(x.shape, x.dtype))
+            elif p.endswith("bias") or "lora_B" in p:
+                out.append(jnp.zeros(x.shape, x.dtype))
+            elif p.endswith("embedding"):
+                out.append(0.02 * jax.random.normal(k, x.shape, x.dtype))
+            else:
+                fan_in = math.prod(x.shape[:-1]) or 1
+                out.append(jax.random.normal(k, x.shape, x.dtype) / math.sqrt(fan_in))
+        return jax.tree_util.tree_unflatten(treedef, out)
+
+    fn = jax.jit(make, out_shardings=shardings) if shardings is not None else jax.jit(make)
+    return fn(jax.random.PRNGKey(seed))
+
+
+def step_flops(model_cfg, params, mask, batch: int, shapes: dict, llm_weight: float, ctc_weight: float) -> dict:
+    """Model FLOPs of one train step (see the module docstring); `params` may be abstract."""
+    import jax
+
+    from sharding.axes import path_str
+
+    t, length = shapes["lfr_frames"], shapes["llm_tokens"]
+    k_ad = model_cfg.adaptor.downsample_rate
+    k_ctc = model_cfg.ctc.decoder.downsample_rate
+    rows = {"audio_encoder": batch * t, "audio_adaptor": batch * -(-t // k_ad), "llm": batch * length,
+            "ctc_decoder": batch * -(-t // k_ctc), "ctc": batch * -(-t // k_ctc)}
+    n_all: dict[str, int] = {}
+    n_train: dict[str, int] = {}
+    tied = model_cfg.llm.tie_word_embeddings
+    for (path, x), m in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(mask)):
+        p = path_str(path)
+        if p.endswith("embed_tokens/embedding") and not tied:
+            continue  # a lookup, no matmul
+        c = p.split("/")[0]
+        n = math.prod(x.shape)
+        n_all[c] = n_all.get(c, 0) + n
+        n_train[c] = n_train.get(c, 0) + (n if m else 0)
+    paths = []
+    if llm_weight > 0:
+        paths.append(["audio_encoder", "audio_adaptor", "llm"])
+    if ctc_weight > 0 and model_cfg.ctc.enabled:
+        paths.append((["audio_encoder"] if not model_cfg.ctc.detach_encoder else []) + ["ctc_decoder", "ctc"])
+    active, backprop = set(), set()
+    for chain in paths:
+        for i, c in enumerate(chain):
+            active.add(c)
+            if any(n_train.get(u, 0) for u in chain[: i + 1]):
+                backprop.add(c)
+    active.add("audio_encoder")
+    dense = {}
+    for c in active:
+        d = rows[c]
+        dense[c] = 2 * n_all.get(c, 0) * d * (2 if c in backprop else 1) + (2 * n_train.get(c, 0) * d if c in backprop else 0)
+
+    def attn(layers, s, width, causal):
+        return layers * 4 * batch * s * s * width * (0.5 if causal else 1.0)
+
+    e, a, q, cd = model_cfg.encoder, model_cfg.adaptor, model_cfg.llm, model_cfg.ctc.decoder
+    att = {"audio_encoder": attn(e.num_blocks + e.tp_blocks, t, e.output_size, False),
+           "audio_adaptor": attn(a.n_layer, -(-t // k_ad), a.llm_dim, False),
+           "llm": attn(q.num_hidden_layers, length, q.num_attention_heads * q.head_dim, True),
+           "ctc_decoder": attn(cd.n_layer, -(-t // k_ctc), cd.llm_dim, False), "ctc": 0.0}
+    attention = {c: att[c] * (3 if c in backprop else 1) for c in active}
+    total = sum(dense.values()) + sum(attention.values())
+    all6 = sum(6 * n_all.get(c, 0) * rows[c] + 3 * att[c] for c in active)
+    return {"total": float(total), "dense": {k: float(v) for k, v in dense.items()},
+            "attention": {k: float(v) for k, v in attention.items()}, "backprop_parts": sorted(backprop),
+            "flops_6nd_all": float(all6), "params": n_all, "trainable": n_train}
+
+
+def device_peak_flops(kind: str) -> float | None:
+    for sub, peak in DEVICE_PEAK_FLOPS:
+        if sub.lower() in kind.lower():
+            return peak
+    return None
+
+
+def peak_memory_bytes() -> int | None:
+    import jax
+
+    peaks = []
+    for d in jax.local_devices():
+        try:
+            st = d.memory_stats()
+        except Exception:  # noqa: BLE001 - some backends raise instead of returning None
+            st = None
+        if st and "peak_bytes_in_use" in st:
+            peaks.append(int(st["peak_bytes_in_use"]))
+    return max(peaks) if peaks else None
+
+
+def prepare(cfg, *, batch: int, seconds: float, text_tokens=None, mesh_preset=None, seed: int = 0,
+            min_sharded_size=None, devices=None):
+    """Everything a benchmark / test needs: (cfg, mesh, rules, steps, state, batch arrays, info).
+
+    cfg: a validated TrainConfig (model dtype / remat already set). Params are random.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from funasr_jax.models.funasr import FunASRNano, abstract_params
+    from train.optimizer import make_optimizer
+    from train.sharded import make_sharded_steps, mesh_and_rules, replicate, shard_batch
+    from train.step import LossWeights, batch_counts, init_state, make_steps
+
+    mcfg = cfg.mesh if mesh_preset is None else dataclasses.replace(cfg.mesh, preset=mesh_preset)
+    mesh, rules = mesh_and_rules(mcfg, devices)
+    model_cfg = cfg.model
+    model = FunASRNano(model_cfg)
+    abstract = abstract_params(model_cfg)
+    tx, mask = make_optimizer(cfg.optim, abstract, cfg.stage.trainable, max(cfg.run.steps, 10))
+    weights = LossWeights(llm=cfg.stage.llm_weight, ctc=cfg.stage.ctc_weight, ctc_blank=model_cfg.ctc.blank)
+    steps_fns = make_steps(model, tx, mask, weights)
+    abstract_state = jax.eval_shape(lambda p: init_state(p, tx, seed + 1), abstract)
+    msz = mcfg.min_sharded_size if min_sharded_size is None else min_sharded_size
+    steps = make_sharded_steps(steps_fns, abstract_state, mesh, rules, min_sharded_size=msz)
+    params = random_params(abstract, steps.state_shardings["params"], seed)
+    state = jax.jit(lambda p: init_state(p, tx, seed + 1), out_shardings=steps.state_shardings)(params)
+    host = synthetic_batch(model_cfg, batch, seconds, text_tokens=text_tokens, seed=seed,
+                           ctc=cfg.stage.ctc_weight > 0)
+    counts = batch_counts(host)
+    norm = replicate({k: jnp.asarray(max(1.0, v), jnp.float32) for k, v in counts.items()}, mesh)
+    dev_batch = shard_batch(host, mesh)
+    info = {"abstract_params": abstract, "mask": mask, "tx": tx, "host_batch": host, "model": model,
+            "weights": weights}
+    return mesh, rules, steps, state, dev_batch, norm, info
+
+
+def run_bench(cfg, *, batch: int, seconds: float, steps: int = 5, warmup: int = 2, text_tokens=None,
+              mesh_preset=None, eval_step: bool = True, seed: int = 0) -> dict:
+    import jax
+
+    t0 = time.perf_counter()
+    mesh, rules, st, state, dev_batch, norm, info = prepare(
+        cfg, batch=batch, seconds=seconds, text_tokens=text_tokens, mesh_preset=mesh_preset, seed=seed)
+    setup_s = time.perf_counter() - t0
+    shapes = anchor_shapes(seconds, text_tokens)
+
+    t0 = time.perf_counter()
+    compiled = st.train.lower(state, dev_batch, norm).compile()
+    compile_s = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    times, loss = [], None
+    for i in range(warmup + steps):
+        t1 = time.perf_counter()
+        state, metrics = st.train(state, dev_batch, norm)
+        loss = float(jax.block_until_ready(metrics["loss"]))
+        if i >= warmup:
+            times.append(time.perf_counter() - t1)
+    if not math.isfinite(loss):
+        raise BenchError(f"train step loss is {loss}: the synthetic setup diverged")
+    eval_ms = None
+    if eval_step:
+        etimes = []
+        for i in range(1 + max(1, steps // 2)):
+            t1 = time.perf_counter()
+            jax.block_until_ready(st.eval(state["params"], dev_batch))
+            if i:
+                etimes.append(time.perf_counter() - t1)
+        eval_ms = 1e3 * statistics.median(etimes)
+    step_s = statistics.median(times)
+    fl = step_flops(cfg.model, info["abstract_params"], info["mask"], batch, shapes, cfg.stage.llm_weight,
+                    cfg.stage.ctc_weight)
+    devs = jax.devices()
+    kind = devs[0].device_kind
+    peak = device_peak_flops(kind) if jax.default_backend() != "cpu" else None
+    n_dev = len(devs)
+    rec = {
+        "preset": cfg.preset, "stage": cfg.stage.name, "trainable": list(cfg.stage.trainable),
+        "dtype": cfg.model.dtype, "remat": cfg.model.remat, "mesh": dict(mesh.shape), "rules": rules.name,
+        "device": kind, "devices": n_dev, "backend": jax.default_backend(), "jax": jax.__version__,
+        "batch": batch, "audio_s": seconds, **shapes,
+        "step_ms": round(step_s * 1e3, 2), "step_ms_mean": round(1e3 * statistics.mean(times), 2),
+        "step_ms_min": round(1e3 * min(times), 2), "eval_ms": None if eval_ms is None else round(eval_ms, 2),
+        "tokens_per_s": round(batch * shapes["llm_tokens"] / step_s, 1),
+        "frames_per_s": round(batch * shapes["lfr_frames"] / step_s, 1),
+        "audio_s_per_s": round(batch * seconds / step_s, 2),  # = audio-hours per wall-clock hour
+        "model_tflops_per_step": round(fl["total"] / 1e12, 4),
+        "achieved_tflops": round(fl["total"] / step_s / 1e12, 3),
+        "mfu": None if peak is None else round(fl["total"] / step_s / (peak * n_dev), 4),
+        "mfu_6nd_all": None if peak is None else round(fl["flops_6nd_all"] / step_s / (peak * n_dev), 4),
+        "peak_device_flops": peak,
+        "flops_formula": "sum_c [2 N_c D_c (x2 if grads flow through c) + 2 N_c,train D_c] + attention "
+                         "(4 B S^2 H hd per layer, causal /2, x3 if grads flow)",
+        "flops_breakdown": fl,
+        "peak_memory_gib": None if (pm := peak_memory_bytes()) is None else round(pm / 2**30, 3),
+        "compiled_memory_gib": {k: round(getattr(mem, f"{k}_size_in_bytes") / 2**30, 4)
+                                for k in ("argument", "output", "temp", "alias")} if mem is not None else None,
+        "compile_s": round(compile_s, 2), "setup_s": round(setup_s, 2), "compiles": st.counter.count,
+        "loss": round(loss, 4),
+    }
+    return rec
+
+
+def _table(rec: dict) -> str:
+    cols = [("preset", "preset"), ("batch", "B"), ("audio_s", "s"), ("lfr_frames", "T"), ("llm_tokens", "L"),
+            ("step_ms", "step ms"), ("eval_ms", "eval ms"), ("tokens_per_s", "tok/s"),
+            ("audio_s_per_s", "audio s/s"), ("model_tflops_per_step", "TFLOP/step"), ("mfu", "MFU"),
+            ("peak_memory_gib", "peak GiB"), ("compile_s", "compile s")]
+    head = "| " + " | ".join(h for _, h in cols) + " |"
+    sep = "|" + "|".join("---" for _ in cols) + "|"
+    row = "| " + " | ".join("-" if rec.get(k) is None else str(rec[k]) for k, _ in cols) + " |"
+    return "\n".join([head, sep, row])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--config", required=True, help="configs/<name>.py or a path")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "nano", "full"])
+    p.add_argument("--batch", type=int, default=8, help="global batch (utterances)")
+    p.add_argument("--seconds", type=float, default=10.0, help="audio seconds per utterance")
+    p.add_argument("--text-tokens", type=int, default=None, help="transcript tokens (default: anchor rule)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps after warm-up")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--remat", default=None, help="model.remat (none, block, dots_saveable, encoder:block,...)")
+    p.add_argument("--mesh", default=None, help="mesh preset (default: the config's mesh.preset)")
+    p.add_argument("--trainable", default="stage", choices=["stage", "all"],
+                   help="'all' trains every parameter without LoRA (the PyTorch anchor's setting)")
+    p.add_argument("--no-eval", action="store_true")
+    p.add_argument("--set", action="append", default=[], metavar="A.B=V")
+    p.add_argument("--out", default=None, help="write the JSON record here")
+    args = p.parse_args(argv)
+    if args.batch < 1 or args.seconds <= 0 or args.steps < 1:
+        raise SystemExit("error: --batch, --seconds and --steps must be positive")
+
+    from funasr_jax.configtools import ConfigError
+    from train.distributed import enable_compilation_cache, initialize_distributed
+    from train.main import load_config
+
+    initialize_distributed()
+    try:
+        cfg = load_config(args.config, args.preset, args.set)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    model = cfg.model
+    if args.dtype:
+        model = model.replace(dtype=args.dtype)
+    if args.remat:
+        model = model.replace(remat=args.remat)
+    stage = cfg.stage
+    if args.trainable == "all":
+        stage = dataclasses.replace(stage, trainable=("*",), lora=None)
+        model = model.replace(llm=dataclasses.replace(model.llm, lora=dataclasses.replace(model.llm.lora, rank=0)))
+    cfg = dataclasses.replace(cfg, model=model.validate(), stage=stage)
+    enable_compilation_cache(cfg.mesh.compilation_cache)
+    rec = run_bench(cfg, batch=args.batch, seconds=args.seconds, steps=args.steps, warmup=args.warmup,
+                    text_tokens=args.text_tokens, mesh_preset=args.mesh, eval_step=not args.no_eval)
+    print(_table(rec))
+    print(json.dumps({k: v for k, v in rec.items() if k != "flops_breakdown"}))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(rec, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
