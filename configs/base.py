@@ -12,6 +12,7 @@ from pathlib import Path
 
 from funasr_jax.configtools import ConfigError
 from funasr_jax.data.pipeline import DataConfig
+from funasr_jax.frontend import FrontendConfig
 from funasr_jax.models.config import FunASRConfig, LoraConfig, preset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -130,6 +131,7 @@ class TrainConfig:
     stage: StageConfig = field(default_factory=StageConfig)
     run: RunConfig = field(default_factory=RunConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
 
     def validate(self):
         for part in (self.data, self.optim, self.stage, self.run, self.mesh):
@@ -185,4 +187,6 @@ def make_config(preset_name: str, stage: StageConfig, optim: OptimConfig | None 
     data = data or demo_data()
     model = with_stage_lora(model_for_preset(preset_name, data), stage)
     return TrainConfig(preset=preset_name, model=model, data=data, optim=optim or OptimConfig(),
-                       stage=stage, run=run or RunConfig(out_dir=f"runs/{stage.name}"))
+                       stage=stage, run=run or RunConfig(out_dir=f"runs/{stage.name}"),
+                       frontend=FrontendConfig(cmvn_file=str(DEMO / "am.mvn")) if data.train_files and
+                       str(data.train_files[0]).startswith(str(DEMO)) else FrontendConfig())

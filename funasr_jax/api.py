@@ -64,7 +64,7 @@ def ctc_logits(m: LoadedModel, feats, lengths):
 def make_batch(m: LoadedModel, tokenizer, audio: Sequence, targets: Sequence[str] | None = None,
                instruction: str | None = None, system: str = "You are a helpful assistant."):
     """Build a teacher-forcing batch for `audio` with optional transcripts (labels -100 without)."""
-    feats, lengths = features(audio)
+    feats, lengths = features(audio, m.frontend)
     instruction = instruction_text() if instruction is None else instruction
     prompts = [build_prompt(tokenizer, system=system, instruction=instruction, n_audio=int(audio_token_count(int(n))),
                             target=None if targets is None else targets[i]) for i, n in enumerate(lengths)]

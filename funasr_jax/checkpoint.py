@@ -11,14 +11,17 @@ A *training run* directory (written by `train/`) holds `funasr_jax.json` too and
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from funasr_jax import configtools
+from funasr_jax.frontend import FrontendConfig
 from funasr_jax.models.config import FunASRConfig
 
 META_FILE = "funasr_jax.json"
@@ -35,26 +38,38 @@ class LoadedModel:
     tokenizer_path: str | None = None
     ctc_tokenizer_path: str | None = None
     source: str = ""
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
 
 
-def write_meta(path, cfg: FunASRConfig, tokenizer_path=None, ctc_tokenizer_path=None, extra=None):
+def write_meta(path, cfg: FunASRConfig, tokenizer_path=None, ctc_tokenizer_path=None,
+               frontend: FrontendConfig | None = None, extra=None):
+    """Write `funasr_jax.json`; tokenizer and CMVN files are copied into the checkpoint so the
+    directory is self-contained (and later edits of the originals cannot change the model)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    frontend = frontend or FrontendConfig()
+    cmvn = _bundle(frontend.cmvn_file, path)
     meta = {"format": "funasr-jax", "version": 1, "model": configtools.to_dict(cfg),
-            "tokenizer": _portable(tokenizer_path, path), "ctc_tokenizer": _portable(ctc_tokenizer_path, path)}
+            "tokenizer": _bundle(tokenizer_path, path), "ctc_tokenizer": _bundle(ctc_tokenizer_path, path),
+            "frontend": configtools.to_dict(dataclasses.replace(frontend, cmvn_file=cmvn))}
     meta.update(extra or {})
     (path / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
 
 
-def _portable(p, base: Path):
-    """Store a tokenizer path relative to the checkpoint when it lives inside it."""
+def _bundle(p, base: Path):
+    """Copy a side file into `base` (if not already there); return its name relative to `base`."""
     if p is None:
         return None
-    p = Path(p).resolve()
+    src = Path(p).resolve()
+    if not src.exists():
+        raise CheckpointError(f"{src}: no such file (needed by the checkpoint in {base})")
     try:
-        return str(p.relative_to(base.resolve()))
+        return str(src.relative_to(base.resolve()))
     except ValueError:
-        return str(p)
+        dst = base / src.name
+        if dst.resolve() != src:
+            shutil.copyfile(src, dst)
+        return src.name
 
 
 def read_meta(path) -> dict:
@@ -78,12 +93,13 @@ def model_config_from_meta(meta: dict, path) -> FunASRConfig:
         raise CheckpointError(f"{path}/{META_FILE}: bad model config: {e}") from None
 
 
-def save_params(path, params, cfg: FunASRConfig, tokenizer_path=None, ctc_tokenizer_path=None):
+def save_params(path, params, cfg: FunASRConfig, tokenizer_path=None, ctc_tokenizer_path=None,
+                frontend: FrontendConfig | None = None):
     """Write a model checkpoint directory (see module docstring). Overwrites `params/`."""
     import orbax.checkpoint as ocp
 
     path = Path(path).absolute()
-    write_meta(path, cfg, tokenizer_path, ctc_tokenizer_path)
+    write_meta(path, cfg, tokenizer_path, ctc_tokenizer_path, frontend)
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(path / "params", jax.tree_util.tree_map(np.asarray, params), force=True)
     ckptr.wait_until_finished()
@@ -140,7 +156,14 @@ def load_model(path, *, allow_missing_ctc: bool = True) -> LoadedModel:
         params = restore_params(params_dir, abstract_params(cfg))
         tok = _resolve(meta.get("tokenizer"), path)
         ctc_tok = _resolve(meta.get("ctc_tokenizer"), path)
-        return LoadedModel(cfg, params, tok, ctc_tok, str(params_dir))
+        fe = dict(meta.get("frontend") or {})
+        if fe.get("cmvn_file"):
+            fe["cmvn_file"] = _resolve(fe["cmvn_file"], path)
+        try:
+            frontend = configtools.from_dict(FrontendConfig, fe, "frontend")
+        except ValueError as e:
+            raise CheckpointError(f"{path}/{META_FILE}: bad frontend config: {e}") from None
+        return LoadedModel(cfg, params, tok, ctc_tok, str(params_dir), frontend)
     if (path / "model.pt").exists() or (path / "config.yaml").exists():
         from funasr_jax.convert import load_funasr_dir
 

@@ -299,6 +299,16 @@ def load_cmvn(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return shift, scale
 
 
+def write_cmvn(path: str | os.PathLike, shift, scale) -> None:
+    """Writes (shift [D], scale [D]) as a FunASR/Kaldi-nnet `am.mvn` (the format `load_cmvn` reads)."""
+    shift, scale = np.asarray(shift, np.float64), np.asarray(scale, np.float64)
+    d = shift.shape[0]
+    vec = lambda v: " ".join(f"{x:.8g}" for x in v)  # noqa: E731
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"<Nnet>\n<Splice> {d} {d}\n[ 0 ]\n<AddShift> {d} {d}\n<LearnRateCoef> 0 [ {vec(shift)} ]\n"
+                f"<Rescale> {d} {d}\n<LearnRateCoef> 0 [ {vec(scale)} ]\n</Nnet>\n")
+
+
 def apply_cmvn(x, shift, scale):
     """(x + shift) * scale over the last axis; works on numpy and jnp arrays."""
     if x.shape[-1] != shift.shape[-1] or x.shape[-1] != scale.shape[-1]:

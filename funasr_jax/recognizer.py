@@ -20,7 +20,7 @@ import numpy as np
 from funasr_jax.audio import load_audio
 from funasr_jax.checkpoint import CheckpointError, LoadedModel, load_model
 from funasr_jax.decode.generate import CausalDecoder, greedy_generate, left_pad
-from funasr_jax.frontend import FrontendConfig, extract_features
+from funasr_jax.frontend import FrontendConfig, extract_features, load_cmvn
 from funasr_jax.models.config import FunASRConfig, audio_token_count
 from funasr_jax.models.ctc_head import ctc_greedy
 from funasr_jax.models.funasr import FunASRNano
@@ -69,6 +69,7 @@ class Recognizer:
                  frontend: FrontendConfig = FrontendConfig(), frame_bucket: int = 32, token_bucket: int = 16):
         self.cfg, self.params, self.tokenizer, self.ctc_vocab = cfg, params, tokenizer, ctc_vocab
         self.frontend, self.frame_bucket, self.token_bucket = frontend, frame_bucket, token_bucket
+        self.cmvn = load_cmvn(frontend.cmvn_file) if frontend.cmvn_file else None
         self.model = FunASRNano(cfg)
         self.decoder = CausalDecoder(Qwen3ForCausalLM(cfg.llm, dtype=jnp.dtype(cfg.dtype),
                                                       attention_impl=cfg.attention_impl))
@@ -83,6 +84,7 @@ class Recognizer:
             raise CheckpointError(f"{path}: no tokenizer recorded; pass --tokenizer")
         ctc_path = ctc_tokenizer_path or m.ctc_tokenizer_path
         ctc = CTCVocabulary(ctc_path) if ctc_path and str(ctc_path).endswith(".model") else None
+        kw.setdefault("frontend", m.frontend)
         return cls(m.cfg, m.params, load_tokenizer(tok_path), ctc, **kw)
 
     # ------------------------------------------------------------------ batching helpers
@@ -131,7 +133,7 @@ class Recognizer:
         return [" ".join(self.ctc_vocab.decode(list(s)).split()) for s in seqs]
 
     def features(self, wave: np.ndarray) -> np.ndarray:
-        return extract_features(wave, self.frontend)
+        return extract_features(wave, self.frontend, self.cmvn)
 
     def transcribe(self, audio: Sequence, *, language=None, hotwords: Sequence[str] = (), itn: bool = True,
                    batch_size: int = 8, max_new_tokens: int = 128, mode: str = "llm") -> list[str]:

@@ -52,7 +52,7 @@ def _dict_path(path) -> tuple[str, ...]:
 def opt_state_shardings(opt_state, params, param_sharding_tree, mesh):
     """Shardings for an optimizer state (or its eval_shape) that mirrors `params`.
 
-    A state leaf whose dict-key path equals a parameter path and whose shape equals that
+    A state leaf whose dict-key path ends with a parameter path and whose shape equals that
     parameter's takes the parameter's sharding; other leaves (counts, scalars, anything
     factored) are replicated.
     """
@@ -62,9 +62,12 @@ def opt_state_shardings(opt_state, params, param_sharding_tree, mesh):
     rep = replicated(mesh)
 
     def one(path, x):
-        hit = flat_params.get(_dict_path(path))
-        if hit is not None and hit[0] == tuple(x.shape):
-            return hit[1]
+        keys = _dict_path(path)
+        # optax wrappers add dict keys of their own in front (multi_transform's label "train").
+        for i in range(len(keys)):
+            hit = flat_params.get(keys[i:])
+            if hit is not None:
+                return hit[1] if hit[0] == tuple(x.shape) else rep
         return rep
 
     return jax.tree_util.tree_map_with_path(one, opt_state)
@@ -87,7 +90,7 @@ def batch_shards(mesh) -> int:
     return math.prod(sizes.get(a, 1) for a in BATCH_AXES)
 
 
-def check_sufficiently_sharded(tree, shardings, mesh, *, min_size: int = 1_000_000, what: str = "params"):
+def check_sufficiently_sharded(tree, shardings, mesh, *, min_size: int = 1_000_000, what: str = "parameter"):
     """Raise InsufficientShardingError naming every leaf with more than `min_size` elements that
     is fully replicated although the mesh has an fsdp or tensor axis > 1. min_size <= 0: off."""
     sizes = mesh_sizes(mesh)
@@ -99,8 +102,9 @@ def check_sufficiently_sharded(tree, shardings, mesh, *, min_size: int = 1_000_0
     for (path, x), s in zip(leaves, shs):
         n = math.prod(x.shape)
         if n > min_size and all(e is None for e in s.spec):
-            bad.append(f"{path_str(path)} {tuple(x.shape)}")
+            bad.append((n, f"{path_str(path)} {tuple(x.shape)}"))
     if bad:
+        bad = [b for _, b in sorted(bad, key=lambda t: -t[0])]  # largest first
         raise InsufficientShardingError(
             f"{len(bad)} {what} tensors with more than {min_size:,} elements stay fully replicated on mesh "
             f"{sizes}: " + "; ".join(bad[:20]) + (" ..." if len(bad) > 20 else "")

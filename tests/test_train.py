@@ -25,6 +25,7 @@ STAGES = ["sft1", "sft2", "sft3", "sft4", "sft5", "ctc_warmup", "sft_full"]
 def small_manifest(tmp_path, split="train", n=24) -> str:
     """The first n lines of a demo split, with absolute audio paths, as a new JSONL."""
     lines = (DEMO / f"{split}.jsonl").read_text().splitlines()[:n]
+    tmp_path.mkdir(parents=True, exist_ok=True)
     out = tmp_path / f"{split}_{n}.jsonl"
     fixed = []
     for line in lines:

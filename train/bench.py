@@ -129,7 +129,8 @@ def random_params(abstract, shardings=None, seed: int = 0):
         return jax.tree_util.tree_unflatten(treedef, out)
 
     fn = jax.jit(make, out_shardings=shardings) if shardings is not None else jax.jit(make)
-    return fn(jax.random.PRNGKey(seed))
+    # rbg keys lower to one RngBitGenerator op per leaf: much faster to compile than threefry.
+    return fn(jax.random.key(seed, impl="rbg"))
 
 
 def step_flops(model_cfg, params, mask, batch: int, shapes: dict, llm_weight: float, ctc_weight: float) -> dict:
@@ -209,17 +210,18 @@ def peak_memory_bytes() -> int | None:
 
 
 def prepare(cfg, *, batch: int, seconds: float, text_tokens=None, mesh_preset=None, seed: int = 0,
-            min_sharded_size=None, devices=None):
-    """Everything a benchmark / test needs: (cfg, mesh, rules, steps, state, batch arrays, info).
+            min_sharded_size=None, devices=None, params=None):
+    """Everything a benchmark / test needs: (mesh, rules, steps, state, batch, norm, info).
 
-    cfg: a validated TrainConfig (model dtype / remat already set). Params are random.
+    cfg: a validated TrainConfig (model dtype / remat already set). Params are random unless
+    `params` (a host tree, placed onto the mesh) is given.
     """
     import jax
     import jax.numpy as jnp
 
     from funasr_jax.models.funasr import FunASRNano, abstract_params
     from train.optimizer import make_optimizer
-    from train.sharded import make_sharded_steps, mesh_and_rules, replicate, shard_batch
+    from train.sharded import make_sharded_steps, mesh_and_rules, replicate, shard_batch, shard_state
     from train.step import LossWeights, batch_counts, init_state, make_steps
 
     mcfg = cfg.mesh if mesh_preset is None else dataclasses.replace(cfg.mesh, preset=mesh_preset)
@@ -233,7 +235,10 @@ def prepare(cfg, *, batch: int, seconds: float, text_tokens=None, mesh_preset=No
     abstract_state = jax.eval_shape(lambda p: init_state(p, tx, seed + 1), abstract)
     msz = mcfg.min_sharded_size if min_sharded_size is None else min_sharded_size
     steps = make_sharded_steps(steps_fns, abstract_state, mesh, rules, min_sharded_size=msz)
-    params = random_params(abstract, steps.state_shardings["params"], seed)
+    if params is None:
+        params = random_params(abstract, steps.state_shardings["params"], seed)
+    else:
+        params = shard_state(params, steps.state_shardings["params"])
     state = jax.jit(lambda p: init_state(p, tx, seed + 1), out_shardings=steps.state_shardings)(params)
     host = synthetic_batch(model_cfg, batch, seconds, text_tokens=text_tokens, seed=seed,
                            ctc=cfg.stage.ctc_weight > 0)

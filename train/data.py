@@ -5,7 +5,6 @@ from __future__ import annotations
 import jax
 
 from funasr_jax.data.pipeline import load_text_tools, make_train_data, read_train_examples
-from funasr_jax.frontend import FrontendConfig
 
 
 class TrainData:
@@ -23,7 +22,7 @@ class TrainData:
             raise ValueError(f"data.ctc_tokenizer has {self.ctc_vocab.vocab_size} labels (blank included) but "
                              f"model.ctc.vocab_size is {cfg.model.ctc.vocab_size}")
         self.examples = read_train_examples(cfg.data)
-        self.train = make_train_data(cfg.data, self.examples, self.tokenizer, self.ctc_vocab, FrontendConfig(),
+        self.train = make_train_data(cfg.data, self.examples, self.tokenizer, self.ctc_vocab, cfg.frontend,
                                      process_index=jax.process_index(), process_count=jax.process_count())
         self.iterator = self.train.iterator()
 

@@ -84,7 +84,8 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
     (out / "train_config.json").write_text(json.dumps(configtools.to_dict(cfg), indent=2, ensure_ascii=False))
 
     data = TrainData(cfg)
-    write_meta(out, model_cfg, tokenizer_path=cfg.data.tokenizer, ctc_tokenizer_path=cfg.data.ctc_tokenizer)
+    write_meta(out, model_cfg, tokenizer_path=cfg.data.tokenizer, ctc_tokenizer_path=cfg.data.ctc_tokenizer,
+               frontend=cfg.frontend)
     model = FunASRNano(model_cfg)
     rng = jax.random.PRNGKey(cfg.run.seed)
     params, init_info = initial_params(cfg, model_cfg, rng)
@@ -202,7 +203,7 @@ def _evaluate(cfg: TrainConfig, model_cfg, params, data, log, step, jit_eval, fi
     files = cfg.data.dev_files
     if not files:
         return {}
-    res = evaluate_split(model_cfg, params, cfg.data, files, data.tokenizer, data.ctc_vocab, mode=mode,
+    res = evaluate_split(model_cfg, params, cfg.data, cfg.frontend, files, data.tokenizer, data.ctc_vocab, mode=mode,
                          max_utts=cfg.run.eval_max_utts, max_new_tokens=cfg.run.decode_max_tokens,
                          loss_fn=jit_eval)
     row = {"step": step, "split": "dev", "time": time.time(), "mode": mode, **res["summary"]}

@@ -169,10 +169,29 @@ def _global_from_host(x, sharding: NamedSharding):
 
 
 def shard_state(state, shardings):
-    """Place a state (host numpy or single-device arrays, identical on every process) onto the mesh."""
-    if jax.process_count() == 1:
-        return jax.device_put(state, shardings)
-    return jax.tree_util.tree_map(_global_from_host, state, shardings)
+    """Place a state onto the mesh: host numpy / single-device arrays (identical on every
+    process) are split into shards; global arrays already laid out as asked are kept."""
+    multi = jax.process_count() > 1
+
+    def put(x, s):
+        if isinstance(x, jax.Array):
+            if x.sharding == s:
+                return x
+            if not multi or not x.is_fully_addressable:
+                return jax.device_put(x, s)
+        elif not multi:
+            return jax.device_put(x, s)
+        return _global_from_host(x, s)
+
+    return jax.tree_util.tree_map(put, state, shardings)
+
+
+def restore_target(abstract_state, shardings):
+    """ShapeDtypeStructs carrying the CURRENT mesh's shardings: the target for orbax
+    `StandardRestore` (e.g. `TrainCheckpointer.restore(restore_target(...))`), so a checkpoint
+    written on any mesh / device count is read straight into this layout."""
+    return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                  abstract_state, shardings)
 
 
 def replicate(tree, mesh):
