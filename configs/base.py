@@ -74,6 +74,7 @@ class RunConfig:
     seed: int = 0
     log_every: int = 10
     eval_every: int = 0  # 0 = only at the end
+    eval_at_end: bool = True  # decode the dev set after the last step
     save_every: int = 500
     keep: int = 3  # checkpoints kept
     init_from: str | None = None  # previous stage's run dir / checkpoint / Fun-ASR model dir
@@ -155,7 +156,8 @@ def demo_data(**kw) -> DataConfig:
     base = dict(
         train_files=(str(DEMO / "train.jsonl"),), dev_files=(str(DEMO / "dev.jsonl"),),
         test_files=(str(DEMO / "test.jsonl"),), tokenizer=str(DEMO / "tokenizer.model"),
-        ctc_tokenizer=str(DEMO / "tokenizer.model"), noise_dir=str(DEMO / "noise"),
+        ctc_tokenizer=str(DEMO / "tokenizer.model"), noise_dir=str(DEMO / "noise"), batch_size=16,
+        bucket_frames=(48, 64, 96),
     )
     base.update(kw)
     return DataConfig(**base)

@@ -165,7 +165,8 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
         if ckpt.latest_step() != step:
             ckpt.save(state, data.state())
         progress.close()
-        result = _evaluate(cfg, model_cfg, state["params"], data, log, step, jit_eval, final=True)
+        result = (_evaluate(cfg, model_cfg, state["params"], data, log, step, jit_eval, final=True)
+                  if cfg.run.eval_at_end else {})
         plot_curves(out / "metrics.jsonl", out / "curves.png")
         summary = {"stage": cfg.stage.name, "steps": step, "out_dir": str(out), "resumed_from": resumed_from,
                    **init_info, "eval": result}

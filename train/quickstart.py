@@ -8,8 +8,8 @@ starts untrained:
      pre-training, which needs far more data than a demo);
   2. sft_full   — every part (encoder, adaptor, whole LLM) with the LLM loss and a CTC auxiliary
      loss; stages sft1-sft4 assume a pre-trained LLM, so on a random tiny LLM they are
-     replaced by this joint stage;
-  3. sft5       — the CTC head alone on the frozen encoder, as in the recipe.
+     replaced by this joint stage (sft5, the CTC head alone, is left out: it does not change the
+     LLM transcript the demo scores; `python -m train.main --config sft5.py` runs it).
 Then the test split is decoded with the LLM (greedy) and scored: CER for zh, WER for en, MER
 for code-switched, and overall.
 """
@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     from funasr_jax.recognizer import Recognizer
     from train.loop import train
 
-    plan = [("ctc_warmup", 600, {}), ("sft_full", 1200, {}), ("sft5", 200, {})]
+    plan = [("ctc_warmup", 1000, {"optim.warmup_steps": 50, "data.noise_prob": 0.1}),
+            ("sft_full", 900, {"optim.warmup_steps": 50, "data.noise_prob": 0.1})]
     prev = None
     for name, steps, over in plan:
         n = max(2, int(steps * args.scale))

@@ -150,7 +150,10 @@ def tiny_config(vocab_size: int = 512, ctc_vocab_size: int = 512, tie: bool = Tr
             input_size=560, output_size=128, attention_heads=4, linear_units=256,
             num_blocks=4, tp_blocks=2, kernel_size=11,
         ),
-        adaptor=AdaptorConfig(encoder_dim=128, llm_dim=128, ffn_dim=256, n_layer=2, attention_heads=4),
+        # downsample_rate 8: each of the N = ceil(T/8) rows the LLM sees is 8 stacked encoder frames,
+        # so a from-scratch demo need not learn the release adaptor's packing of T rows into T/8.
+        adaptor=AdaptorConfig(downsample_rate=8, encoder_dim=128, llm_dim=128, ffn_dim=256, n_layer=2,
+                              attention_heads=4),
         llm=Qwen3Config(
             vocab_size=vocab_size, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
             num_attention_heads=4, num_key_value_heads=2, head_dim=32, rope_theta=10000.0,
