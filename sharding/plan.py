@@ -295,7 +295,8 @@ def main(argv=None) -> int:
     ap.add_argument("--text-tokens", type=int, default=None)
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--remat", default=None, help="model.remat to plan besides none and block")
-    ap.add_argument("--attention", default="xla", choices=["xla", "flash"])
+    ap.add_argument("--attention", default=None, choices=["xla", "flash"],
+                    help="attention kernel to plan (default: flash on GPU/TPU devices, xla on cpu)")
     ap.add_argument("--mem-fraction", type=float, default=None)
     ap.add_argument("--set", action="append", default=[], metavar="A.B=V")
     ap.add_argument("--json", default=None, help="also write the plan here")
@@ -316,8 +317,9 @@ def main(argv=None) -> int:
     if args.remat:
         model = model.replace(remat=args.remat)
     cfg = dataclasses.replace(cfg, model=model.validate())
+    attention = args.attention or ("xla" if device == "cpu" else "flash")
     p = plan(cfg, n_devices=n, device=device, batch=args.batch, seconds=args.seconds, text_tokens=args.text_tokens,
-             presets=args.mesh_preset, attention=args.attention, mem_fraction=args.mem_fraction)
+             presets=args.mesh_preset, attention=attention, mem_fraction=args.mem_fraction)
     print(format_plan(p))
     if args.json:
         with open(args.json, "w") as f:

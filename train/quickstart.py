@@ -70,11 +70,18 @@ def main(argv=None) -> int:
     with open(out / "test_hyps.jsonl", "w") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    (out / "test_scores.json").write_text(json.dumps({"breakdown": table, **info}, indent=2, ensure_ascii=False))
+    _, ctc_table, ctc_info = evaluate_examples(rec, examples, mode="ctc", batch_size=32)
+    (out / "test_scores.json").write_text(json.dumps({"llm": {"breakdown": table, **info},
+                                                      "ctc": {"breakdown": ctc_table, **ctc_info}},
+                                                     indent=2, ensure_ascii=False))
+    print("test split, CTC head (greedy):")
+    print(format_table(ctc_table, ctc_info))
+    print("test split, LLM decoder (greedy):")
     print(format_table(table, info))
     wall = time.time() - t0
-    print(f"quickstart: test CER/MER {100 * table['overall']['rate']:.2f}% "
-          f"({info['utterances']} utterances) in {wall / 60:.1f} min; checkpoints in {out}")
+    print(f"quickstart: test error rate (CER zh / WER en / MER cs, overall) LLM {100 * table['overall']['rate']:.2f}%, "
+          f"CTC {100 * ctc_table['overall']['rate']:.2f}% ({info['utterances']} utterances) in {wall / 60:.1f} min; "
+          f"checkpoints in {out}")
     return 0
 
 
