@@ -260,3 +260,52 @@ def test_checkpoint_load_roundtrip(tmp_path):
     write_meta(tmp_path / "c", bad_cfg)
     with pytest.raises(CheckpointError, match="llm_dim"):
         load_model(tmp_path / "c")
+
+
+def test_from_hf_qwen3_safetensors(tmp_path):
+    """`convert from-hf` loads a Hugging Face Qwen3 folder (safetensors) into the LLM part."""
+    from transformers import Qwen3Config as HFQwen3Config, Qwen3ForCausalLM
+
+    hf_cfg = HFQwen3Config(vocab_size=97, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=16, rope_theta=10000.0,
+                           tie_word_embeddings=True, max_position_embeddings=256)
+    torch.manual_seed(0)
+    hf = randomize_(Qwen3ForCausalLM(hf_cfg), seed=5)
+    qdir = tmp_path / "qwen"
+    hf.save_pretrained(qdir, safe_serialization=True)
+    out = tmp_path / "ck"
+    assert convert.main(["from-hf", "--qwen3-dir", str(qdir), "--out", str(out), "--preset", "tiny"]) == 0
+    m = load_model(out)
+    assert m.cfg.llm.hidden_size == 48 and m.cfg.adaptor.llm_dim == 48 and m.cfg.llm.tie_word_embeddings
+    ids = torch.tensor([[5, 17, 3, 88, 42, 7]])
+    with torch.no_grad():
+        ref = hf(input_ids=ids).logits.numpy()
+    from funasr_jax.models.qwen3 import Qwen3ForCausalLM as JaxQwen3
+
+    llm = JaxQwen3(m.cfg.llm)
+    emb = llm.apply({"params": m.params["llm"]}, jnp.asarray(ids.numpy(), jnp.int32), method="embed")
+    ours, _ = llm.apply({"params": m.params["llm"]}, emb)
+    assert _rel(np.asarray(ours), ref) <= 1e-4
+    # a folder without weights is named in the error
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text((qdir / "config.json").read_text())
+    assert convert.main(["from-hf", "--qwen3-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_scripting_api_matches_funasr(pair, tmp_path):
+    """funasr_jax.api on a converted checkpoint reproduces FunASR's encoder, adaptor and loss."""
+    import funasr_jax.api as fa
+
+    cfg, _, params, tm, _ = pair
+    save_params(tmp_path / "ck", params, cfg)
+    m = fa.load(tmp_path / "ck")
+    wav = os.path.join(ROOT, "tests", "fixtures", "audio", "en.flac")
+    feats, lengths = fa.features([wav, wav])
+    enc, enc_lengths = fa.encoder_output(m, feats, lengths)
+    audio = fa.adaptor_output(m, enc, enc_lengths)
+    with torch.no_grad():
+        enc_t, lens_t = tm.audio_encoder(torch.from_numpy(feats.copy()), torch.from_numpy(lengths).long())
+        ada_t, _ = tm.audio_adaptor(enc_t, lens_t)
+    assert _rel(np.asarray(enc), enc_t.numpy()) <= 1e-4
+    assert _rel(np.asarray(audio), ada_t.numpy()) <= 1e-4
+    assert fa.ctc_logits(m, feats, lengths).shape == (2, feats.shape[1], cfg.ctc.vocab_size)

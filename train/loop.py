@@ -43,7 +43,7 @@ def merged_model_config(cfg: TrainConfig, source_cfg):
     llm = dataclasses.replace(source_cfg.llm, lora=run.llm.lora)
     ctc = dataclasses.replace(source_cfg.ctc, detach_encoder=run.ctc.detach_encoder)
     return source_cfg.replace(llm=llm, ctc=ctc, dtype=run.dtype, attention_impl=run.attention_impl,
-                              remat=run.remat)
+                              ctc_loss_impl=run.ctc_loss_impl, remat=run.remat)
 
 
 def initial_params(cfg: TrainConfig, model_cfg, rng):
@@ -90,7 +90,8 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
     rng = jax.random.PRNGKey(cfg.run.seed)
     params, init_info = initial_params(cfg, model_cfg, rng)
     tx, mask = make_optimizer(cfg.optim, params, cfg.stage.trainable, cfg.run.steps)
-    weights = LossWeights(llm=cfg.stage.llm_weight, ctc=cfg.stage.ctc_weight, ctc_blank=model_cfg.ctc.blank)
+    weights = LossWeights(llm=cfg.stage.llm_weight, ctc=cfg.stage.ctc_weight, ctc_blank=model_cfg.ctc.blank,
+                          ctc_impl=model_cfg.ctc_loss_impl)
     grad_fn, update_fn, train_step, eval_fn = make_steps(model, tx, mask, weights)
     jit_train = jax.jit(train_step, donate_argnums=(0,))
     jit_grad = jax.jit(grad_fn)

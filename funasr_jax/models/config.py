@@ -97,7 +97,7 @@ class FunASRConfig:
 
     dtype: compute dtype of matmuls ("float32" | "bfloat16"); params stay float32.
     attention_impl: name passed to `kernels.attention.attention(implementation=...)`
-      (None = best available for the backend).
+      (None = best available for the backend); ctc_loss_impl likewise for the CTC loss.
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -106,6 +106,7 @@ class FunASRConfig:
     ctc: CTCConfig = field(default_factory=CTCConfig)
     dtype: str = "float32"
     attention_impl: str | None = None
+    ctc_loss_impl: str | None = None  # `kernels.ctc.ctc_loss(implementation=...)`; None = best available
     remat: str = "none"  # "none" | "block" | policy | "encoder:block,llm:dots_saveable" (sharding.remat)
 
     def replace(self, **kw) -> "FunASRConfig":
