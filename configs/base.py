@@ -144,6 +144,10 @@ class TrainConfig:
                     raise
                 except ValueError as e:
                     raise ConfigError(str(e)) from None
+        try:
+            self.model.validate()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if self.stage.ctc_weight > 0 and not self.model.ctc.enabled:
             raise ConfigError("stage.ctc_weight > 0 but model.ctc.enabled is false")
         if any(p.endswith(":lora") for p in self.stage.trainable) and self.model.llm.lora.rank <= 0:

@@ -155,7 +155,8 @@ def activation_plan(cfg, batch_sds, *, attention: str = "xla") -> dict:
     from train.optimizer import trainable_mask
     from train.step import LossWeights, _freeze, loss_fn
 
-    weights = LossWeights(llm=cfg.stage.llm_weight, ctc=cfg.stage.ctc_weight, ctc_blank=cfg.model.ctc.blank)
+    weights = LossWeights(llm=cfg.stage.llm_weight, ctc=cfg.stage.ctc_weight, ctc_blank=cfg.model.ctc.blank,
+                          ctc_impl=getattr(cfg.model, "ctc_loss_impl", None))
     impl = "pallas_gpu" if attention == "flash" else "xla"
     norm = {"tokens": jax.ShapeDtypeStruct((), jnp.float32), "utts": jax.ShapeDtypeStruct((), jnp.float32)}
     rng = jax.ShapeDtypeStruct((2,), jnp.uint32)

@@ -85,9 +85,11 @@ def test_flop_count_by_hand():
     n = {c: sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(ab[c]))
          for c in ("audio_encoder", "audio_adaptor", "llm")}
     t, length = 167, 80
+    ta = -(-t // mc.adaptor.downsample_rate)  # adaptor rows after frame stacking
     e, q = mc.encoder, mc.llm
-    hand = (6 * (n["audio_encoder"] + n["audio_adaptor"]) * b * t + 6 * n["llm"] * b * length
-            + 3 * 4 * b * t * t * (e.output_size * (e.num_blocks + e.tp_blocks) + mc.adaptor.llm_dim * mc.adaptor.n_layer)
+    hand = (6 * n["audio_encoder"] * b * t + 6 * n["audio_adaptor"] * b * ta + 6 * n["llm"] * b * length
+            + 3 * 4 * b * t * t * e.output_size * (e.num_blocks + e.tp_blocks)
+            + 3 * 4 * b * ta * ta * mc.adaptor.llm_dim * mc.adaptor.n_layer
             + 3 * 4 * b * length * length * q.num_attention_heads * q.head_dim * q.num_hidden_layers / 2)
     assert fl["total"] == pytest.approx(hand, rel=1e-9)
     assert fl["flops_6nd_all"] == pytest.approx(hand, rel=1e-9)

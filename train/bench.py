@@ -230,7 +230,8 @@ def prepare(cfg, *, batch: int, seconds: float, text_tokens=None, mesh_preset=No
     model = FunASRNano(model_cfg)
     abstract = abstract_params(model_cfg)
     tx, mask = make_optimizer(cfg.optim, abstract, cfg.stage.trainable, max(cfg.run.steps, 10))
-    weights = LossWeights(llm=cfg.stage.llm_weight, ctc=cfg.stage.ctc_weight, ctc_blank=model_cfg.ctc.blank)
+    weights = LossWeights(llm=cfg.stage.llm_weight, ctc=cfg.stage.ctc_weight, ctc_blank=model_cfg.ctc.blank,
+                          ctc_impl=getattr(model_cfg, "ctc_loss_impl", None))
     steps_fns = make_steps(model, tx, mask, weights)
     abstract_state = jax.eval_shape(lambda p: init_state(p, tx, seed + 1), abstract)
     msz = mcfg.min_sharded_size if min_sharded_size is None else min_sharded_size

@@ -28,7 +28,9 @@ from train.data import TrainData
 from train.evaluation import evaluate_split
 from train.optimizer import make_optimizer
 from train.progress import MetricsLog, Progress, plot_curves
-from train.step import LossWeights, batch_counts, device_batch, init_state, make_steps
+from train.distributed import enable_compilation_cache
+from train.sharded import make_sharded_steps, mesh_and_rules, replicate, restore_target, shard_batch, shard_state
+from train.step import LossWeights, batch_counts, init_state, make_steps
 
 
 class StopRequested(Exception):
@@ -92,21 +94,26 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
     tx, mask = make_optimizer(cfg.optim, params, cfg.stage.trainable, cfg.run.steps)
     weights = LossWeights(llm=cfg.stage.llm_weight, ctc=cfg.stage.ctc_weight, ctc_blank=model_cfg.ctc.blank,
                           ctc_impl=model_cfg.ctc_loss_impl)
-    grad_fn, update_fn, train_step, eval_fn = make_steps(model, tx, mask, weights)
-    jit_train = jax.jit(train_step, donate_argnums=(0,))
-    jit_grad = jax.jit(grad_fn)
-    jit_update = jax.jit(update_fn, donate_argnums=(0,))
-    jit_eval = jax.jit(eval_fn)
+    enable_compilation_cache(cfg.mesh.compilation_cache)
+    mesh, rules = mesh_and_rules(cfg.mesh)
+    seed = cfg.run.seed + 1
+    abstract = jax.eval_shape(lambda p: init_state(p, tx, seed), params)
+    steps = make_sharded_steps(make_steps(model, tx, mask, weights), abstract, mesh, rules,
+                               min_sharded_size=cfg.mesh.min_sharded_size)
+    jit_eval = steps.eval
 
     ckpt = TrainCheckpointer(out, cfg.run.keep)
-    state = init_state(params, tx, cfg.run.seed + 1)
     resumed_from = None
     if cfg.run.resume and ckpt.latest_step() is not None:
-        abstract = jax.eval_shape(lambda s: s, state)
-        state, data_state = ckpt.restore(abstract)
+        state, data_state = ckpt.restore(restore_target(abstract, steps.state_shardings))
+        state = shard_state(state, steps.state_shardings)
         data.restore(data_state)
         resumed_from = int(state["step"])
         print(f"resumed from {ckpt.dir}/{resumed_from}", file=sys.stderr)
+    else:
+        state = jax.jit(lambda p: init_state(p, tx, seed), out_shardings=steps.state_shardings)(
+            shard_state(params, steps.state_shardings["params"]))
+    del params
 
     counts = component_counts(state["params"])
     trainable = int(sum(np.size(p) for p, m in zip(jax.tree_util.tree_leaves(state["params"]),
@@ -131,19 +138,19 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
         while step < cfg.run.steps:
             micro = [data.next_train() for _ in range(accum)]
             norms = [batch_counts(b) for b in micro]
-            norm = {k: jnp.asarray(max(1.0, sum(n[k] for n in norms)), jnp.float32) for k in ("tokens", "utts")}
+            norm = replicate({k: np.float32(max(1.0, sum(n[k] for n in norms))) for k in ("tokens", "utts")}, mesh)
             if accum == 1:
-                state, metrics = jit_train(state, device_batch(micro[0]), norm)
+                state, metrics = steps.train(state, shard_batch(micro[0], mesh), norm)
                 metric_list = [metrics]
             else:
                 grads, metric_list = None, []
                 rng = state["rng"]
                 for b in micro:
                     rng, sub = jax.random.split(rng)
-                    g, m = jit_grad(state["params"], device_batch(b), sub, norm)
+                    g, m = steps.grad(state["params"], shard_batch(b, mesh), sub, norm)
                     grads = g if grads is None else jax.tree_util.tree_map(jnp.add, grads, g)
                     metric_list.append(m)
-                state, stats = jit_update({**state, "rng": rng}, grads)
+                state, stats = steps.update({**state, "rng": rng}, grads)
                 metric_list[-1] = {**metric_list[-1], **stats}
             step += 1
             window["steps"] += 1
@@ -170,7 +177,7 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
                   if cfg.run.eval_at_end else {})
         plot_curves(out / "metrics.jsonl", out / "curves.png")
         summary = {"stage": cfg.stage.name, "steps": step, "out_dir": str(out), "resumed_from": resumed_from,
-                   **init_info, "eval": result}
+                   **init_info, "mesh": dict(mesh.shape), "compiles": dict(steps.counter.by_name), "eval": result}
         (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
         return summary
     except StopRequested:

@@ -62,8 +62,10 @@ def main(argv=None) -> int:
     if args.print_config:
         print(json.dumps(configtools.to_dict(cfg), indent=2, ensure_ascii=False))
         return 0
+    from train.distributed import initialize_distributed
     from train.loop import train
 
+    initialize_distributed()  # no-op for one process; SLURM / Kubernetes / JAX_COORDINATOR_ADDRESS
     summary = train(cfg)
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
