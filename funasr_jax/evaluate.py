@@ -16,7 +16,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 
 from funasr_jax import metrics
 from funasr_jax.audio import AudioError, load_audio

@@ -304,7 +304,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from funasr_jax.configtools import ConfigError
-    from train.main import load_config
+    from train.main import load_config, with_model_overrides
 
     try:
         n, device = parse_devices(args.mesh)
@@ -312,12 +312,7 @@ def main(argv=None) -> int:
     except (ConfigError, PlanError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    model = cfg.model
-    if args.dtype:
-        model = model.replace(dtype=args.dtype)
-    if args.remat:
-        model = model.replace(remat=args.remat)
-    cfg = dataclasses.replace(cfg, model=model.validate())
+    cfg = with_model_overrides(cfg, dtype=args.dtype, remat=args.remat)
     attention = args.attention or ("xla" if device == "cpu" else "flash")
     p = plan(cfg, n_devices=n, device=device, batch=args.batch, seconds=args.seconds, text_tokens=args.text_tokens,
              presets=args.mesh_preset, attention=attention, mem_fraction=args.mem_fraction)

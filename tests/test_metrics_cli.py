@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import jax
-import numpy as np
 import pytest
 
 from funasr_jax import metrics

@@ -188,3 +188,33 @@ def test_every_stage_runs_as_a_subprocess(stage, base_checkpoint, tmp_path):
     assert (out / "curves.png").exists() and (out / "checkpoints" / "2" / "params").exists()
     if stage in ("sft4", "sft5"):
         assert summary["eval"]["utterances"] == 2
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path):
+    """Two micro-batches, each normalised by the step's totals, give the big batch's update."""
+    from funasr_jax.models.funasr import FunASRNano
+    from train.data import TrainData
+    from train.loop import initial_params
+    from train.optimizer import make_optimizer
+    from train.step import LossWeights, batch_counts, device_batch, init_state, make_steps
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+    cfg = tiny_cfg("sft_full", tmp_path)
+    params, _ = initial_params(cfg, cfg.model, jax.random.PRNGKey(0))
+    tx, mask = make_optimizer(cfg.optim, params, cfg.stage.trainable, 10)
+    weights = LossWeights(cfg.stage.llm_weight, cfg.stage.ctc_weight, cfg.model.ctc.blank)
+    grad_fn, update_fn, _, _ = make_steps(FunASRNano(cfg.model), tx, mask, weights)
+    big = TrainData(cfg).next_train()
+    halves = [{k: v[:2] for k, v in big.items()}, {k: v[2:] for k, v in big.items()}]
+    norm = {k: np.float32(max(1.0, v)) for k, v in batch_counts(big).items()}
+    rng = jax.random.PRNGKey(1)
+    g_big, _ = jax.jit(grad_fn)(params, device_batch(big), rng, norm)
+    g_parts = [jax.jit(grad_fn)(params, device_batch(h), rng, norm)[0] for h in halves]
+    g_sum = jax.tree_util.tree_map(lambda a, b: a + b, *g_parts)
+    for (path, a), (_, b) in zip(flatten(g_big).items(), flatten(g_sum).items()):
+        scale = max(1e-6, float(np.max(np.abs(np.asarray(a)))))
+        assert float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) <= 1e-4 * scale, "/".join(path)
+    s1, _ = jax.jit(update_fn)(init_state(params, tx, 0), g_big)
+    s2, _ = jax.jit(update_fn)(init_state(params, tx, 0), g_sum)
+    for a, b in zip(jax.tree_util.tree_leaves(s1["params"]), jax.tree_util.tree_leaves(s2["params"])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)

@@ -351,7 +351,7 @@ def main(argv=None) -> int:
 
     from funasr_jax.configtools import ConfigError
     from train.distributed import enable_compilation_cache, initialize_distributed
-    from train.main import load_config
+    from train.main import load_config, with_model_overrides
 
     initialize_distributed()
     try:
@@ -359,11 +359,8 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    cfg = with_model_overrides(cfg, dtype=args.dtype, remat=args.remat)
     model = cfg.model
-    if args.dtype:
-        model = model.replace(dtype=args.dtype)
-    if args.remat:
-        model = model.replace(remat=args.remat)
     stage = cfg.stage
     if args.trainable == "all":
         stage = dataclasses.replace(stage, trainable=("*",), lora=None)

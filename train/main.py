@@ -47,6 +47,19 @@ def load_config(name: str, preset: str = "tiny", overrides=()):
     return cfg.validate()
 
 
+def with_model_overrides(cfg, *, dtype: str | None = None, remat: str | None = None):
+    """`cfg` with the model's compute dtype and/or remat policy replaced (CLI flags of the
+    bench and the planner), validated."""
+    import dataclasses
+
+    model = cfg.model
+    if dtype:
+        model = model.replace(dtype=dtype)
+    if remat:
+        model = model.replace(remat=remat)
+    return dataclasses.replace(cfg, model=model.validate())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.main", description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True, help="configs/<name>.py or a path")

@@ -6,7 +6,6 @@ query head h reads kv head h // (Hq // Hkv)). Softmax statistics in float32.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 
