@@ -211,8 +211,10 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path):
     g_big, _ = jax.jit(grad_fn)(params, device_batch(big), rng, norm)
     g_parts = [jax.jit(grad_fn)(params, device_batch(h), rng, norm)[0] for h in halves]
     g_sum = jax.tree_util.tree_map(lambda a, b: a + b, *g_parts)
+    # tensors whose true gradient is ~0 (e.g. 1e-11) are compared on the scale of the whole gradient
+    overall = max(float(np.max(np.abs(np.asarray(a)))) for a in jax.tree_util.tree_leaves(g_big))
     for (path, a), (_, b) in zip(flatten(g_big).items(), flatten(g_sum).items()):
-        scale = max(1e-6, float(np.max(np.abs(np.asarray(a)))))
+        scale = max(1e-3 * overall, float(np.max(np.abs(np.asarray(a)))))
         assert float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) <= 1e-4 * scale, "/".join(path)
     s1, _ = jax.jit(update_fn)(init_state(params, tx, 0), g_big)
     s2, _ = jax.jit(update_fn)(init_state(params, tx, 0), g_sum)
