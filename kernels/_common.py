@@ -14,6 +14,20 @@ class KernelUnsupportedError(NotImplementedError):
     """An implementation cannot run this call here (backend, dtype, head_dim, missing library)."""
 
 
+def validate_attention_inputs(q, k, v, mask=None) -> None:
+    """q [B, T, Hq, D], k/v [B, S, Hkv, D] with Hq % Hkv == 0, optional mask [B, T, S];
+    raises KernelInputError naming the offending shapes."""
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        raise KernelInputError(f"attention: q/k/v must be [B, T, H, D]; got {q.shape}, {k.shape}, {v.shape}")
+    if k.shape != v.shape or q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
+        raise KernelInputError(f"attention: incompatible q {q.shape}, k {k.shape}, v {v.shape}")
+    if k.shape[2] == 0 or q.shape[2] % k.shape[2]:
+        raise KernelInputError(f"attention: q heads {q.shape[2]} not a multiple of kv heads {k.shape[2]}")
+    if mask is not None and tuple(mask.shape) != (q.shape[0], q.shape[1], k.shape[1]):
+        raise KernelInputError(f"attention: mask must be [B, T, S] = {(q.shape[0], q.shape[1], k.shape[1])},"
+                               f" got {tuple(mask.shape)}")
+
+
 def backend() -> str:
     """'cpu', 'gpu' or 'tpu' for the default device."""
     return jax.default_backend()

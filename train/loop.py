@@ -22,7 +22,7 @@ from configs.base import TrainConfig
 from funasr_jax import configtools
 from funasr_jax.checkpoint import CheckpointError, load_model, write_meta
 from funasr_jax.checkpoint_names import flatten, unflatten
-from funasr_jax.models.funasr import FunASRNano, component_counts, init_params
+from funasr_jax.models.funasr import FunASRNano, abstract_params, component_counts, init_params
 from train.checkpointing import TrainCheckpointer
 from train.data import TrainData
 from train.evaluation import evaluate_split
@@ -89,8 +89,12 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
     write_meta(out, model_cfg, tokenizer_path=cfg.data.tokenizer, ctc_tokenizer_path=cfg.data.ctc_tokenizer,
                frontend=cfg.frontend)
     model = FunASRNano(model_cfg)
-    rng = jax.random.PRNGKey(cfg.run.seed)
-    params, init_info = initial_params(cfg, model_cfg, rng)
+    ckpt = TrainCheckpointer(out, cfg.run.keep)
+    resuming = cfg.run.resume and ckpt.latest_step() is not None
+    if resuming:  # the checkpoint holds the params: only their shapes are needed here
+        params, init_info = abstract_params(model_cfg), {}
+    else:
+        params, init_info = initial_params(cfg, model_cfg, jax.random.PRNGKey(cfg.run.seed))
     tx, mask = make_optimizer(cfg.optim, params, cfg.stage.trainable, cfg.run.steps)
     weights = LossWeights(llm=cfg.stage.llm_weight, ctc=cfg.stage.ctc_weight, ctc_blank=model_cfg.ctc.blank,
                           ctc_impl=model_cfg.ctc_loss_impl)
@@ -102,9 +106,8 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
                                min_sharded_size=cfg.mesh.min_sharded_size)
     jit_eval = steps.eval
 
-    ckpt = TrainCheckpointer(out, cfg.run.keep)
     resumed_from = None
-    if cfg.run.resume and ckpt.latest_step() is not None:
+    if resuming:
         state, data_state = ckpt.restore(restore_target(abstract, steps.state_shardings))
         state = shard_state(state, steps.state_shardings)
         data.restore(data_state)

@@ -24,7 +24,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 
-from kernels._common import KernelInputError, KernelUnsupportedError, device_kind
+from kernels._common import KernelUnsupportedError, device_kind, validate_attention_inputs
 from kernels.attention import cudnn, pallas_gpu, reference, tpu, xla
 
 IMPLEMENTATIONS = {
@@ -124,21 +124,9 @@ def select(q, k, v, *, mask=None, causal=False, implementation=None) -> str:
     return "xla"
 
 
-def _validate(q, k, v, mask):
-    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
-        raise KernelInputError(f"attention: q/k/v must be [B, T, H, D]; got {q.shape}, {k.shape}, {v.shape}")
-    if k.shape != v.shape or q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
-        raise KernelInputError(f"attention: incompatible q {q.shape}, k {k.shape}, v {v.shape}")
-    if k.shape[2] == 0 or q.shape[2] % k.shape[2]:
-        raise KernelInputError(f"attention: q heads {q.shape[2]} not a multiple of kv heads {k.shape[2]}")
-    if mask is not None and tuple(mask.shape) != (q.shape[0], q.shape[1], k.shape[1]):
-        raise KernelInputError(f"attention: mask must be [B, T, S] = {(q.shape[0], q.shape[1], k.shape[1])},"
-                               f" got {tuple(mask.shape)}")
-
-
 def attention(q, k, v, *, q_lengths=None, kv_lengths=None, causal=False, scale=None, mask=None,
               implementation: str | tuple[str, ...] | None = None):
-    _validate(q, k, v, mask)
+    validate_attention_inputs(q, k, v, mask)
     name = select(q, k, v, mask=mask, causal=causal, implementation=implementation)
     return IMPLEMENTATIONS[name](q, k, v, q_lengths=q_lengths, kv_lengths=kv_lengths, causal=causal,
                                  scale=scale, mask=mask)

@@ -28,8 +28,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
-from kernels._common import (KernelInputError, KernelUnsupportedError, default_interpret, device_kind,
-                             lengths_or_full, next_pow2, pad_axis, round_up)
+from kernels._common import (KernelUnsupportedError, default_interpret, device_kind,
+                             lengths_or_full, next_pow2, pad_axis, round_up, validate_attention_inputs)
 from kernels.attention.config import BlockSizes, block_sizes_for
 
 _LOG2E = math.log2(math.e)
@@ -83,6 +83,15 @@ def _tile_mask(rows, cols, q_len, kv_len, causal):
     return mask
 
 
+def _key_blocks(iq, q_len, kv_len, bq: int, bk: int, causal: bool):
+    """Key blocks of size `bk` that query block `iq` (of size `bq`) must visit: none past
+    kv_len, none above the diagonal when causal, none at all when the query block is padding."""
+    n_k = _cdiv(kv_len, bk)
+    if causal:
+        n_k = jnp.minimum(n_k, _cdiv((iq + 1) * bq, bk))
+    return jnp.where(iq * bq < q_len, n_k, 0)
+
+
 def _fwd_kernel(qlen_ref, kvlen_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, st: _Static):
     bq, bk = st.bq, st.bk
     iq = pl.program_id(0)
@@ -90,10 +99,7 @@ def _fwd_kernel(qlen_ref, kvlen_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, st:
     kv_len = kvlen_ref[...]
     q = q_ref[...]
     rows = iq * bq + lax.broadcasted_iota(jnp.int32, (bq,), 0)
-    n_k = _cdiv(kv_len, bk)
-    if st.causal:
-        n_k = jnp.minimum(n_k, _cdiv((iq + 1) * bq, bk))
-    n_k = jnp.where(iq * bq < q_len, n_k, 0)
+    n_k = _key_blocks(iq, q_len, kv_len, bq, bk, st.causal)
     c = st.scale * _LOG2E
 
     def body(j, carry):
@@ -132,10 +138,7 @@ def _dq_kernel(qlen_ref, kvlen_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_
     lse = lse_ref[...]
     delta = delta_ref[...]
     rows = iq * bq + lax.broadcasted_iota(jnp.int32, (bq,), 0)
-    n_k = _cdiv(kv_len, bk)
-    if st.causal:
-        n_k = jnp.minimum(n_k, _cdiv((iq + 1) * bq, bk))
-    n_k = jnp.where(iq * bq < q_len, n_k, 0)
+    n_k = _key_blocks(iq, q_len, kv_len, bq, bk, st.causal)
     c = st.scale * _LOG2E
 
     def body(j, dq):
@@ -302,12 +305,7 @@ _flash.defvjp(_flash_fwd, _flash_bwd)
 
 def check_supported(q, k, v, *, mask=None):
     """Raise KernelUnsupportedError when this kernel cannot serve the call (KernelInputError on bad shapes)."""
-    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
-        raise KernelInputError(f"attention: q/k/v must be [B, T, H, D]; got {q.shape}, {k.shape}, {v.shape}")
-    if k.shape != v.shape or q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
-        raise KernelInputError(f"attention: incompatible q {q.shape}, k {k.shape}, v {v.shape}")
-    if k.shape[2] == 0 or q.shape[2] % k.shape[2]:
-        raise KernelInputError(f"attention: q heads {q.shape[2]} not a multiple of kv heads {k.shape[2]}")
+    validate_attention_inputs(q, k, v)
     if mask is not None:
         raise KernelUnsupportedError("pallas_gpu attention takes lengths, not a general mask")
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in SUPPORTED_DTYPES:
