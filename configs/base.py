@@ -80,6 +80,7 @@ class RunConfig:
     init_from: str | None = None  # previous stage's run dir / checkpoint / Fun-ASR model dir
     eval_max_utts: int = 0  # 0 = whole dev set
     decode_max_tokens: int = 64
+    decode_ctc_weight: float = 0.0  # dev decoding (and the saved model's default): joint CTC/LLM weight
     progress: bool = True
     resume: bool = True  # continue from out_dir's newest checkpoint if there is one
 
@@ -88,6 +89,8 @@ class RunConfig:
             raise ConfigError(f"run.steps must be >= 1, got {self.steps}")
         if self.keep < 1:
             raise ConfigError(f"run.keep must be >= 1, got {self.keep}")
+        if not 0.0 <= self.decode_ctc_weight < 1.0:
+            raise ConfigError(f"run.decode_ctc_weight must lie in [0, 1), got {self.decode_ctc_weight}")
 
 
 @dataclass(frozen=True)

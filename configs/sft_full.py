@@ -1,7 +1,8 @@
 """Joint SFT of every part (encoder, adaptor, whole LLM) with an auxiliary CTC loss.
 
-For models whose LLM starts untrained (the tiny demo): stages 1-4 assume a pre-trained LLM, so
-the demo trains the LLM fully here instead of through LoRA.
+For models whose LLM starts untrained: stages 1-4 assume a pre-trained LLM, so this trains the
+LLM fully instead of through LoRA, together with the encoder. (The quickstart uses `sft_llm`
+instead: on the demo the frozen CTC-trained encoder and the first-pass prompt work better.)
 """
 
 from configs.base import OptimConfig, RunConfig, StageConfig, make_config

@@ -2,7 +2,9 @@
 
 A *model checkpoint* is a directory:
     funasr_jax.json   {"format": "funasr-jax", "version": 1, "model": <FunASRConfig dict>,
-                       "tokenizer": <path or null>, "ctc_tokenizer": <path or null>}
+                       "tokenizer": <path or null>, "ctc_tokenizer": <path or null>,
+                       "frontend": <FrontendConfig dict>, "prompt": {"first_pass": <bool>},
+                       "decoding": {"ctc_weight": <float>}}
     params/           orbax StandardCheckpointer tree (f32 or bf16 leaves)
 
 A *training run* directory (written by `train/`) holds `funasr_jax.json` too and
@@ -39,19 +41,26 @@ class LoadedModel:
     ctc_tokenizer_path: str | None = None
     source: str = ""
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    first_pass_prompt: bool = False  # trained with the CTC hypothesis in the prompt
+    ctc_weight: float = 0.0  # default joint CTC/LLM decoding weight
 
 
 def write_meta(path, cfg: FunASRConfig, tokenizer_path=None, ctc_tokenizer_path=None,
-               frontend: FrontendConfig | None = None, extra=None):
+               frontend: FrontendConfig | None = None, extra=None, first_pass_prompt: bool = False,
+               ctc_weight: float = 0.0):
     """Write `funasr_jax.json`; tokenizer and CMVN files are copied into the checkpoint so the
-    directory is self-contained (and later edits of the originals cannot change the model)."""
+    directory is self-contained (and later edits of the originals cannot change the model).
+    first_pass_prompt: the model expects the CTC hypothesis in its prompt (recorded as
+    `"prompt": {"first_pass": true}`); ctc_weight: default joint CTC/LLM decoding weight
+    (`"decoding": {"ctc_weight": w}`)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     frontend = frontend or FrontendConfig()
     cmvn = _bundle(frontend.cmvn_file, path)
     meta = {"format": "funasr-jax", "version": 1, "model": configtools.to_dict(cfg),
             "tokenizer": _bundle(tokenizer_path, path), "ctc_tokenizer": _bundle(ctc_tokenizer_path, path),
-            "frontend": configtools.to_dict(dataclasses.replace(frontend, cmvn_file=cmvn))}
+            "frontend": configtools.to_dict(dataclasses.replace(frontend, cmvn_file=cmvn)),
+            "prompt": {"first_pass": bool(first_pass_prompt)}, "decoding": {"ctc_weight": float(ctc_weight)}}
     meta.update(extra or {})
     (path / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
 
@@ -94,12 +103,13 @@ def model_config_from_meta(meta: dict, path) -> FunASRConfig:
 
 
 def save_params(path, params, cfg: FunASRConfig, tokenizer_path=None, ctc_tokenizer_path=None,
-                frontend: FrontendConfig | None = None):
+                frontend: FrontendConfig | None = None, first_pass_prompt: bool = False, ctc_weight: float = 0.0):
     """Write a model checkpoint directory (see module docstring). Overwrites `params/`."""
     import orbax.checkpoint as ocp
 
     path = Path(path).absolute()
-    write_meta(path, cfg, tokenizer_path, ctc_tokenizer_path, frontend)
+    write_meta(path, cfg, tokenizer_path, ctc_tokenizer_path, frontend, first_pass_prompt=first_pass_prompt,
+               ctc_weight=ctc_weight)
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(path / "params", jax.tree_util.tree_map(np.asarray, params), force=True)
     ckptr.wait_until_finished()
@@ -163,7 +173,14 @@ def load_model(path, *, allow_missing_ctc: bool = True) -> LoadedModel:
             frontend = configtools.from_dict(FrontendConfig, fe, "frontend")
         except ValueError as e:
             raise CheckpointError(f"{path}/{META_FILE}: bad frontend config: {e}") from None
-        return LoadedModel(cfg, params, tok, ctc_tok, str(params_dir), frontend)
+        prompt = meta.get("prompt") or {}
+        first_pass = prompt.get("first_pass", False)
+        if not isinstance(first_pass, bool):
+            raise CheckpointError(f"{path}/{META_FILE}: prompt.first_pass must be true or false, got {first_pass!r}")
+        weight = (meta.get("decoding") or {}).get("ctc_weight", 0.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight < 1.0:
+            raise CheckpointError(f"{path}/{META_FILE}: decoding.ctc_weight must be a number in [0, 1), got {weight!r}")
+        return LoadedModel(cfg, params, tok, ctc_tok, str(params_dir), frontend, first_pass, float(weight))
     if (path / "model.pt").exists() or (path / "config.yaml").exists():
         from funasr_jax.convert import load_funasr_dir
 

@@ -52,13 +52,15 @@ def evaluate_examples(rec: Recognizer, examples: Sequence, *, mode: str = "llm",
             ok.append(i)
         if not utts:
             continue
-        hyps = (rec.decode_ctc([u.feats for u in utts]) if mode == "ctc"
-                else rec.decode_llm(utts, max_new_tokens))
-        for i, h in zip(ok, hyps):
+        first = rec.decode_ctc([u.feats for u in utts]) if mode == "ctc" or rec.first_pass_prompt else None
+        hyps = first if mode == "ctc" else rec.decode_llm(utts, max_new_tokens, first_pass=first)
+        for j, (i, h) in enumerate(zip(ok, hyps)):
             ex = examples[i]
             c = metrics.score_pair(ex.target, h)
-            rows[i] = {"key": ex.key, "ref": ex.target, "hyp": h, "language": ex.language,
+            rows[i] = {"key": ex.key, "where": ex.where, "ref": ex.target, "hyp": h, "language": ex.language,
                        "subset": ex.subset, "errors": c.errors, "ref_tokens": c.ref_tokens}
+            if mode == "llm" and first is not None:
+                rows[i]["first_pass"] = first[j]
         if progress:
             done = start + len(idx)
             el = time.time() - t0
@@ -83,13 +85,16 @@ def main(argv=None):
     p.add_argument("--max-utts", type=int, default=0)
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise")
     p.add_argument("--tokenizer", help="override the tokenizer recorded in the checkpoint")
+    p.add_argument("--ctc-weight", type=float, default=None,
+                   help="LLM mode: decode jointly with the CTC head's prefix scores at this weight "
+                        "(0 = plain greedy; default: the weight recorded in the checkpoint)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = p.parse_args(argv)
     try:
         examples = read_manifests(args.data, on_error=args.on_error)
         if args.max_utts:
             examples = examples[: args.max_utts]
-        rec = Recognizer.from_checkpoint(args.checkpoint, tokenizer_path=args.tokenizer)
+        rec = Recognizer.from_checkpoint(args.checkpoint, tokenizer_path=args.tokenizer, ctc_weight=args.ctc_weight)
         rows, table, info = evaluate_examples(rec, examples, mode=args.mode, batch_size=args.batch_size,
                                               max_new_tokens=args.max_new_tokens, on_error=args.on_error,
                                               progress=True)

@@ -24,8 +24,10 @@ __all__ = [
     "IGNORE_INDEX",
     "LANGUAGE_NAMES",
     "PromptIds",
+    "FIRST_PASS_LABEL",
     "build_prompt",
     "instruction_text",
+    "with_first_pass",
 ]
 
 AUDIO_PLACEHOLDER_ID = 0
@@ -39,6 +41,12 @@ _HOTWORD_HEADER = (
     "请结合上下文信息，更加准确地完成语音转写任务。如果没有相关信息，我们会留空。\n\n\n"
     "**上下文信息：**\n\n\n"
 )
+
+
+# The first-pass (CTC) hypothesis line put in front of the instruction (recipe: "retrieved
+# candidates + CTC hypothesis + audio go into the LLM prompt"). The label is the one of FunASR's
+# training-time context prompt (fun-asr-nano.md §6.3); the release's exact template is unconfirmed.
+FIRST_PASS_LABEL = "一遍解码结果："
 
 
 class _Tokenizer(Protocol):
@@ -78,6 +86,11 @@ def instruction_text(language: str | None = None, hotwords: Sequence[str] = (), 
     if not itn:
         out += "，不进行文本规整"
     return out + "："
+
+
+def with_first_pass(instruction: str, first_pass: str) -> str:
+    """`instruction` with the first-pass hypothesis line `一遍解码结果：{first_pass}\n` in front."""
+    return f"{FIRST_PASS_LABEL}{first_pass}\n{instruction}"
 
 
 def prompt_pieces(system: str, instruction: str, prev_text: str = "") -> tuple[str, str]:

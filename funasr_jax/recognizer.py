@@ -25,7 +25,7 @@ from funasr_jax.models.config import FunASRConfig, audio_token_count
 from funasr_jax.models.ctc_head import ctc_greedy
 from funasr_jax.models.funasr import FunASRNano
 from funasr_jax.models.qwen3 import Qwen3ForCausalLM
-from funasr_jax.prompt import build_prompt, instruction_text
+from funasr_jax.prompt import build_prompt, instruction_text, with_first_pass
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 
@@ -64,9 +64,34 @@ class Utterance:
     prev_text: str = ""
 
 
+def shares_vocabulary(tokenizer, ctc_vocab) -> bool:
+    """True when the CTC labels (blank aside) are the LLM tokenizer's ids: both built on the
+    same sentencepiece model (the tiny preset). Fun-ASR-Nano's CTC head uses its own tokenizer."""
+    a, b = getattr(tokenizer, "path", None), getattr(getattr(ctc_vocab, "sp", None), "path", None)
+    if a is None or b is None:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        return fa.read() == fb.read()
+
+
 class Recognizer:
+    """first_pass_prompt: the LLM prompt carries the CTC head's greedy hypothesis
+    (`prompt.with_first_pass`), as for a model trained with `data.first_pass_prompt`.
+    ctc_weight: > 0 decodes the LLM jointly with the CTC head's prefix scores
+    (`decode.ctc_prefix`; needs a CTC head that shares the LLM's vocabulary)."""
+
     def __init__(self, cfg: FunASRConfig, params, tokenizer, ctc_vocab=None,
-                 frontend: FrontendConfig = FrontendConfig(), frame_bucket: int = 32, token_bucket: int = 16):
+                 frontend: FrontendConfig = FrontendConfig(), frame_bucket: int = 32, token_bucket: int = 16,
+                 first_pass_prompt: bool = False, ctc_weight: float = 0.0):
+        needs_ctc = [n for n, on in (("first_pass_prompt", first_pass_prompt), ("ctc_weight", ctc_weight > 0)) if on]
+        if needs_ctc and (not cfg.ctc.enabled or ctc_vocab is None):
+            raise ValueError(f"{needs_ctc[0]} needs a model with the CTC branch and a CTC vocabulary")
+        if not 0.0 <= ctc_weight < 1.0:
+            raise ValueError(f"ctc_weight must lie in [0, 1), got {ctc_weight}")
+        if ctc_weight > 0 and not shares_vocabulary(tokenizer, ctc_vocab):
+            raise ValueError("ctc_weight > 0 (joint CTC/LLM decoding) needs a CTC vocabulary built on the LLM's "
+                             "sentencepiece model; this model's CTC head has its own tokenizer")
+        self.first_pass_prompt, self.ctc_weight = first_pass_prompt, float(ctc_weight)
         self.cfg, self.params, self.tokenizer, self.ctc_vocab = cfg, params, tokenizer, ctc_vocab
         self.frontend, self.frame_bucket, self.token_bucket = frontend, frame_bucket, token_bucket
         self.cmvn = load_cmvn(frontend.cmvn_file) if frontend.cmvn_file else None
@@ -85,6 +110,9 @@ class Recognizer:
         ctc_path = ctc_tokenizer_path or m.ctc_tokenizer_path
         ctc = CTCVocabulary(ctc_path) if ctc_path and str(ctc_path).endswith(".model") else None
         kw.setdefault("frontend", m.frontend)
+        kw.setdefault("first_pass_prompt", m.first_pass_prompt)
+        if kw.get("ctc_weight") is None:
+            kw["ctc_weight"] = m.ctc_weight
         return cls(m.cfg, m.params, load_tokenizer(tok_path), ctc, **kw)
 
     # ------------------------------------------------------------------ batching helpers
@@ -98,12 +126,25 @@ class Recognizer:
 
     # ------------------------------------------------------------------ decoding
 
-    def decode_llm(self, utts: Sequence[Utterance], max_new_tokens: int = 128) -> list[str]:
-        """Greedy LLM transcripts for a batch of utterances."""
+    def decode_llm(self, utts: Sequence[Utterance], max_new_tokens: int = 128,
+                   first_pass: Sequence[str] | None = None) -> list[str]:
+        """Greedy LLM transcripts for a batch of utterances.
+
+        first_pass: CTC hypotheses for the prompt; computed here when None and the recognizer
+          has `first_pass_prompt` (ignored otherwise).
+        """
         feats, lengths = self.pad_feats([u.feats for u in utts])
-        prompts = [build_prompt(self.tokenizer, system=u.system, instruction=u.instruction,
+        instructions = [u.instruction for u in utts]
+        logp = None
+        if self.ctc_weight > 0 or (self.first_pass_prompt and first_pass is None):
+            logp = ctc_log_probs(self.model, self.params, feats, lengths)
+        if self.first_pass_prompt:
+            if first_pass is None:
+                first_pass = self._ctc_texts(np.asarray(logp), lengths)
+            instructions = [with_first_pass(i, h) for i, h in zip(instructions, first_pass)]
+        prompts = [build_prompt(self.tokenizer, system=u.system, instruction=ins,
                                 n_audio=int(audio_token_count(int(n))), prev_text=u.prev_text)
-                   for u, n in zip(utts, lengths)]
+                   for u, ins, n in zip(utts, instructions, lengths)]
         p = _round_up(max(len(q.input_ids) for q in prompts), self.token_bucket)
         ids = np.zeros((len(utts), p), np.int32)
         for i, q in enumerate(prompts):
@@ -115,7 +156,9 @@ class Recognizer:
         embeds = left_pad(embeds, plen)
         tokens, n = greedy_generate(self.decoder, self.params["llm"], embeds, plen,
                                     max_new_tokens=max_new_tokens, eos_id=self.tokenizer.eos_id,
-                                    pad_id=self.tokenizer.pad_id)
+                                    pad_id=self.tokenizer.pad_id,
+                                    ctc_log_probs=logp if self.ctc_weight > 0 else None, ctc_lengths=lengths,
+                                    ctc_weight=self.ctc_weight, ctc_blank=self.cfg.ctc.blank)
         tokens, n = np.asarray(tokens), np.asarray(n)
         out = []
         for row, k in zip(tokens, n):
@@ -128,7 +171,9 @@ class Recognizer:
         if not self.cfg.ctc.enabled or self.ctc_vocab is None:
             raise ValueError("CTC decoding needs a model with the CTC branch and a CTC vocabulary")
         feats, lengths = self.pad_feats(feats_list)
-        logp = np.asarray(ctc_log_probs(self.model, self.params, feats, lengths))
+        return self._ctc_texts(np.asarray(ctc_log_probs(self.model, self.params, feats, lengths)), lengths)
+
+    def _ctc_texts(self, logp: np.ndarray, lengths) -> list[str]:
         seqs = ctc_greedy(logp, lengths, self.cfg.ctc.blank)
         return [" ".join(self.ctc_vocab.decode(list(s)).split()) for s in seqs]
 

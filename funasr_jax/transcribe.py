@@ -30,9 +30,12 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--tokenizer", help="override the tokenizer recorded in the checkpoint")
+    p.add_argument("--ctc-weight", type=float, default=None,
+                   help="LLM mode: decode jointly with the CTC head's prefix scores at this weight "
+                        "(0 = plain greedy; default: the weight recorded in the checkpoint)")
     args = p.parse_args(argv)
     try:
-        rec = Recognizer.from_checkpoint(args.checkpoint, tokenizer_path=args.tokenizer)
+        rec = Recognizer.from_checkpoint(args.checkpoint, tokenizer_path=args.tokenizer, ctc_weight=args.ctc_weight)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -19,11 +19,12 @@ from funasr_jax.configtools import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "data" / "demo"
-STAGES = ["sft1", "sft2", "sft3", "sft4", "sft5", "ctc_warmup", "sft_full"]
+STAGES = ["sft1", "sft2", "sft3", "sft4", "sft5", "ctc_warmup", "sft_full", "sft_llm"]
 
 
-def small_manifest(tmp_path, split="train", n=24) -> str:
-    """The first n lines of a demo split, with absolute audio paths, as a new JSONL."""
+def small_manifest(tmp_path, split="train", n=24, first_pass=False) -> str:
+    """The first n lines of a demo split, with absolute audio paths, as a new JSONL
+    (first_pass: with a `first_pass` field, the transcript less its last character)."""
     lines = (DEMO / f"{split}.jsonl").read_text().splitlines()[:n]
     tmp_path.mkdir(parents=True, exist_ok=True)
     out = tmp_path / f"{split}_{n}.jsonl"
@@ -34,6 +35,8 @@ def small_manifest(tmp_path, split="train", n=24) -> str:
         head, rest = user.split("<|startofspeech|>!", 1)
         path, tail = rest.split("<|endofspeech|>", 1)
         obj["messages"][1]["content"] = f"{head}<|startofspeech|>!{DEMO / path}<|endofspeech|>{tail}"
+        if first_pass:
+            obj["first_pass"] = obj["messages"][2]["content"][:-1]
         fixed.append(json.dumps(obj, ensure_ascii=False))
     out.write_text("\n".join(fixed) + "\n")
     return str(out)
@@ -43,7 +46,7 @@ def tiny_cfg(stage: str, tmp_path, steps=3, **sets):
     from train.main import load_config
 
     cfg = load_config(stage, "tiny")
-    train_file = small_manifest(tmp_path, "train", 24)
+    train_file = small_manifest(tmp_path, "train", 24, first_pass=cfg.data.first_pass_prompt)
     dev_file = small_manifest(tmp_path, "dev", 4)
     cfg = dataclasses.replace(
         cfg,
@@ -108,7 +111,7 @@ def _state_after(stage, tmp_path, steps=2):
     return params, state, mask
 
 
-@pytest.mark.parametrize("stage", ["sft1", "sft3", "sft5"])
+@pytest.mark.parametrize("stage", ["sft1", "sft3", "sft5", "sft_llm"])
 def test_freeze_plan(stage, tmp_path):
     before, state, mask = _state_after(stage, tmp_path)
     after = state["params"]
@@ -123,7 +126,8 @@ def test_freeze_plan(stage, tmp_path):
     assert frozen_changed == 0, "a frozen parameter changed"
     assert moved > 0.5 * sum(fm.values()), f"only {moved} of {sum(fm.values())} trainable tensors moved"
     trainable_paths = {p for p, m in fm.items() if m}
-    prefixes = {"sft1": ("audio_adaptor",), "sft5": ("ctc_decoder", "ctc"), "sft3": ("llm",)}[stage]
+    prefixes = {"sft1": ("audio_adaptor",), "sft5": ("ctc_decoder", "ctc"), "sft3": ("llm",),
+                "sft_llm": ("audio_adaptor", "llm")}[stage]
     assert all(p[0] in prefixes for p in trainable_paths)
     if stage == "sft3":
         assert all(("lora_A" in p or "lora_B" in p) for p in trainable_paths)
@@ -168,7 +172,7 @@ def base_checkpoint(tmp_path_factory):
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_stage_runs_as_a_subprocess(stage, base_checkpoint, tmp_path):
     """`python -m train.main --config <stage>.py` for a few steps, as a user runs it, from a checkpoint."""
-    train_file = small_manifest(tmp_path, "train", 16)
+    train_file = small_manifest(tmp_path, "train", 16, first_pass=stage == "sft_llm")
     dev_file = small_manifest(tmp_path, "dev", 2)
     out = tmp_path / stage
     cmd = [sys.executable, "-m", "train.main", "--config", f"{stage}.py", "--preset", "tiny",
@@ -177,7 +181,7 @@ def test_every_stage_runs_as_a_subprocess(stage, base_checkpoint, tmp_path):
            "--set", "data.bucket_frames=(64,128)", "--set", "run.decode_max_tokens=3",
            "--set", "run.log_every=1", "--set", f"run.init_from={base_checkpoint}",
            # decoding is covered by the resume and CLI tests; two stages decode here too
-           "--set", f"run.eval_at_end={stage in ('sft4', 'sft5')}"]
+           "--set", f"run.eval_at_end={stage in ('sft4', 'sft5', 'sft_llm')}"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert r.returncode == 0, f"{stage} failed:\n{r.stderr[-3000:]}"
     summary = json.loads(r.stdout[r.stdout.index("{"):])
@@ -186,8 +190,11 @@ def test_every_stage_runs_as_a_subprocess(stage, base_checkpoint, tmp_path):
     assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2]
     assert all(np.isfinite(r["loss"]) for r in rows if r["split"] == "train")
     assert (out / "curves.png").exists() and (out / "checkpoints" / "2" / "params").exists()
-    if stage in ("sft4", "sft5"):
+    if stage in ("sft4", "sft5", "sft_llm"):
         assert summary["eval"]["utterances"] == 2
+    if stage == "sft_llm":  # the model records its prompt and decoding: first pass, joint CTC weight
+        meta = json.loads((out / "funasr_jax.json").read_text())
+        assert meta["prompt"] == {"first_pass": True} and meta["decoding"] == {"ctc_weight": 0.5}
 
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path):

@@ -15,13 +15,14 @@ def _examples(files: tuple[str, ...], on_error: str):
 
 
 def evaluate_split(model_cfg, params, data_cfg, frontend_cfg, files, tokenizer, ctc_vocab, *, mode="llm", max_utts=0,
-                   max_new_tokens=64, batch_size=16, loss_fn=None):
+                   max_new_tokens=64, batch_size=16, loss_fn=None, ctc_weight=0.0):
     """-> {"summary": {...}, "breakdown": {...}, "rows": [...]}; error_rate is the overall rate."""
     examples = _examples(tuple(files), data_cfg.on_error)
     if max_utts and max_utts < len(examples):
         # evenly spaced, so every language / subset of a sorted manifest is represented
         examples = [examples[int(i * len(examples) / max_utts)] for i in range(max_utts)]
-    rec = Recognizer(model_cfg, params, tokenizer, ctc_vocab, frontend=frontend_cfg)
+    rec = Recognizer(model_cfg, params, tokenizer, ctc_vocab, frontend=frontend_cfg,
+                     first_pass_prompt=data_cfg.first_pass_prompt, ctc_weight=ctc_weight)
     rows, table, info = evaluate_examples(rec, examples, mode=mode, batch_size=batch_size,
                                           max_new_tokens=max_new_tokens, on_error=data_cfg.on_error)
     summary = {"error_rate": table.get("overall", {}).get("rate"), "utterances": info["utterances"],

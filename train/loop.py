@@ -87,7 +87,8 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
 
     data = TrainData(cfg)
     write_meta(out, model_cfg, tokenizer_path=cfg.data.tokenizer, ctc_tokenizer_path=cfg.data.ctc_tokenizer,
-               frontend=cfg.frontend)
+               frontend=cfg.frontend, first_pass_prompt=cfg.data.first_pass_prompt,
+               ctc_weight=cfg.run.decode_ctc_weight)
     model = FunASRNano(model_cfg)
     ckpt = TrainCheckpointer(out, cfg.run.keep)
     resuming = cfg.run.resume and ckpt.latest_step() is not None
@@ -217,6 +218,7 @@ def _evaluate(cfg: TrainConfig, model_cfg, params, data, log, step, jit_eval, fi
         return {}
     res = evaluate_split(model_cfg, params, cfg.data, cfg.frontend, files, data.tokenizer, data.ctc_vocab, mode=mode,
                          max_utts=cfg.run.eval_max_utts, max_new_tokens=cfg.run.decode_max_tokens,
+                         ctc_weight=cfg.run.decode_ctc_weight if mode == "llm" else 0.0,
                          loss_fn=jit_eval)
     row = {"step": step, "split": "dev", "time": time.time(), "mode": mode, **res["summary"]}
     log.write(row)

@@ -6,12 +6,15 @@ Stages chained (each starts from the previous one's checkpoint), chosen for a mo
 starts untrained:
   1. ctc_warmup — encoder + CTC head with CTC loss (stands in for the recipe's encoder
      pre-training, which needs far more data than a demo);
-  2. sft_full   — every part (encoder, adaptor, whole LLM) with the LLM loss and a CTC auxiliary
-     loss; stages sft1-sft4 assume a pre-trained LLM, so on a random tiny LLM they are
-     replaced by this joint stage (sft5, the CTC head alone, is left out: it does not change the
-     LLM transcript the demo scores; `python -m train.main --config sft5.py` runs it).
-Then the test split is decoded with the LLM (greedy) and scored: CER for zh, WER for en, MER
-for code-switched, and overall.
+  2. first pass — the CTC head decodes the training split; its hypotheses go into the manifests
+     (`funasr_jax.first_pass`), as the recipe feeds the CTC hypothesis to the LLM;
+  3. sft_llm    — adaptor + whole LLM on the frozen encoder, the prompt carrying the first pass
+     (stages sft1-sft4 assume a pre-trained LLM; sft5, the CTC head alone, would only repeat
+     what ctc_warmup trained).
+Then the test split is decoded three ways and scored (CER for zh, WER for en, MER for
+code-switched, overall): the headline is the LLM decoded jointly with the CTC head's prefix
+scores (weight 0.5, the model's recorded default); plain LLM greedy and CTC greedy are shown
+beside it.
 """
 
 from __future__ import annotations
@@ -49,39 +52,47 @@ def main(argv=None) -> int:
 
     from funasr_jax.data.manifest import read_manifests
     from funasr_jax.evaluate import evaluate_examples, format_table
+    from funasr_jax.first_pass import write_first_pass_manifests
     from funasr_jax.recognizer import Recognizer
     from train.loop import train
 
-    plan = [("ctc_warmup", 1000, {"optim.warmup_steps": 50, "data.noise_prob": 0.1}),
-            ("sft_full", 900, {"optim.warmup_steps": 50, "data.noise_prob": 0.1})]
-    prev = None
-    for name, steps, over in plan:
+    def run_stage(name, steps, prev, **over):
         n = max(2, int(steps * args.scale))
-        cfg = stage_config(name, out, n, prev, **{"run.eval_max_utts": 40, **over})
+        cfg = stage_config(name, out, n, prev, **{"run.eval_max_utts": 40, "optim.warmup_steps": 50,
+                                                   "data.noise_prob": 0.1, **over})
         print(f"== {name}: {n} steps -> {cfg.run.out_dir}", file=sys.stderr)
         train(cfg)
-        prev = cfg.run.out_dir
+        return cfg
 
-    rec = Recognizer.from_checkpoint(prev)
+    warm = run_stage("ctc_warmup", 2000, None)
+    print("== first pass: CTC hypotheses of the training split", file=sys.stderr)
+    fp = write_first_pass_manifests(Recognizer.from_checkpoint(warm.run.out_dir), warm.data.train_files,
+                                    out / "first_pass", batch_size=32)
+    cfg = run_stage("sft_llm", 800, warm.run.out_dir, **{"data.train_files": tuple(fp["files"])})
+
+    rec = Recognizer.from_checkpoint(cfg.run.out_dir)  # first-pass prompt + joint weight from the checkpoint
     examples = read_manifests([cfg.data.test_files[0]])
     if args.eval_utts:
         examples = examples[: args.eval_utts]
-    rows, table, info = evaluate_examples(rec, examples, mode="llm", batch_size=32, max_new_tokens=64)
-    with open(out / "test_hyps.jsonl", "w") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    _, ctc_table, ctc_info = evaluate_examples(rec, examples, mode="ctc", batch_size=32)
-    (out / "test_scores.json").write_text(json.dumps({"llm": {"breakdown": table, **info},
-                                                      "ctc": {"breakdown": ctc_table, **ctc_info}},
-                                                     indent=2, ensure_ascii=False))
-    print("test split, CTC head (greedy):")
-    print(format_table(ctc_table, ctc_info))
-    print("test split, LLM decoder (greedy):")
-    print(format_table(table, info))
+    results = {}
+    for label, mode, weight in (("joint", "llm", rec.ctc_weight), ("llm", "llm", 0.0), ("ctc", "ctc", 0.0)):
+        rec.ctc_weight = weight
+        rows, table, info = evaluate_examples(rec, examples, mode=mode, batch_size=32, max_new_tokens=64)
+        results[label] = {"ctc_weight": weight, "breakdown": table, **info}
+        with open(out / f"test_hyps_{label}.jsonl", "w") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    (out / "test_scores.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    titles = {"ctc": "CTC head (greedy)", "llm": "LLM decoder (greedy, first pass in the prompt)",
+              "joint": f"LLM decoder + CTC prefix scores (weight {results['joint']['ctc_weight']})"}
+    for label in ("ctc", "llm", "joint"):
+        print(f"test split, {titles[label]}:")
+        print(format_table(results[label]["breakdown"], results[label]))
     wall = time.time() - t0
-    print(f"quickstart: test error rate (CER zh / WER en / MER cs, overall) LLM {100 * table['overall']['rate']:.2f}%, "
-          f"CTC {100 * ctc_table['overall']['rate']:.2f}% ({info['utterances']} utterances) in {wall / 60:.1f} min; "
-          f"checkpoints in {out}")
+    rate = {k: 100 * v["breakdown"]["overall"]["rate"] for k, v in results.items()}
+    print(f"quickstart: test error rate (CER zh / WER en / MER cs, overall) {rate['joint']:.2f}% "
+          f"(LLM + CTC prefix scores; LLM greedy {rate['llm']:.2f}%, CTC greedy {rate['ctc']:.2f}%; "
+          f"{results['joint']['utterances']} utterances) in {wall / 60:.1f} min; checkpoints in {out}")
     return 0
 
 

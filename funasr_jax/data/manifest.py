@@ -7,10 +7,12 @@ One JSON object per line (fun-asr-nano.md §6.3, §6.6; FunASR `docs/finetune.md
                   {"role": "user", "content": "语音转写：<|startofspeech|>!wav/utt1.wav<|endofspeech|>"},
                   {"role": "assistant", "content": "transcript"}],
      "speech_length": 560, "text_length": 12,
-     "language": "zh", "hotwords": ["..."], "subset": "demo"}
+     "language": "zh", "hotwords": ["..."], "subset": "demo", "first_pass": "..."}
 
 `speech_length` counts 10 ms fbank frames (used only for length bucketing), `text_length`
-counts LLM tokens. Only single-turn lines (one user + one assistant message, optional system)
+counts LLM tokens; `first_pass` is an optional first-pass (CTC) hypothesis of the utterance
+(`python -m funasr_jax.first_pass` writes it) that a data config with `first_pass_prompt`
+puts into the prompt. Only single-turn lines (one user + one assistant message, optional system)
 are supported. Relative audio paths are resolved against the folder of the JSONL file.
 
 Every problem raises `ManifestError` whose message starts with `file:line:` and names the
@@ -76,6 +78,7 @@ class Example:
     source: str
     line: int
     text_length: int = 0
+    first_pass: str | None = None
 
     @property
     def where(self) -> str:
@@ -190,13 +193,17 @@ def parse_line(text: str, source: str, line: int) -> Example | None:
     if subset is not None and not isinstance(subset, str):
         raise _fail(where, f"field 'subset' must be a string, got {type(subset).__name__}")
 
+    first_pass = obj.get("first_pass")
+    if first_pass is not None and not isinstance(first_pass, str):
+        raise _fail(where, f"field 'first_pass' must be a string, got {type(first_pass).__name__}")
+
     if not os.path.isabs(path):
         path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(source)), path))
     return Example(
         key=str(key), audio_path=path, system=system, instruction=instruction,
         target=by_role["assistant"][0], language=language, hotwords=tuple(hotwords),
         subset=subset, speech_length=speech_length, source=source, line=line,
-        text_length=text_length,
+        text_length=text_length, first_pass=first_pass,
     )
 
 

@@ -58,7 +58,7 @@ from funasr_jax.audio import AudioError, load_audio
 from funasr_jax.data.augment import mix_noise, speed_perturb, zero_pad
 from funasr_jax.data.manifest import Example, read_manifests
 from funasr_jax.models.config import audio_token_count
-from funasr_jax.prompt import IGNORE_INDEX, build_prompt, prompt_pieces
+from funasr_jax.prompt import IGNORE_INDEX, build_prompt, prompt_pieces, with_first_pass
 
 __all__ = [
     "DataConfig",
@@ -103,6 +103,8 @@ class DataConfig:
     num_workers: grain worker processes (0 = in-process); num_threads / prefetch_buffer:
       grain threads and prefetched batches per process.
     instruction_override: None -> each example's manifest instruction; a string -> used for all.
+    first_pass_prompt: put each example's manifest `first_pass` hypothesis in front of its
+      instruction (`prompt.with_first_pass`); every example must have one.
     """
 
     train_files: tuple[str, ...] = ()
@@ -129,6 +131,7 @@ class DataConfig:
     num_threads: int = 2
     prefetch_buffer: int = 4
     instruction_override: str | None = None
+    first_pass_prompt: bool = False
 
     def validate(self) -> "DataConfig":
         """Raises ValueError naming the first bad field; returns self."""
@@ -172,7 +175,7 @@ class DataConfig:
             bad("on_error", "must be 'skip' or 'raise'")
         if not isinstance(self.seed, int) or self.seed < 0:
             bad("seed", "must be a non-negative integer")
-        for f in ("shuffle", "drop_remainder"):
+        for f in ("shuffle", "drop_remainder", "first_pass_prompt"):
             if not isinstance(getattr(self, f), bool):
                 bad(f, "must be a bool")
         if not isinstance(self.num_workers, int) or self.num_workers < 0:
@@ -469,7 +472,13 @@ class _BatchLoader:
 
 
 def _instruction(cfg: DataConfig, ex: Example) -> str:
-    return cfg.instruction_override if cfg.instruction_override is not None else ex.instruction
+    base = cfg.instruction_override if cfg.instruction_override is not None else ex.instruction
+    if not cfg.first_pass_prompt:
+        return base
+    if ex.first_pass is None:
+        raise DataError(f"{ex.where} (key {ex.key!r}): no 'first_pass' field, but data.first_pass_prompt is set; "
+                        "write it with `python -m funasr_jax.first_pass --checkpoint CKPT --data FILE`")
+    return with_first_pass(base, ex.first_pass)
 
 
 # --------------------------------------------------------------------------- setup

@@ -13,6 +13,9 @@ The generator needs only a `CausalDecoder`-like object (duck-typed):
   init_cache(batch, max_len) -> cache
 `CausalDecoder(Qwen3ForCausalLM(...))` provides them; for the full ASR model pass the LLM's
 params (e.g. `params['llm']`) and prompt embeddings with the audio rows already spliced in.
+
+Joint CTC / LLM decoding: given the CTC head's log-posteriors over the *same* label ids, each
+token maximises (1 - w) log p_llm + w (log psi(g + c) - log psi(g)) (see `ctc_prefix`).
 """
 
 from __future__ import annotations
@@ -69,6 +72,25 @@ class DecodeState(NamedTuple):
     cache: Any
     kv_mask: jax.Array  # [B, S_max]
     prompt_lengths: jax.Array  # [B]
+    aux: Any = ()  # the token chooser's state (the CTC prefix state for joint decoding)
+
+
+def argmax_chooser(logits, aux):
+    """Plain greedy: (argmax token [B], aux unchanged)."""
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32), aux
+
+
+def joint_ctc_chooser(ctc_log_probs, ctc_lengths, *, weight: float, blank: int, eos_id: int):
+    """(chooser, initial aux) for joint CTC / LLM greedy decoding (see `ctc_prefix`)."""
+    from funasr_jax.decode import ctc_prefix
+
+    def choose(logits, state):
+        scores, ext = ctc_prefix.joint_scores(state, logits, ctc_log_probs, ctc_lengths, blank=blank,
+                                              eos_id=eos_id, weight=weight)
+        token = jnp.argmax(scores, axis=-1).astype(jnp.int32)
+        return token, ctc_prefix.advance(state, token, *ext)
+
+    return choose, ctc_prefix.init_state(ctc_log_probs, ctc_lengths, blank)
 
 
 def left_pad(embeds, lengths):
@@ -89,20 +111,23 @@ def prompt_mask_positions(prompt_lengths, p: int):
 
 
 def prefill(decoder, params, prompt_embeds, prompt_lengths, *, max_new_tokens: int, pad_id: int,
-            eos_id: int) -> DecodeState:
-    """Run the prompt into a fresh cache of P + max_new_tokens slots; pick the first token."""
+            eos_id: int, choose=argmax_chooser, aux=()) -> DecodeState:
+    """Run the prompt into a fresh cache of P + max_new_tokens slots; pick the first token.
+
+    choose(logits [B, V], aux) -> (tokens [B], aux): the token rule (greedy by default)."""
     b, p, _ = prompt_embeds.shape
     mask, positions = prompt_mask_positions(prompt_lengths, p)
     kv_mask = jnp.concatenate([mask, jnp.ones((b, max_new_tokens), bool)], axis=1)
     cache = decoder.init_cache(b, p + max_new_tokens)
     hidden, cache = decoder.forward(params, prompt_embeds, positions, cache, 0, kv_mask)
-    first = jnp.argmax(decoder.logits(params, hidden[:, -1]), axis=-1).astype(jnp.int32)
+    first, aux = choose(decoder.logits(params, hidden[:, -1]), aux)
     tokens = jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
     return DecodeState(jnp.zeros((), jnp.int32), tokens, first == eos_id, cache, kv_mask,
-                       jnp.asarray(prompt_lengths, jnp.int32))
+                       jnp.asarray(prompt_lengths, jnp.int32), aux)
 
 
-def decode_step(decoder, params, state: DecodeState, *, eos_id: int, pad_id: int) -> DecodeState:
+def decode_step(decoder, params, state: DecodeState, *, eos_id: int, pad_id: int,
+                choose=argmax_chooser) -> DecodeState:
     """Feed tokens[:, step] and append the greedy next token (pad_id for finished rows)."""
     b, n = state.tokens.shape
     p = state.kv_mask.shape[1] - n
@@ -110,11 +135,11 @@ def decode_step(decoder, params, state: DecodeState, *, eos_id: int, pad_id: int
     emb = decoder.embed(params, last)
     positions = (state.prompt_lengths + state.step)[:, None]
     hidden, cache = decoder.forward(params, emb, positions, state.cache, p + state.step, state.kv_mask)
-    nxt = jnp.argmax(decoder.logits(params, hidden[:, 0]), axis=-1).astype(jnp.int32)
+    nxt, aux = choose(decoder.logits(params, hidden[:, 0]), state.aux)
     nxt = jnp.where(state.done, pad_id, nxt)
     tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, nxt[:, None], state.step + 1, axis=1)
     return state._replace(step=state.step + 1, tokens=tokens, done=state.done | (nxt == eos_id),
-                          cache=cache)
+                          cache=cache, aux=aux)
 
 
 def generated_lengths(tokens, eos_id: int):
@@ -125,22 +150,33 @@ def generated_lengths(tokens, eos_id: int):
     return jnp.where(jnp.any(is_eos, axis=1), first + 1, n).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("decoder", "max_new_tokens", "eos_id", "pad_id"))
-def _greedy(decoder, params, prompt_embeds, prompt_lengths, *, max_new_tokens, eos_id, pad_id):
+@functools.partial(jax.jit, static_argnames=("decoder", "max_new_tokens", "eos_id", "pad_id", "ctc_weight",
+                                             "ctc_blank"))
+def _greedy(decoder, params, prompt_embeds, prompt_lengths, ctc, *, max_new_tokens, eos_id, pad_id,
+            ctc_weight, ctc_blank):
+    if ctc is None:
+        choose, aux = argmax_chooser, ()
+    else:
+        choose, aux = joint_ctc_chooser(*ctc, weight=ctc_weight, blank=ctc_blank, eos_id=eos_id)
     state = prefill(decoder, params, prompt_embeds, prompt_lengths, max_new_tokens=max_new_tokens,
-                    pad_id=pad_id, eos_id=eos_id)
+                    pad_id=pad_id, eos_id=eos_id, choose=choose, aux=aux)
 
     def cond(s):
         return (s.step < max_new_tokens - 1) & ~jnp.all(s.done)
 
     state = jax.lax.while_loop(
-        cond, lambda s: decode_step(decoder, params, s, eos_id=eos_id, pad_id=pad_id), state)
+        cond, lambda s: decode_step(decoder, params, s, eos_id=eos_id, pad_id=pad_id, choose=choose), state)
     return state.tokens, generated_lengths(state.tokens, eos_id)
 
 
 def greedy_generate(decoder, params, prompt_embeds, prompt_lengths, *, max_new_tokens: int,
-                    eos_id: int, pad_id: int):
+                    eos_id: int, pad_id: int, ctc_log_probs=None, ctc_lengths=None, ctc_weight: float = 0.0,
+                    ctc_blank: int | None = None):
     """Greedy decoding of LEFT-padded prompt embeddings.
+
+    With `ctc_log_probs` [B, T, V_ctc] (label ids shared with the LLM, blank = `ctc_blank`),
+    `ctc_lengths` [B] and 0 < ctc_weight < 1, tokens are chosen jointly with the CTC prefix
+    scores (module docstring); otherwise plain greedy.
 
     decoder: a `CausalDecoder` (a `Qwen3ForCausalLM` module is wrapped automatically).
     prompt_embeds [B, P, D] left-padded; prompt_lengths [B] int (1 <= len <= P).
@@ -165,5 +201,20 @@ def greedy_generate(decoder, params, prompt_embeds, prompt_lengths, *, max_new_t
     if ln is not None:
         if ln.min() < 1 or ln.max() > p:
             raise GenerateInputError(f"greedy_generate: prompt_lengths must lie in [1, P={p}], got {ln.tolist()}")
-    return _greedy(decoder, params, prompt_embeds, jnp.asarray(prompt_lengths, jnp.int32),
-                   max_new_tokens=int(max_new_tokens), eos_id=int(eos_id), pad_id=int(pad_id))
+    ctc = None
+    if ctc_log_probs is not None and ctc_weight > 0:
+        if not 0.0 < float(ctc_weight) < 1.0:
+            raise GenerateInputError(f"greedy_generate: ctc_weight must lie in [0, 1), got {ctc_weight}")
+        if ctc_log_probs.ndim != 3 or ctc_log_probs.shape[0] != b:
+            raise GenerateInputError(f"greedy_generate: ctc_log_probs must be [B={b}, T, V], got "
+                                     f"{tuple(ctc_log_probs.shape)}")
+        if ctc_lengths is None or tuple(jnp.shape(ctc_lengths)) != (b,):
+            raise GenerateInputError(f"greedy_generate: ctc_lengths must be [B] = ({b},)")
+        if ctc_blank is None or not 0 <= int(ctc_blank) < ctc_log_probs.shape[2]:
+            raise GenerateInputError(f"greedy_generate: ctc_blank must index the CTC labels "
+                                     f"(V={ctc_log_probs.shape[2]}), got {ctc_blank}")
+        ctc = (jnp.asarray(ctc_log_probs, jnp.float32), jnp.asarray(ctc_lengths, jnp.int32))
+    return _greedy(decoder, params, prompt_embeds, jnp.asarray(prompt_lengths, jnp.int32), ctc,
+                   max_new_tokens=int(max_new_tokens), eos_id=int(eos_id), pad_id=int(pad_id),
+                   ctc_weight=float(ctc_weight) if ctc is not None else 0.0,
+                   ctc_blank=int(ctc_blank) if ctc is not None else -1)
