@@ -136,7 +136,8 @@ def test_joint_decoding_needs_a_shared_vocabulary(tiny, tmp_path):
         Recognizer(rec.cfg, rec.params, rec.tokenizer, rec.ctc_vocab, ctc_weight=1.0)
     other = tmp_path / "other.model"
     spm.SentencePieceTrainer.train(sentence_iterator=iter(["hello world", "another sentence"] * 20),
-                                   model_prefix=str(other.with_suffix("")), vocab_size=20, minloglevel=2)
+                                   model_prefix=str(other.with_suffix("")), vocab_size=40, hard_vocab_limit=False,
+                                   minloglevel=2)
     with pytest.raises(ValueError, match="sentencepiece model"):
         Recognizer(rec.cfg, rec.params, rec.tokenizer, CTCVocabulary(str(other)), ctc_weight=0.5)
     bad = tmp_path / "ck"
