@@ -95,9 +95,8 @@ def llm_loss(m: LoadedModel, batch: dict) -> float:
 
 
 def transcribe(m: LoadedModel, audio: Sequence, tokenizer=None, **kw) -> list[str]:
-    """Greedy transcripts (see `Recognizer.transcribe` for options)."""
+    """Greedy transcripts with the model's front end, prompt and decoding defaults (see
+    `Recognizer.transcribe` for options)."""
     from funasr_jax.recognizer import Recognizer
-    from funasr_jax.tokenizer import load_tokenizer
 
-    tok = tokenizer or load_tokenizer(m.tokenizer_path)
-    return Recognizer(m.cfg, m.params, tok).transcribe(list(audio), **kw)
+    return Recognizer.from_loaded(m, tokenizer=tokenizer).transcribe(list(audio), **kw)

@@ -101,19 +101,27 @@ class Recognizer:
 
     @classmethod
     def from_checkpoint(cls, path, tokenizer_path=None, ctc_tokenizer_path=None, **kw) -> "Recognizer":
+        return cls.from_loaded(load_model(path), tokenizer_path, ctc_tokenizer_path, **kw)
+
+    @classmethod
+    def from_loaded(cls, m: LoadedModel, tokenizer_path=None, ctc_tokenizer_path=None, tokenizer=None,
+                    **kw) -> "Recognizer":
+        """A recognizer for a `load_model` result: its tokenizers, front end (CMVN), prompt and
+        decoding defaults unless overridden."""
         from funasr_jax.tokenizer import CTCVocabulary, load_tokenizer
 
-        m: LoadedModel = load_model(path)
-        tok_path = tokenizer_path or m.tokenizer_path
-        if tok_path is None:
-            raise CheckpointError(f"{path}: no tokenizer recorded; pass --tokenizer")
+        if tokenizer is None:
+            tok_path = tokenizer_path or m.tokenizer_path
+            if tok_path is None:
+                raise CheckpointError(f"{m.source}: no tokenizer recorded; pass --tokenizer")
+            tokenizer = load_tokenizer(tok_path)
         ctc_path = ctc_tokenizer_path or m.ctc_tokenizer_path
         ctc = CTCVocabulary(ctc_path) if ctc_path and str(ctc_path).endswith(".model") else None
         kw.setdefault("frontend", m.frontend)
         kw.setdefault("first_pass_prompt", m.first_pass_prompt)
         if kw.get("ctc_weight") is None:
             kw["ctc_weight"] = m.ctc_weight
-        return cls(m.cfg, m.params, load_tokenizer(tok_path), ctc, **kw)
+        return cls(m.cfg, m.params, tokenizer, ctc, **kw)
 
     # ------------------------------------------------------------------ batching helpers
 

@@ -148,3 +148,25 @@ def test_joint_decoding_needs_a_shared_vocabulary(tiny, tmp_path):
     from funasr_jax.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match="decoding.ctc_weight"):
         Recognizer.from_checkpoint(bad)
+
+
+def test_scripting_api_transcribes_like_the_cli_recognizer(tmp_path):
+    """`funasr_jax.api.transcribe` uses the checkpoint's CMVN, CTC vocabulary and prompt flags."""
+    import funasr_jax.api as fa
+    from configs.base import demo_data, model_for_preset
+    from funasr_jax.checkpoint import save_params
+    from funasr_jax.frontend import FrontendConfig
+    from funasr_jax.models.funasr import init_params
+    from funasr_jax.recognizer import Recognizer
+
+    cfg = model_for_preset("tiny", demo_data())
+    d = tmp_path / "ck"
+    save_params(d, init_params(cfg, jax.random.PRNGKey(5)), cfg, tokenizer_path=str(DEMO / "tokenizer.model"),
+                ctc_tokenizer_path=str(DEMO / "tokenizer.model"), frontend=FrontendConfig(cmvn_file=str(DEMO / "am.mvn")),
+                first_pass_prompt=True)
+    wav = str(ROOT / "tests" / "fixtures" / "audio" / "zh.flac")
+    m = fa.load(d)
+    rec = Recognizer.from_checkpoint(d)
+    assert rec.cmvn is not None and rec.first_pass_prompt
+    assert fa.transcribe(m, [wav], max_new_tokens=5) == rec.transcribe([wav], max_new_tokens=5)
+    assert fa.transcribe(m, [wav], mode="ctc") == rec.transcribe([wav], mode="ctc")
