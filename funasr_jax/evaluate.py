@@ -52,14 +52,16 @@ def evaluate_examples(rec: Recognizer, examples: Sequence, *, mode: str = "llm",
             ok.append(i)
         if not utts:
             continue
-        first = rec.decode_ctc([u.feats for u in utts]) if mode == "ctc" or rec.first_pass_prompt else None
-        hyps = first if mode == "ctc" else rec.decode_llm(utts, max_new_tokens, first_pass=first)
+        if mode == "ctc":
+            hyps, first = rec.decode_ctc([u.feats for u in utts]), None
+        else:
+            hyps, first = rec.decode_llm_with_first_pass(utts, max_new_tokens)
         for j, (i, h) in enumerate(zip(ok, hyps)):
             ex = examples[i]
             c = metrics.score_pair(ex.target, h)
             rows[i] = {"key": ex.key, "where": ex.where, "ref": ex.target, "hyp": h, "language": ex.language,
                        "subset": ex.subset, "errors": c.errors, "ref_tokens": c.ref_tokens}
-            if mode == "llm" and first is not None:
+            if first is not None:
                 rows[i]["first_pass"] = first[j]
         if progress:
             done = start + len(idx)

@@ -134,21 +134,23 @@ class Recognizer:
 
     # ------------------------------------------------------------------ decoding
 
-    def decode_llm(self, utts: Sequence[Utterance], max_new_tokens: int = 128,
-                   first_pass: Sequence[str] | None = None) -> list[str]:
-        """Greedy LLM transcripts for a batch of utterances.
+    def decode_llm(self, utts: Sequence[Utterance], max_new_tokens: int = 128) -> list[str]:
+        """Greedy LLM transcripts for a batch of utterances."""
+        return self.decode_llm_with_first_pass(utts, max_new_tokens)[0]
 
-        first_pass: CTC hypotheses for the prompt; computed here when None and the recognizer
-          has `first_pass_prompt` (ignored otherwise).
+    def decode_llm_with_first_pass(self, utts: Sequence[Utterance], max_new_tokens: int = 128):
+        """(greedy LLM transcripts, the CTC first-pass hypotheses put in their prompts or None).
+
+        One CTC forward serves both the first-pass prompt and joint decoding.
         """
+        first_pass = None
         feats, lengths = self.pad_feats([u.feats for u in utts])
         instructions = [u.instruction for u in utts]
         logp = None
-        if self.ctc_weight > 0 or (self.first_pass_prompt and first_pass is None):
+        if self.ctc_weight > 0 or self.first_pass_prompt:
             logp = ctc_log_probs(self.model, self.params, feats, lengths)
         if self.first_pass_prompt:
-            if first_pass is None:
-                first_pass = self._ctc_texts(np.asarray(logp), lengths)
+            first_pass = self._ctc_texts(np.asarray(logp), lengths)
             instructions = [with_first_pass(i, h) for i, h in zip(instructions, first_pass)]
         prompts = [build_prompt(self.tokenizer, system=u.system, instruction=ins,
                                 n_audio=int(audio_token_count(int(n))), prev_text=u.prev_text)
@@ -172,7 +174,7 @@ class Recognizer:
         for row, k in zip(tokens, n):
             ids_row = [int(t) for t in row[:k] if int(t) != self.tokenizer.eos_id]
             out.append(" ".join(self.tokenizer.decode(ids_row).split()))
-        return out
+        return out, first_pass
 
     def decode_ctc(self, feats_list: Sequence[np.ndarray]) -> list[str]:
         """Greedy CTC transcripts (needs the CTC branch and a CTC vocabulary)."""

@@ -15,7 +15,7 @@ def _examples(files: tuple[str, ...], on_error: str):
 
 
 def evaluate_split(model_cfg, params, data_cfg, frontend_cfg, files, tokenizer, ctc_vocab, *, mode="llm", max_utts=0,
-                   max_new_tokens=64, batch_size=16, loss_fn=None, ctc_weight=0.0):
+                   max_new_tokens=64, batch_size=16, ctc_weight=0.0):
     """-> {"summary": {...}, "breakdown": {...}, "rows": [...]}; error_rate is the overall rate."""
     examples = _examples(tuple(files), data_cfg.on_error)
     if max_utts and max_utts < len(examples):

@@ -105,7 +105,6 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
     abstract = jax.eval_shape(lambda p: init_state(p, tx, seed), params)
     steps = make_sharded_steps(make_steps(model, tx, mask, weights), abstract, mesh, rules,
                                min_sharded_size=cfg.mesh.min_sharded_size)
-    jit_eval = steps.eval
 
     resumed_from = None
     if resuming:
@@ -168,7 +167,7 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
                 progress.update(step, row)
                 window = {"steps": 0, "audio": 0.0, "t": time.time(), "sums": {}}
             if cfg.run.eval_every and step % cfg.run.eval_every == 0 and step < cfg.run.steps:
-                _evaluate(cfg, model_cfg, state["params"], data, log, step, jit_eval)
+                _evaluate(cfg, model_cfg, state["params"], data, log, step)
             if cfg.run.save_every and step % cfg.run.save_every == 0:
                 ckpt.save(state, data.state())
             if stop["flag"] or (stop_after is not None and step - start >= stop_after):
@@ -177,7 +176,7 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
         if ckpt.latest_step() != step:
             ckpt.save(state, data.state())
         progress.close()
-        result = (_evaluate(cfg, model_cfg, state["params"], data, log, step, jit_eval, final=True)
+        result = (_evaluate(cfg, model_cfg, state["params"], data, log, step, final=True)
                   if cfg.run.eval_at_end else {})
         plot_curves(out / "metrics.jsonl", out / "curves.png")
         summary = {"stage": cfg.stage.name, "steps": step, "out_dir": str(out), "resumed_from": resumed_from,
@@ -210,16 +209,15 @@ def _summarise(window, step, cfg) -> dict:
     return row
 
 
-def _evaluate(cfg: TrainConfig, model_cfg, params, data, log, step, jit_eval, final=False):
-    """Dev loss + decoded error rates (LLM greedy, or CTC greedy for CTC-only stages)."""
+def _evaluate(cfg: TrainConfig, model_cfg, params, data, log, step, final=False):
+    """Decoded dev error rates (LLM decoding, or CTC greedy for CTC-only stages)."""
     mode = "llm" if cfg.stage.llm_weight > 0 else "ctc"
     files = cfg.data.dev_files
     if not files:
         return {}
     res = evaluate_split(model_cfg, params, cfg.data, cfg.frontend, files, data.tokenizer, data.ctc_vocab, mode=mode,
                          max_utts=cfg.run.eval_max_utts, max_new_tokens=cfg.run.decode_max_tokens,
-                         ctc_weight=cfg.run.decode_ctc_weight if mode == "llm" else 0.0,
-                         loss_fn=jit_eval)
+                         ctc_weight=cfg.run.decode_ctc_weight if mode == "llm" else 0.0)
     row = {"step": step, "split": "dev", "time": time.time(), "mode": mode, **res["summary"]}
     log.write(row)
     overall = res["summary"].get("error_rate")
