@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from funasr_jax.data.manifest import SPEECH_BEGIN, SPEECH_END, ManifestError, parse_line, read_manifests
+from funasr_jax.data.manifest import SPEECH_BEGIN, SPEECH_END, ManifestError, read_manifests
 
 _MARKER = re.compile(re.escape(SPEECH_BEGIN) + r"!(.*?)" + re.escape(SPEECH_END), re.S)
 
@@ -54,18 +54,16 @@ def write_first_pass_manifests(rec, files: Sequence[str], out_dir, *, batch_size
     rows, table, info = evaluate_examples(rec, examples, mode="ctc", batch_size=batch_size, on_error="skip",
                                           progress=progress)
     hyps = {r["where"]: r["hyp"] for r in rows}
+    parsed = {ex.where: ex for ex in examples}
     written, outputs = 0, []
     for f in files:
         dst = out_dir / Path(f).name
         with open(f, encoding="utf-8") as src, open(dst, "w", encoding="utf-8") as out:
             for lineno, text in enumerate(src, start=1):
                 where = f"{os.fspath(f)}:{lineno}"
-                if where not in hyps:
+                if where not in hyps:  # malformed line or unusable audio, already reported
                     continue
-                try:
-                    ex = parse_line(text, os.fspath(f), lineno)
-                except ManifestError:  # already reported by read_manifests
-                    continue
+                ex = parsed[where]
                 obj = json.loads(text)
                 for m in obj["messages"]:
                     if m.get("role") == "user":

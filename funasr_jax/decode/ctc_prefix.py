@@ -30,10 +30,6 @@ class CTCPrefixState(NamedTuple):
     score: jax.Array
 
 
-def _lse(a, b):
-    return jnp.logaddexp(a, b)
-
-
 def init_state(ctc_logp, lengths, blank: int) -> CTCPrefixState:
     """The empty prefix. ctc_logp [B, T, V] log-posteriors (blank included); lengths [B]."""
     b, t, _ = ctc_logp.shape
@@ -61,7 +57,7 @@ def extend(state: CTCPrefixState, ctc_logp, lengths, blank: int, num_labels: int
     x_blank = ctc_logp[..., blank].astype(jnp.float32)  # [B, T]
     valid = jnp.arange(t)[None, :] < lengths[:, None]  # [B, T]
     # phi[t]: prefix g complete by frame t, ready for a new label c (a repeat needs a blank between)
-    both = _lse(state.r_n, state.r_b)  # [B, T]
+    both = jnp.logaddexp(state.r_n, state.r_b)  # [B, T]
     same = ids[None, :] == state.last[:, None]  # [B, C]
     phi = jnp.where(same[:, None, :], state.r_b[:, :, None], both[:, :, None])  # [B, T, C]
     empty = (state.last < 0)[:, None]  # [B, 1]
@@ -72,8 +68,8 @@ def extend(state: CTCPrefixState, ctc_logp, lengths, blank: int, num_labels: int
     def step(carry, inp):
         rn_prev, rb_prev = carry
         phi_prev, x_t, xb_t, ok = inp
-        rn = _lse(rn_prev, phi_prev) + x_t
-        rb = _lse(rn_prev, rb_prev) + xb_t[:, None]
+        rn = jnp.logaddexp(rn_prev, phi_prev) + x_t
+        rb = jnp.logaddexp(rn_prev, rb_prev) + xb_t[:, None]
         rn = jnp.where(ok[:, None], rn, NEG_INF)
         rb = jnp.where(ok[:, None], rb, NEG_INF)
         new_mass = jnp.where(ok[:, None], phi_prev + x_t, NEG_INF)
