@@ -5,7 +5,8 @@ Encoder + CTC branch trained jointly (encoder not detached); the LLM is not run.
 
 import dataclasses
 
-from configs.base import OptimConfig, RunConfig, StageConfig, make_config
+from configs.base import make_config
+from train.config import OptimConfig, RunConfig, StageConfig
 
 
 def get_config(preset: str = "tiny"):

@@ -1,6 +1,7 @@
 """SFT stage 1: train the adaptor only; encoder and LLM frozen (recipe: ~200k h)."""
 
-from configs.base import OptimConfig, RunConfig, StageConfig, make_config
+from configs.base import make_config
+from train.config import OptimConfig, RunConfig, StageConfig
 
 
 def get_config(preset: str = "tiny"):

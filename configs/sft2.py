@@ -1,6 +1,7 @@
 """SFT stage 2: train encoder + adaptor; LLM frozen (recipe: ~10M h, one epoch)."""
 
-from configs.base import OptimConfig, RunConfig, StageConfig, make_config
+from configs.base import make_config
+from train.config import OptimConfig, RunConfig, StageConfig
 
 
 def get_config(preset: str = "tiny"):

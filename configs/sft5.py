@@ -3,7 +3,8 @@
 Its greedy CTC hypothesis is the first pass for hotword retrieval. The LLM is not run.
 """
 
-from configs.base import OptimConfig, RunConfig, StageConfig, make_config
+from configs.base import make_config
+from train.config import OptimConfig, RunConfig, StageConfig
 
 
 def get_config(preset: str = "tiny"):

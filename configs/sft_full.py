@@ -5,7 +5,8 @@ LLM fully instead of through LoRA, together with the encoder. (The quickstart us
 instead: on the demo the frozen CTC-trained encoder and the first-pass prompt work better.)
 """
 
-from configs.base import OptimConfig, RunConfig, StageConfig, make_config
+from configs.base import make_config
+from train.config import OptimConfig, RunConfig, StageConfig
 
 
 def get_config(preset: str = "tiny"):

@@ -11,7 +11,8 @@ preset, whose CTC head shares the LLM's vocabulary; plain greedy otherwise.
 
 import dataclasses
 
-from configs.base import OptimConfig, RunConfig, StageConfig, make_config
+from configs.base import make_config
+from train.config import OptimConfig, RunConfig, StageConfig
 
 
 def get_config(preset: str = "tiny"):

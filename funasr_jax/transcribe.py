@@ -1,69 +1,8 @@
-"""Transcribe audio files: `python -m funasr_jax.transcribe --checkpoint CKPT a.wav b.flac ...`.
+"""Command line: `python -m funasr_jax.transcribe` (the work is in `funasr_jax.infer.transcribe`)."""
 
-Prints `path<TAB>text` per file (or one JSON object per file with --json). Any soundfile
-format; other sample rates are resampled to 16 kHz and channels averaged. A file that cannot be
-read is reported by name (exit status 2) without stopping the others.
-"""
-
-from __future__ import annotations
-
-import argparse
-import json
 import sys
-import time
 
-from funasr_jax.audio import AudioError, load_audio
-from funasr_jax.checkpoint import CheckpointError
-from funasr_jax.recognizer import Recognizer, Utterance
-from funasr_jax.prompt import instruction_text
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m funasr_jax.transcribe", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True, help="funasr-jax checkpoint / run dir / Fun-ASR dir")
-    p.add_argument("audio", nargs="+", help="audio files")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--mode", choices=["llm", "ctc"], default="llm", help="LLM greedy (default) or CTC greedy")
-    p.add_argument("--language", default=None, help="zh | en | ja | a Chinese language name (prompt hint)")
-    p.add_argument("--hotwords", nargs="*", default=(), help="hotwords put into the prompt")
-    p.add_argument("--no-itn", action="store_true", help="ask for text without normalisation")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--tokenizer", help="override the tokenizer recorded in the checkpoint")
-    p.add_argument("--ctc-weight", type=float, default=None,
-                   help="LLM mode: decode jointly with the CTC head's prefix scores at this weight "
-                        "(0 = plain greedy; default: the weight recorded in the checkpoint)")
-    args = p.parse_args(argv)
-    try:
-        rec = Recognizer.from_checkpoint(args.checkpoint, tokenizer_path=args.tokenizer, ctc_weight=args.ctc_weight)
-    except (CheckpointError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    instruction = instruction_text(args.language, args.hotwords, not args.no_itn)
-    status = 0
-    waves = []
-    for path in args.audio:
-        try:
-            waves.append((path, load_audio(path)))
-        except AudioError as e:
-            print(f"error: {e}", file=sys.stderr)
-            status = 2
-    for i in range(0, len(waves), args.batch_size):
-        chunk = waves[i: i + args.batch_size]
-        t0 = time.time()
-        feats = [rec.features(w) for _, w in chunk]
-        texts = (rec.decode_ctc(feats) if args.mode == "ctc"
-                 else rec.decode_llm([Utterance(f, instruction) for f in feats], args.max_new_tokens))
-        dt = time.time() - t0
-        for (path, w), text in zip(chunk, texts):
-            if args.json:
-                print(json.dumps({"path": path, "text": text, "seconds": round(len(w) / 16000, 3),
-                                  "rtf": round(dt / max(sum(len(x) for _, x in chunk) / 16000, 1e-9), 4)},
-                                 ensure_ascii=False))
-            else:
-                print(f"{path}\t{text}")
-    return status
-
+from funasr_jax.infer.transcribe import main
 
 if __name__ == "__main__":
     sys.exit(main())

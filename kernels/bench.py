@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from kernels._common import device_kind
+from kernels.attention import cudnn, pallas_gpu, xla
+from kernels.ctc import ctc_loss
 
 ON_GPU = jax.default_backend() == "gpu"
 
@@ -83,7 +85,6 @@ def attention_shapes(smoke: bool):
 
 
 def attention_impls(causal: bool, hq: int, hkv: int, smoke: bool):
-    from kernels.attention import cudnn, pallas_gpu, xla
     impls = {"ours": lambda q, k, v: pallas_gpu.flash_attention(q, k, v, causal=causal),
              "xla": lambda q, k, v: xla.attention(q, k, v, causal=causal)}
     if ON_GPU:
@@ -191,7 +192,6 @@ def ctc_shapes(smoke: bool):
 
 
 def bench_ctc(smoke: bool, iters: int, rows: list):
-    from kernels.ctc import ctc_loss
     for label, b, t, vocab, n in ctc_shapes(smoke):
         shape = f"B{b} T{t} V{vocab} L{n}"
         rng = np.random.default_rng(0)

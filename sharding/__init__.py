@@ -1,13 +1,13 @@
-"""Mesh construction, logical-axis rules, sharding helpers, remat policies and the memory planner.
+"""Sharding mechanism: meshes, logical->mesh rule tables, spec trees, activation constraints.
 
-Reads nothing from the models: parameter specs come from parameter PATHS (`axes.PARAM_RULES`),
-and activation constraints (`context.constrain`) are no-ops unless a trainer activates them.
+Imports nothing from the models or the trainer: which logical axes a parameter has is the
+models' business (`funasr_jax.models.axes`), passed in as `axes_of`; activation constraints
+(`context.constrain`) are no-ops unless a trainer activates them. `paths` names pytree leaves.
 """
 
-from sharding.axes import LOGICAL_AXES, PARAM_RULES, UnmatchedParamError, param_logical_axes
 from sharding.context import activation_sharding, constrain
 from sharding.mesh import MESH_PRESETS, MeshError, make_mesh, mesh_shape
-from sharding.rules import MESH_AXES, RULE_TABLES, RulesError, ShardingRules, get_rules, resolve_spec
+from sharding.rules import LOGICAL_AXES, MESH_AXES, RULE_TABLES, RulesError, ShardingRules, get_rules, resolve_spec
 from sharding.specs import (
     InsufficientShardingError,
     batch_sharding,
@@ -20,7 +20,7 @@ from sharding.specs import (
 )
 
 __all__ = [
-    "LOGICAL_AXES", "PARAM_RULES", "UnmatchedParamError", "param_logical_axes", "activation_sharding",
+    "LOGICAL_AXES", "activation_sharding",
     "constrain", "MESH_PRESETS", "MeshError", "make_mesh", "mesh_shape", "MESH_AXES", "RULE_TABLES",
     "RulesError", "ShardingRules", "get_rules", "resolve_spec", "InsufficientShardingError", "batch_sharding",
     "batch_spec", "check_sufficiently_sharded", "opt_state_shardings", "param_shardings", "param_specs",

@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from jax.sharding import PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
+# The logical axis names models may give parameters and activations (funasr_jax.models.axes).
+LOGICAL_AXES = ("batch", "length", "audio_frames", "embed", "heads", "kv_heads", "head_dim", "mlp",
+                "vocab", "lora", "norm", "conv")
 BATCH_AXES = ("data", "fsdp")
 
 MeshAxes = tuple[str, ...]
@@ -90,8 +93,6 @@ class ShardingRules:
 
 
 def _check_logical(name: str, where: str) -> str:
-    from sharding.axes import LOGICAL_AXES
-
     if name not in LOGICAL_AXES:
         raise RulesError(f"mesh.rule_overrides: {where!r}: unknown logical axis {name!r} (have {LOGICAL_AXES})")
     return name

@@ -1,6 +1,7 @@
 """PartitionSpec / NamedSharding trees for parameters, optimizer state and batches.
 
-Parameter specs come from `axes.param_logical_axes` (paths) + a `ShardingRules` table.
+Parameter specs come from the caller's `axes_of(path, ndim) -> logical axes` (the models' table,
+`funasr_jax.models.axes.logical_axes_for`) + a `ShardingRules` table.
 Optimizer-state leaves take the spec of the parameter they mirror: optax states hold copies
 of the param tree (Adam's mu / nu), so a leaf whose dict-key path and shape equal a
 parameter's gets that parameter's sharding; everything else (step counts, scalars) is
@@ -10,12 +11,13 @@ replicated. Frozen leaves under `optax.multi_transform` + `set_to_zero` have no 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from sharding.axes import component_of, key_name, logical_axes_for, path_str
 from sharding.mesh import mesh_sizes
+from sharding.paths import key_name, path_str
 from sharding.rules import BATCH_AXES, ShardingRules, resolve_spec
 
 
@@ -23,21 +25,28 @@ class InsufficientShardingError(ValueError):
     """Large tensors would stay fully replicated on a mesh that has fsdp / tensor axes."""
 
 
-def param_specs(params, mesh, rules: ShardingRules):
-    """Pytree of PartitionSpec, one per parameter leaf (params or their ShapeDtypeStructs)."""
+AxesOf = Callable[[str, int], Sequence[str | None]]
+
+
+def param_specs(params, mesh, rules: ShardingRules, axes_of: AxesOf):
+    """Pytree of PartitionSpec, one per parameter leaf (params or their ShapeDtypeStructs).
+
+    axes_of(path, ndim): the logical axis names of the parameter at the '/'-joined `path`;
+    the path's first component names the model part that per-component rules key on.
+    """
     sizes = mesh_sizes(mesh)
 
     def one(path, x):
         p = path_str(path)
-        comp = component_of(p)
-        logical = logical_axes_for(p, len(x.shape))
+        comp = p.split("/", 1)[0]
+        logical = axes_of(p, len(x.shape))
         return resolve_spec(logical, x.shape, lambda n: rules.param_axes(n, comp), sizes)
 
     return jax.tree_util.tree_map_with_path(one, params)
 
 
-def param_shardings(params, mesh, rules: ShardingRules):
-    return jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), param_specs(params, mesh, rules),
+def param_shardings(params, mesh, rules: ShardingRules, axes_of: AxesOf):
+    return jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), param_specs(params, mesh, rules, axes_of),
                                   is_leaf=lambda s: isinstance(s, PartitionSpec))
 
 

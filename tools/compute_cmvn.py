@@ -16,9 +16,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from funasr_jax.audio import load_audio  # noqa: E402
+from funasr_jax.audio.io import load_audio  # noqa: E402
 from funasr_jax.data.manifest import read_manifests  # noqa: E402
-from funasr_jax.frontend import FrontendConfig, extract_features, write_cmvn  # noqa: E402
+from funasr_jax.audio.frontend import FrontendConfig, extract_features, write_cmvn  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -642,7 +642,7 @@ Regenerate (deterministic for a given seed; needs `espeak-ng`, `sox`, `soundfile
   train transcripts plus the prompt strings; character coverage 1.0, byte fallback, identity
   normalization, no dummy prefix (lossless), user-defined symbols `<|im_start|>`, `<|im_end|>`,
   `<|endoftext|>`, `<|startofspeech|>`, `<|endofspeech|>` and newline. Load it with
-  `funasr_jax.tokenizer.load_tokenizer("data/demo/tokenizer.model")`.
+  `funasr_jax.text.tokenizer.load_tokenizer("data/demo/tokenizer.model")`.
 
 Voices: Chinese runs with espeak-ng `cmn-latn-pinyin`, Latin runs inside Chinese sentences with `cmn`
 (English read by the Mandarin voice), English sentences with `en-us`, `en-gb`, `en-gb-x-rp`,

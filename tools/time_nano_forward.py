@@ -19,6 +19,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from funasr_jax.audio.frontend import num_fbank_frames, num_lfr_frames  # noqa: E402
+from funasr_jax.models.batch import Batch  # noqa: E402
 from funasr_jax.models.config import audio_token_count, nano_config  # noqa: E402
 from funasr_jax.models.funasr import FunASRNano, init_params  # noqa: E402
 
@@ -33,19 +35,18 @@ def main(argv=None) -> int:
     params = jax.jit(lambda r: init_params(cfg, r))(jax.random.PRNGKey(0))
     jax.block_until_ready(params)
     print(f"init {time.time() - t0:.1f} s")
-    frames = int(np.ceil((1 + (args.seconds * 16000 - 400) // 160) / 6))
+    frames = num_lfr_frames(num_fbank_frames(int(round(args.seconds * 16000))))
     n = int(audio_token_count(frames))
     prompt = 18 + n + 5
     feats = jax.random.normal(jax.random.PRNGKey(1), (1, frames, 560))
     lens = jnp.array([frames])
-    ids = jnp.zeros((1, prompt), jnp.int32)
     model = FunASRNano(cfg)
 
     @jax.jit
     def forward(params, feats):
-        out = model.apply({"params": params}, feats, lens, ids, jnp.array([prompt]), jnp.array([18]),
-                          jnp.array([n]), with_ctc=False)
-        return out["logits"][:, -1]
+        batch = Batch(feats=feats, feat_lengths=lens, input_ids=jnp.zeros((1, prompt), jnp.int32),
+                      token_lengths=jnp.array([prompt]), audio_start=jnp.array([18]), audio_tokens=jnp.array([n]))
+        return model.apply({"params": params}, batch, with_ctc=False)["logits"][:, -1]
 
     @jax.jit
     def audio_only(params, feats):

@@ -3,10 +3,8 @@
     python -m train.bench --config sft4.py --preset nano --batch 32 --seconds 30 --steps 10 \
         --dtype bfloat16 --out bench.json
 
-Synthetic batches are shaped like the PyTorch anchor's (gpu-anchors.md,
-tools/anchor_torch_train_bench.py): LFR frames T = ceil((1 + (16000 s - 400) // 160) / 6),
-N = ceil(T / 8) audio rows, LLM tokens L = round_up(23 prompt + N + text + 5, 16) with text =
-100 tokens for >= 30 s, else 30; CTC labels = the text tokens.
+Synthetic batches are shaped like the PyTorch anchor's (`train.synthetic`); the step is built by
+`train.setup`, exactly as training builds it.
 
 Model FLOPs per step (stated in the output as `flops_formula`), per model part c with N_c
 parameters (an untied input embedding is a lookup and not counted) seeing D_c rows
@@ -30,7 +28,17 @@ import statistics
 import sys
 import time
 
-import numpy as np
+import jax
+import jax.numpy as jnp
+
+from funasr_jax.configtools import ConfigError
+from sharding.paths import path_str
+from train import setup
+from train.distributed import enable_compilation_cache, initialize_distributed
+from train.main import load_config, with_model_overrides
+from train.sharded import replicate, shard_batch, shard_state
+from train.step import batch_counts
+from train.synthetic import anchor_shapes, random_params, synthetic_batch  # noqa: F401 (re-exported)
 
 # bf16 dense peak FLOP/s per device, matched against `device_kind` (first substring hit wins).
 DEVICE_PEAK_FLOPS: list[tuple[str, float]] = [
@@ -38,107 +46,12 @@ DEVICE_PEAK_FLOPS: list[tuple[str, float]] = [
     ("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12), ("TPU v6", 918e12),
 ]
 
-PROMPT_TOKENS = 23
-SPECIAL_TOKENS = 5
-
-
 class BenchError(ValueError):
     """Bad benchmark arguments (names the flag)."""
 
 
-def lfr_frames(seconds: float) -> int:
-    """LFR frames (60 ms) of `seconds` of 16 kHz audio: fbank 25/10 ms snip_edges, then LFR 7/6."""
-    fbank = 1 + (int(round(seconds * 16000)) - 400) // 160
-    return -(-fbank // 6)
-
-
-def anchor_shapes(seconds: float, text_tokens: int | None = None) -> dict:
-    from funasr_jax.models.config import audio_token_count
-
-    t = lfr_frames(seconds)
-    n = int(audio_token_count(t))
-    text = text_tokens if text_tokens is not None else (100 if seconds >= 30 else 30)
-    used = PROMPT_TOKENS + n + text + SPECIAL_TOKENS
-    return {"lfr_frames": t, "audio_tokens": n, "text_tokens": text, "llm_tokens": -(-used // 16) * 16,
-            "used_tokens": used}
-
-
-def synthetic_batch(model_cfg, batch: int, seconds: float, *, text_tokens: int | None = None, seed: int = 0,
-                    ctc: bool = True) -> dict:
-    """Numpy batch dict with the keys of the data pipeline (funasr_jax/data/pipeline.py)."""
-    from funasr_jax.models.losses import IGNORE_ID
-
-    s = anchor_shapes(seconds, text_tokens)
-    t, n, text, length, used = s["lfr_frames"], s["audio_tokens"], s["text_tokens"], s["llm_tokens"], s["used_tokens"]
-    rng = np.random.default_rng(seed)
-    v = model_cfg.llm.vocab_size
-    ids = rng.integers(1, v, (batch, length)).astype(np.int32)
-    ids[:, used:] = 0
-    ids[:, PROMPT_TOKENS:PROMPT_TOKENS + n] = 0  # audio placeholders
-    labels = np.full((batch, length), IGNORE_ID, np.int32)
-    tgt = slice(PROMPT_TOKENS + n, used)
-    labels[:, tgt] = ids[:, tgt]
-    out = {
-        "feats": rng.standard_normal((batch, t, model_cfg.encoder.input_size)).astype(np.float32),
-        "feat_lengths": np.full((batch,), t, np.int32),
-        "input_ids": ids, "labels": labels,
-        "token_lengths": np.full((batch,), used, np.int32),
-        "audio_start": np.full((batch,), PROMPT_TOKENS, np.int32),
-        "audio_tokens": np.full((batch,), n, np.int32),
-        "weight": np.ones((batch,), np.float32),
-        "audio_seconds": np.full((batch,), seconds, np.float32),
-    }
-    if ctc and model_cfg.ctc.enabled:
-        vc = model_cfg.ctc.vocab_size
-        blank = model_cfg.ctc.blank
-        lab = rng.integers(0, vc - 1, (batch, text)).astype(np.int32)
-        lab[lab >= blank] += 1 if blank < vc - 1 else 0
-        out["ctc_labels"] = lab
-        out["ctc_label_lengths"] = np.full((batch,), min(text, t // 2), np.int32)
-    return out
-
-
-def random_params(abstract, shardings=None, seed: int = 0):
-    """Random f32 params with the shapes of `abstract`, made on device(s) by one cheap jit.
-
-    Kernels ~ N(0, 1/fan_in), embeddings N(0, 0.02), norm scales 1, biases and lora_B 0.
-    (Far faster to compile than the model's own `init`, which traces the whole model.)
-    """
-    import jax
-    import jax.numpy as jnp
-
-    from sharding.axes import path_str
-
-    leaves = jax.tree_util.tree_leaves_with_path(abstract)
-    treedef = jax.tree_util.tree_structure(abstract)
-
-    def make(key):
-        keys = jax.random.split(key, len(leaves))
-        out = []
-        for k, (path, x) in zip(keys, leaves):
-            p = path_str(path)
-            if p.endswith("scale"):
-                out.append(jnp.ones(x.shape, x.dtype))
-            elif p.endswith("bias") or "lora_B" in p:
-                out.append(jnp.zeros(x.shape, x.dtype))
-            elif p.endswith("embedding"):
-                out.append(0.02 * jax.random.normal(k, x.shape, x.dtype))
-            else:
-                fan_in = math.prod(x.shape[:-1]) or 1
-                out.append(jax.random.normal(k, x.shape, x.dtype) / math.sqrt(fan_in))
-        return jax.tree_util.tree_unflatten(treedef, out)
-
-    fn = jax.jit(make, out_shardings=shardings) if shardings is not None else jax.jit(make)
-    # rbg keys lower to one RngBitGenerator op per leaf: much faster to compile than threefry.
-    return fn(jax.random.key(seed, impl="rbg"))
-
-
 def step_flops(model_cfg, params, mask, batch: int, shapes: dict, llm_weight: float, ctc_weight: float) -> dict:
     """Model FLOPs of one train step (see the module docstring); `params` may be abstract."""
-    import jax
-
-    from sharding.axes import path_str
-
     t, length = shapes["lfr_frames"], shapes["llm_tokens"]
     k_ad = model_cfg.adaptor.downsample_rate
     k_ctc = model_cfg.ctc.decoder.downsample_rate
@@ -196,8 +109,6 @@ def device_peak_flops(kind: str) -> float | None:
 
 
 def peak_memory_bytes() -> int | None:
-    import jax
-
     peaks = []
     for d in jax.local_devices():
         try:
@@ -213,48 +124,28 @@ def prepare(cfg, *, batch: int, seconds: float, text_tokens=None, mesh_preset=No
             min_sharded_size=None, devices=None, params=None):
     """Everything a benchmark / test needs: (mesh, rules, steps, state, batch, norm, info).
 
-    cfg: a validated TrainConfig (model dtype / remat already set). Params are random unless
-    `params` (a host tree, placed onto the mesh) is given.
+    cfg: a validated TrainConfig (model dtype / remat already set). The step comes from
+    `train.setup` (as in training). Params are random unless `params` (a host tree, placed onto
+    the mesh) is given.
     """
-    import jax
-    import jax.numpy as jnp
-
-    from funasr_jax.models.funasr import FunASRNano, abstract_params
-    from train.optimizer import make_optimizer
-    from train.sharded import make_sharded_steps, mesh_and_rules, replicate, shard_batch, shard_state
-    from train.step import LossWeights, batch_counts, init_state, make_steps
-
-    mcfg = cfg.mesh if mesh_preset is None else dataclasses.replace(cfg.mesh, preset=mesh_preset)
-    mesh, rules = mesh_and_rules(mcfg, devices)
-    model_cfg = cfg.model
-    model = FunASRNano(model_cfg)
-    abstract = abstract_params(model_cfg)
-    tx, mask = make_optimizer(cfg.optim, abstract, cfg.stage.trainable, max(cfg.run.steps, 10))
-    weights = LossWeights(llm=cfg.stage.llm_weight, ctc=cfg.stage.ctc_weight, ctc_blank=model_cfg.ctc.blank,
-                          ctc_impl=getattr(model_cfg, "ctc_loss_impl", None))
-    steps_fns = make_steps(model, tx, mask, weights)
-    abstract_state = jax.eval_shape(lambda p: init_state(p, tx, seed + 1), abstract)
-    msz = mcfg.min_sharded_size if min_sharded_size is None else min_sharded_size
-    steps = make_sharded_steps(steps_fns, abstract_state, mesh, rules, min_sharded_size=msz)
+    built = setup.prepare(cfg, mesh_preset=mesh_preset, devices=devices, seed=seed + 1,
+                          min_sharded_size=min_sharded_size, total_steps=max(cfg.run.steps, 10))
+    parts, steps, mesh = built.parts, built.steps, built.mesh
     if params is None:
-        params = random_params(abstract, steps.state_shardings["params"], seed)
+        params = random_params(parts.abstract_params, steps.state_shardings["params"], seed)
     else:
         params = shard_state(params, steps.state_shardings["params"])
-    state = jax.jit(lambda p: init_state(p, tx, seed + 1), out_shardings=steps.state_shardings)(params)
-    host = synthetic_batch(model_cfg, batch, seconds, text_tokens=text_tokens, seed=seed,
+    state = built.init_state(params)
+    host = synthetic_batch(cfg.model, batch, seconds, text_tokens=text_tokens, seed=seed,
                            ctc=cfg.stage.ctc_weight > 0)
-    counts = batch_counts(host)
-    norm = replicate({k: jnp.asarray(max(1.0, v), jnp.float32) for k, v in counts.items()}, mesh)
-    dev_batch = shard_batch(host, mesh)
-    info = {"abstract_params": abstract, "mask": mask, "tx": tx, "host_batch": host, "model": model,
-            "weights": weights}
-    return mesh, rules, steps, state, dev_batch, norm, info
+    norm = replicate({k: jnp.asarray(max(1.0, v), jnp.float32) for k, v in batch_counts(host).items()}, mesh)
+    info = {"abstract_params": parts.abstract_params, "mask": parts.mask, "tx": parts.tx, "host_batch": host,
+            "model": parts.model, "weights": parts.weights}
+    return mesh, built.rules, steps, state, shard_batch(host, mesh), norm, info
 
 
 def run_bench(cfg, *, batch: int, seconds: float, steps: int = 5, warmup: int = 2, text_tokens=None,
               mesh_preset=None, eval_step: bool = True, seed: int = 0) -> dict:
-    import jax
-
     t0 = time.perf_counter()
     mesh, rules, st, state, dev_batch, norm, info = prepare(
         cfg, batch=batch, seconds=seconds, text_tokens=text_tokens, mesh_preset=mesh_preset, seed=seed)
@@ -349,10 +240,6 @@ def main(argv=None) -> int:
     if args.batch < 1 or args.seconds <= 0 or args.steps < 1:
         raise SystemExit("error: --batch, --seconds and --steps must be positive")
 
-    from funasr_jax.configtools import ConfigError
-    from train.distributed import enable_compilation_cache, initialize_distributed
-    from train.main import load_config, with_model_overrides
-
     initialize_distributed()
     try:
         cfg = load_config(args.config, args.preset, args.set)
@@ -363,7 +250,7 @@ def main(argv=None) -> int:
     model = cfg.model
     stage = cfg.stage
     if args.trainable == "all":
-        stage = dataclasses.replace(stage, trainable=("*",), lora=None)
+        stage = dataclasses.replace(stage, trainable=("*",))
         model = model.replace(llm=dataclasses.replace(model.llm, lora=dataclasses.replace(model.llm.lora, rank=0)))
     cfg = dataclasses.replace(cfg, model=model.validate(), stage=stage)
     enable_compilation_cache(cfg.mesh.compilation_cache)

@@ -1,7 +1,7 @@
 """Training checkpoints with orbax: params, optimizer state, step/RNG and the data-iterator state.
 
 Layout (one `CheckpointManager` under `<out_dir>/checkpoints`):
-    <step>/params     StandardSave  (also what `funasr_jax.checkpoint.load_model` reads)
+    <step>/params     StandardSave  (`<out_dir>/latest_params.json` points `load_model` at the newest)
     <step>/opt_state  StandardSave  (trainable leaves only: frozen ones have no state)
     <step>/meta       JsonSave      {"step", "rng"}
     <step>/data       JsonSave      grain iterator state (exact data position)
@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+from funasr_jax.io.checkpoint import write_params_pointer
 
 
 class TrainCheckpointer:
@@ -38,6 +40,8 @@ class TrainCheckpointer:
             data=ocp.args.JsonSave(data_state if data_state is not None else {}),
         ), force=True)
         self.manager.wait_until_finished()
+        if jax.process_index() == 0:
+            write_params_pointer(self.dir.parent, self.dir / str(step) / "params", step)
         return step
 
     def restore(self, abstract_state, step: int | None = None):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import jax
 
-from funasr_jax.data.pipeline import load_text_tools, make_train_data, read_train_examples
+from funasr_jax.data.datasets import load_text_tools, make_train_data, read_train_examples
+from funasr_jax.models.batch import Batch
 
 
 class TrainData:
@@ -26,7 +27,7 @@ class TrainData:
                                      process_index=jax.process_index(), process_count=jax.process_count())
         self.iterator = self.train.iterator()
 
-    def next_train(self) -> dict:
+    def next_train(self) -> Batch:
         return next(self.iterator)
 
     def state(self):

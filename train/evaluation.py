@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 
 from funasr_jax.data.manifest import read_manifests
-from funasr_jax.evaluate import evaluate_examples
-from funasr_jax.recognizer import Recognizer
+from funasr_jax.infer.evaluate import evaluate_examples
+from funasr_jax.infer.recognizer import Recognizer
 
 
 @functools.lru_cache(maxsize=8)

@@ -18,19 +18,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs.base import TrainConfig
 from funasr_jax import configtools
-from funasr_jax.checkpoint import CheckpointError, load_model, write_meta
-from funasr_jax.checkpoint_names import flatten, unflatten
-from funasr_jax.models.funasr import FunASRNano, abstract_params, component_counts, init_params
+from funasr_jax.io.checkpoint import CheckpointError, load_model, write_meta
+from funasr_jax.models.funasr import component_counts, init_params
+from sharding.paths import flatten, unflatten
+from train import setup
 from train.checkpointing import TrainCheckpointer
+from train.config import TrainConfig
 from train.data import TrainData
-from train.evaluation import evaluate_split
-from train.optimizer import make_optimizer
-from train.progress import MetricsLog, Progress, plot_curves
 from train.distributed import enable_compilation_cache
-from train.sharded import make_sharded_steps, mesh_and_rules, replicate, restore_target, shard_batch, shard_state
-from train.step import LossWeights, batch_counts, init_state, make_steps
+from train.evaluation import evaluate_split
+from train.progress import MetricsLog, Progress, plot_curves
+from train.sharded import replicate, restore_target, shard_batch, shard_state
+from train.step import batch_counts
 
 
 class StopRequested(Exception):
@@ -89,34 +89,23 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
     write_meta(out, model_cfg, tokenizer_path=cfg.data.tokenizer, ctc_tokenizer_path=cfg.data.ctc_tokenizer,
                frontend=cfg.frontend, first_pass_prompt=cfg.data.first_pass_prompt,
                ctc_weight=cfg.run.decode_ctc_weight)
-    model = FunASRNano(model_cfg)
     ckpt = TrainCheckpointer(out, cfg.run.keep)
     resuming = cfg.run.resume and ckpt.latest_step() is not None
-    if resuming:  # the checkpoint holds the params: only their shapes are needed here
-        params, init_info = abstract_params(model_cfg), {}
-    else:
-        params, init_info = initial_params(cfg, model_cfg, jax.random.PRNGKey(cfg.run.seed))
-    tx, mask = make_optimizer(cfg.optim, params, cfg.stage.trainable, cfg.run.steps)
-    weights = LossWeights(llm=cfg.stage.llm_weight, ctc=cfg.stage.ctc_weight, ctc_blank=model_cfg.ctc.blank,
-                          ctc_impl=model_cfg.ctc_loss_impl)
     enable_compilation_cache(cfg.mesh.compilation_cache)
-    mesh, rules = mesh_and_rules(cfg.mesh)
-    seed = cfg.run.seed + 1
-    abstract = jax.eval_shape(lambda p: init_state(p, tx, seed), params)
-    steps = make_sharded_steps(make_steps(model, tx, mask, weights), abstract, mesh, rules,
-                               min_sharded_size=cfg.mesh.min_sharded_size)
+    built = setup.prepare(cfg)
+    steps, mesh, mask = built.steps, built.mesh, built.parts.mask
 
-    resumed_from = None
-    if resuming:
-        state, data_state = ckpt.restore(restore_target(abstract, steps.state_shardings))
+    resumed_from, init_info = None, {}
+    if resuming:  # the checkpoint holds the params: only their shapes are needed
+        state, data_state = ckpt.restore(restore_target(built.abstract_state, steps.state_shardings))
         state = shard_state(state, steps.state_shardings)
         data.restore(data_state)
         resumed_from = int(state["step"])
         print(f"resumed from {ckpt.dir}/{resumed_from}", file=sys.stderr)
     else:
-        state = jax.jit(lambda p: init_state(p, tx, seed), out_shardings=steps.state_shardings)(
-            shard_state(params, steps.state_shardings["params"]))
-    del params
+        params, init_info = initial_params(cfg, model_cfg, jax.random.PRNGKey(cfg.run.seed))
+        state = built.init_state(shard_state(params, steps.state_shardings["params"]))
+        del params
 
     counts = component_counts(state["params"])
     trainable = int(sum(np.size(p) for p, m in zip(jax.tree_util.tree_leaves(state["params"]),
@@ -157,7 +146,7 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
                 metric_list[-1] = {**metric_list[-1], **stats}
             step += 1
             window["steps"] += 1
-            window["audio"] += float(sum(np.asarray(b["audio_seconds"]).sum() for b in micro))
+            window["audio"] += float(sum(np.asarray(b.audio_seconds).sum() for b in micro))
             for m in metric_list:
                 for k, v in m.items():
                     window["sums"][k] = window["sums"].get(k, 0.0) + float(v)

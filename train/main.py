@@ -8,6 +8,7 @@ validated before anything is compiled; errors name the field.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from funasr_jax import configtools
 from funasr_jax.configtools import ConfigError
+from train.distributed import initialize_distributed
+from train.loop import train
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -50,8 +53,6 @@ def load_config(name: str, preset: str = "tiny", overrides=()):
 def with_model_overrides(cfg, *, dtype: str | None = None, remat: str | None = None):
     """`cfg` with the model's compute dtype and/or remat policy replaced (CLI flags of the
     bench and the planner), validated."""
-    import dataclasses
-
     model = cfg.model
     if dtype:
         model = model.replace(dtype=dtype)
@@ -75,9 +76,6 @@ def main(argv=None) -> int:
     if args.print_config:
         print(json.dumps(configtools.to_dict(cfg), indent=2, ensure_ascii=False))
         return 0
-    from train.distributed import initialize_distributed
-    from train.loop import train
-
     initialize_distributed()  # no-op for one process; SLURM / Kubernetes / JAX_COORDINATOR_ADDRESS
     summary = train(cfg)
     print(json.dumps(summary, indent=2, ensure_ascii=False))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import jax
 import optax
 
-from configs.base import OptimConfig
+from train.config import OptimConfig
 
 _LORA_LEAVES = ("lora_A", "lora_B")
 

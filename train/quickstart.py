@@ -7,7 +7,7 @@ starts untrained:
   1. ctc_warmup — encoder + CTC head with CTC loss (stands in for the recipe's encoder
      pre-training, which needs far more data than a demo);
   2. first pass — the CTC head decodes the training split; its hypotheses go into the manifests
-     (`funasr_jax.first_pass`), as the recipe feeds the CTC hypothesis to the LLM;
+     (`funasr_jax.infer.first_pass`), as the recipe feeds the CTC hypothesis to the LLM;
   3. sft_llm    — adaptor + whole LLM on the frozen encoder, the prompt carrying the first pass
      (stages sft1-sft4 assume a pre-trained LLM; sft5, the CTC head alone, would only repeat
      what ctc_warmup trained).
@@ -27,11 +27,15 @@ import time
 from pathlib import Path
 
 from funasr_jax import configtools
+from funasr_jax.data.manifest import read_manifests
+from funasr_jax.infer.evaluate import evaluate_examples, format_table
+from funasr_jax.infer.first_pass import write_first_pass_manifests
+from funasr_jax.infer.recognizer import Recognizer
+from train.loop import train
+from train.main import load_config
 
 
 def stage_config(name: str, out: Path, steps: int, init_from: str | None, **overrides):
-    from train.main import load_config
-
     cfg = load_config(name, "tiny")
     run = dataclasses.replace(cfg.run, out_dir=str(out / cfg.stage.name), steps=steps, init_from=init_from,
                               save_every=0, log_every=max(1, min(25, steps // 10)))
@@ -49,12 +53,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     t0 = time.time()
-
-    from funasr_jax.data.manifest import read_manifests
-    from funasr_jax.evaluate import evaluate_examples, format_table
-    from funasr_jax.first_pass import write_first_pass_manifests
-    from funasr_jax.recognizer import Recognizer
-    from train.loop import train
 
     def run_stage(name, steps, prev, **over):
         n = max(2, int(steps * args.scale))

@@ -7,7 +7,7 @@ Typical use (train/loop.py)::
     steps = make_sharded_steps(make_steps(model, tx, mask, weights), abstract, mesh, rules,
                                min_sharded_size=cfg.mesh.min_sharded_size)
     state = shard_state(init_state(params, tx, seed), steps.state_shardings)
-    state, metrics = steps.train(state, shard_batch(device_batch_np(batch), mesh), replicate(norm, mesh))
+    state, metrics = steps.train(state, shard_batch(batch, mesh), replicate(norm, mesh))
     steps.counter.count                                                 # compiles so far
 
 Every jit has explicit in/out shardings; the state argument is donated. The traced functions
@@ -18,13 +18,15 @@ effect. `CompileCounter` counts traces (one per new input-shape signature = one 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
+from funasr_jax.models.axes import logical_axes_for
+from funasr_jax.models.batch import Batch
 from sharding.context import activation_sharding
 from sharding.mesh import make_mesh
 from sharding.rules import ShardingRules, get_rules
@@ -36,10 +38,6 @@ from sharding.specs import (
     param_shardings,
     replicated,
 )
-
-# Arrays of a data batch the jitted steps read (host-only fields such as audio_seconds stay out).
-BATCH_KEYS = ("feats", "feat_lengths", "input_ids", "token_lengths", "audio_start", "audio_tokens",
-              "labels", "weight", "ctc_labels", "ctc_label_lengths")
 
 
 class BatchShapeError(ValueError):
@@ -58,7 +56,7 @@ class CompileCounter:
     def record(self, name: str, batch) -> None:
         self.count += 1
         self.by_name[name] = self.by_name.get(name, 0) + 1
-        sig = tuple(sorted((k, tuple(v.shape)) for k, v in batch.items())) if isinstance(batch, dict) else ()
+        sig = tuple(sorted((k, tuple(v.shape)) for k, v in batch.arrays().items())) if isinstance(batch, Batch) else ()
         self.signatures.append((name, sig))
 
 
@@ -77,13 +75,13 @@ def state_shardings(abstract_state, mesh, rules: ShardingRules, *, min_sharded_s
     tensors above `min_sharded_size` elements stay replicated on a mesh with fsdp / tensor > 1.
     """
     rep = replicated(mesh)
-    p_sh = param_shardings(abstract_state["params"], mesh, rules)
+    p_sh = param_shardings(abstract_state["params"], mesh, rules, logical_axes_for)
     out = {}
     for k, v in abstract_state.items():
         if k == "params":
             out[k] = p_sh
         elif k.endswith("params"):
-            out[k] = param_shardings(v, mesh, rules)
+            out[k] = param_shardings(v, mesh, rules, logical_axes_for)
         elif k == "opt_state":
             out[k] = opt_state_shardings(v, abstract_state["params"], p_sh, mesh)
         else:
@@ -105,9 +103,9 @@ def _traced(fn: Callable, name: str, counter: CompileCounter, mesh, rules, batch
     return run
 
 
-def check_batch(abstract_batch, mesh) -> None:
+def check_batch(abstract_batch: Batch, mesh) -> None:
     n = batch_shards(mesh)
-    for k, v in abstract_batch.items():
+    for k, v in abstract_batch.arrays().items():
         if v.shape[0] % n:
             raise BatchShapeError(f"batch[{k!r}] has {v.shape[0]} rows, not a multiple of the {n} batch shards "
                                   f"(data x fsdp) of mesh {dict(mesh.shape)}; change data.batch_size or mesh.preset")
@@ -134,7 +132,7 @@ def jit_sharded_train_step(train_step, abstract_state, abstract_batch, mesh, rul
 
 @dataclass
 class ShardedSteps:
-    """The four steps of `train.step.make_steps`, jitted for one mesh."""
+    """The four `train.step.StepFns`, jitted for one mesh."""
 
     mesh: jax.sharding.Mesh
     rules: ShardingRules
@@ -148,7 +146,7 @@ class ShardedSteps:
 
 def make_sharded_steps(steps, abstract_state, mesh, rules: ShardingRules, *, min_sharded_size: int = 1_000_000
                        ) -> ShardedSteps:
-    """steps = make_steps(...) (grad_fn, update_fn, train_step, eval_fn) -> ShardedSteps."""
+    """`steps` (a `train.step.StepFns`: grad, update, train, eval) -> ShardedSteps."""
     grad_fn, update_fn, train_step, eval_fn = steps
     counter = CompileCounter()
     sh = state_shardings(abstract_state, mesh, rules, min_sharded_size=min_sharded_size)
@@ -200,28 +198,27 @@ def replicate(tree, mesh):
     return jax.tree_util.tree_map(lambda x: _global_from_host(x, rep), tree)
 
 
-def shard_batch(batch: dict, mesh, keys: Iterable[str] = BATCH_KEYS) -> dict:
-    """This process's rows of a global batch (numpy dict) -> global arrays, rows over data x fsdp.
+def shard_batch(batch: Batch, mesh) -> Batch:
+    """This process's rows of a global batch (numpy arrays) -> global arrays, rows over data x fsdp.
 
     Process p must hold rows [p*B/P, (p+1)*B/P) of the global batch (what the data pipeline
-    gives with process_index / process_count). Keys outside `keys` are dropped.
+    gives with process_index / process_count). Host-only fields are dropped.
     """
     sh = batch_sharding(mesh)
     n_local = max(1, batch_shards(mesh) // jax.process_count())  # row shards held by this process
-    out = {}
-    for k in keys:
-        if k not in batch:
-            continue
-        v = np.asarray(batch[k])
+
+    def put(name, v):
+        v = np.asarray(v)
         if v.shape[0] % n_local:
-            raise BatchShapeError(f"batch[{k!r}]: {v.shape[0]} local rows are not a multiple of the {n_local} "
+            raise BatchShapeError(f"batch.{name}: {v.shape[0]} local rows are not a multiple of the {n_local} "
                                   f"batch shards this process holds on mesh {dict(mesh.shape)}")
-        out[k] = jax.make_array_from_process_local_data(sh, v)
-    return out
+        return jax.make_array_from_process_local_data(sh, v)
+
+    return Batch(**{k: put(k, v) for k, v in batch.on_device_fields().arrays().items()})
 
 
-def abstract_batch_like(batch: dict, keys: Iterable[str] = BATCH_KEYS, process_count: int | None = None) -> dict:
-    """ShapeDtypeStructs of the GLOBAL batch built from one process's local batch."""
+def abstract_batch_like(batch: Batch, process_count: int | None = None) -> Batch:
+    """ShapeDtypeStructs of the GLOBAL batch (host-only fields dropped) from one process's local batch."""
     p = jax.process_count() if process_count is None else process_count
-    return {k: jax.ShapeDtypeStruct((np.shape(batch[k])[0] * p,) + tuple(np.shape(batch[k])[1:]),
-                                    np.asarray(batch[k]).dtype) for k in keys if k in batch}
+    return batch.on_device_fields().map(
+        lambda v: jax.ShapeDtypeStruct((np.shape(v)[0] * p,) + tuple(np.shape(v)[1:]), np.asarray(v).dtype))

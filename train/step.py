@@ -1,24 +1,24 @@
 """The jitted pure train and eval steps.
 
-State is a plain dict pytree {"step", "params", "opt_state", "rng"}. Losses are normalised by
-the token / utterance counts of the whole optimizer step (all micro-batches), so gradient
-accumulation gives the gradient of one large batch.
+State is a plain dict pytree {"step", "params", "opt_state", "rng"}; a batch is a
+`funasr_jax.models.batch.Batch`. Losses are normalised by the token / utterance counts of the
+whole optimizer step (all micro-batches), so gradient accumulation gives the gradient of one
+large batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from funasr_jax.models.batch import IGNORE_INDEX, Batch
 from funasr_jax.models.funasr import FunASRNano
-from funasr_jax.models.losses import IGNORE_ID, ctc_branch_loss, llm_cross_entropy
-
-MODEL_INPUTS = ("feats", "feat_lengths", "input_ids", "token_lengths", "audio_start", "audio_tokens")
+from funasr_jax.models.losses import ctc_branch_loss, llm_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -29,54 +29,60 @@ class LossWeights:
     ctc_impl: str | None = None
 
 
-def batch_counts(batch: dict) -> dict[str, float]:
+def batch_counts(batch: Batch) -> dict[str, float]:
     """Host-side normalisers for one micro-batch: scored LLM tokens and CTC utterances."""
-    w = np.asarray(batch["weight"]) > 0
-    tokens = ((np.asarray(batch["labels"])[:, 1:] != IGNORE_ID) & w[:, None]).sum()
-    utts = (w & (np.asarray(batch.get("ctc_label_lengths", np.zeros_like(w, dtype=np.int32))) > 0)).sum()
+    w = np.asarray(batch.weight) > 0
+    tokens = ((np.asarray(batch.labels)[:, 1:] != IGNORE_INDEX) & w[:, None]).sum()
+    ctc_lengths = batch.ctc_label_lengths if batch.ctc_label_lengths is not None else np.zeros_like(w, np.int32)
+    utts = (w & (np.asarray(ctc_lengths) > 0)).sum()
     return {"tokens": float(tokens), "utts": float(utts)}
 
 
-def loss_fn(params, batch, rng, norm, *, model: FunASRNano, weights: LossWeights, deterministic=False):
+def loss_fn(params, batch: Batch, rng, norm, *, model: FunASRNano, weights: LossWeights, deterministic=False):
     """Scalar loss whose gradient, summed over micro-batches, is the step's gradient.
 
     norm: {"tokens", "utts"} totals over the whole optimizer step (>= 1).
     """
-    out = model.apply({"params": params}, *(batch[k] for k in MODEL_INPUTS),
-                      deterministic=deterministic, with_llm=weights.llm > 0, with_ctc=weights.ctc > 0,
-                      rngs={"dropout": rng})
+    out = model.apply({"params": params}, batch, deterministic=deterministic, with_llm=weights.llm > 0,
+                      with_ctc=weights.ctc > 0, rngs={"dropout": rng})
     metrics = {}
     total = jnp.zeros((), jnp.float32)
     if weights.llm > 0:
-        ce = llm_cross_entropy(out["logits"], batch["labels"], batch["weight"])
+        ce = llm_cross_entropy(out["logits"], batch.labels, batch.weight)
         total += weights.llm * ce["sum"] / norm["tokens"]
         metrics.update(llm_sum=ce["sum"], llm_count=ce["count"], llm_correct=ce["correct"])
     if weights.ctc > 0:
-        c = ctc_branch_loss(out["ctc_logits"], out["enc_lengths"], batch["ctc_labels"],
-                            batch["ctc_label_lengths"], blank_id=weights.ctc_blank,
-                            row_weight=batch["weight"], implementation=weights.ctc_impl)
+        c = ctc_branch_loss(out["ctc_logits"], out["enc_lengths"], batch.ctc_labels, batch.ctc_label_lengths,
+                            blank_id=weights.ctc_blank, row_weight=batch.weight, implementation=weights.ctc_impl)
         total += weights.ctc * c["sum"] / norm["utts"]
         metrics.update(ctc_sum=c["sum"], ctc_count=c["count"])
     return total, metrics
 
 
-def _freeze(params, mask):
-    """stop_gradient on frozen leaves so XLA never computes their weight gradients."""
+def stop_frozen_gradients(params, mask):
+    """stop_gradient on frozen leaves (mask False) so XLA never computes their weight gradients."""
     return jax.tree_util.tree_map(lambda p, m: p if m else jax.lax.stop_gradient(p), params, mask)
 
 
-def make_steps(model: FunASRNano, tx: optax.GradientTransformation, mask, weights: LossWeights):
-    """Returns (grad_fn, update_fn, train_step, eval_fn), all pure and ready for jax.jit.
+class StepFns(NamedTuple):
+    """The pure step functions of one stage, ready for jax.jit (train/sharded.py jits them).
 
-    grad_fn(params, batch, rng, norm) -> (grads, metrics)
-    update_fn(state, grads) -> (state, {"grad_norm", "lr"-free stats})
-    train_step(state, batch, norm) -> (state, metrics)   (one micro-batch: grad + update fused)
-    eval_fn(params, batch) -> metrics (sums/counts, deterministic)
+    grad(params, batch, rng, norm) -> (grads, metrics)
+    update(state, grads) -> (state, {"grad_norm"})
+    train(state, batch, norm) -> (state, metrics)   (one micro-batch: grad + update fused)
+    eval(params, batch) -> metrics (sums / counts, deterministic)
     """
 
+    grad: Callable
+    update: Callable
+    train: Callable
+    eval: Callable
+
+
+def make_steps(model: FunASRNano, tx: optax.GradientTransformation, mask, weights: LossWeights) -> StepFns:
     def grad_fn(params, batch, rng, norm):
         def f(p):
-            return loss_fn(_freeze(p, mask), batch, rng, norm, model=model, weights=weights)
+            return loss_fn(stop_frozen_gradients(p, mask), batch, rng, norm, model=model, weights=weights)
 
         (loss, metrics), grads = jax.value_and_grad(f, has_aux=True)(params)
         metrics["loss"] = loss
@@ -101,7 +107,7 @@ def make_steps(model: FunASRNano, tx: optax.GradientTransformation, mask, weight
                              deterministic=True)
         return metrics
 
-    return grad_fn, update_fn, train_step, eval_fn
+    return StepFns(grad_fn, update_fn, train_step, eval_fn)
 
 
 def init_state(params, tx, seed: int) -> dict[str, Any]:
@@ -109,7 +115,6 @@ def init_state(params, tx, seed: int) -> dict[str, Any]:
             "rng": jax.random.PRNGKey(seed)}
 
 
-def device_batch(batch: dict) -> dict:
-    """Keep only the arrays the step uses (drop host-only fields)."""
-    keep = MODEL_INPUTS + ("labels", "weight", "ctc_labels", "ctc_label_lengths")
-    return {k: jnp.asarray(v) for k, v in batch.items() if k in keep}
+def device_batch(batch: Batch) -> Batch:
+    """The arrays a step reads (host-only fields dropped) as jax arrays, on the default device."""
+    return batch.on_device_fields().map(jnp.asarray)

@@ -29,8 +29,10 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from funasr_jax.text.prompt import DEFAULT_SYSTEM_PROMPT
+
 __all__ = [
-    "DEFAULT_SYSTEM",
+    "DEFAULT_SYSTEM_PROMPT",
     "LANGUAGES",
     "SPEECH_BEGIN",
     "SPEECH_END",
@@ -46,7 +48,6 @@ log = logging.getLogger(__name__)
 
 SPEECH_BEGIN = "<|startofspeech|>"
 SPEECH_END = "<|endofspeech|>"
-DEFAULT_SYSTEM = "You are a helpful assistant."
 # 'cs' marks zh/en code-switching data.
 LANGUAGES = ("zh", "en", "cs")
 
@@ -167,7 +168,7 @@ def parse_line(text: str, source: str, line: int) -> Example | None:
                                " (multi-turn lines are not supported)")
     if len(by_role["system"]) > 1:
         raise _fail(where, f"field 'messages' has {len(by_role['system'])} 'system' messages; at most one allowed")
-    system = by_role["system"][0] if by_role["system"] else DEFAULT_SYSTEM
+    system = by_role["system"][0] if by_role["system"] else DEFAULT_SYSTEM_PROMPT
     instruction, path = _split_user(by_role["user"][0], where)
 
     key = obj.get("key", f"{os.path.basename(source)}:{line}")

@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from funasr_jax.decode import ctc_prefix
+
 
 class GenerateInputError(ValueError):
     """Bad input to generation (names the argument)."""
@@ -82,8 +84,6 @@ def argmax_chooser(logits, aux):
 
 def joint_ctc_chooser(ctc_log_probs, ctc_lengths, *, weight: float, blank: int, eos_id: int):
     """(chooser, initial aux) for joint CTC / LLM greedy decoding (see `ctc_prefix`)."""
-    from funasr_jax.decode import ctc_prefix
-
     def choose(logits, state):
         scores, ext = ctc_prefix.joint_scores(state, logits, ctc_log_probs, ctc_lengths, blank=blank,
                                               eos_id=eos_id, weight=weight)

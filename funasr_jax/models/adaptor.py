@@ -21,9 +21,9 @@ from funasr_jax.models.encoder import (
     check_lengths,
     layer_norm,
 )
+from funasr_jax.models.remat import remat_layer
+from funasr_jax.models.stack import LayerStack
 from kernels.attention.api import attention
-from sharding.context import constrain
-from sharding.remat import remat_layer
 
 
 class MultiHeadedAttention(nn.Module):
@@ -66,24 +66,6 @@ class EncoderLayer(nn.Module):
         return x + drop(f, deterministic=deterministic)
 
 
-class BlockStack(nn.Module):
-    """`count` EncoderLayer children named "0", "1", ... (a torch ModuleList)."""
-
-    cfg: AdaptorConfig
-    count: int
-    dtype: jnp.dtype = jnp.float32
-    attention_impl: str | None = None
-    remat: bool | str = False  # False/"none", True/"block", or a sharding.remat policy name
-
-    @nn.compact
-    def __call__(self, x, lengths, deterministic: bool = True):
-        layer_cls = remat_layer(EncoderLayer, self.remat, static_argnums=(3,))
-        for i in range(self.count):
-            x = layer_cls(self.cfg, self.dtype, self.attention_impl, name=str(i))(x, lengths, deterministic)
-            x = constrain(x, ("batch", "length", "embed"))
-        return x
-
-
 def frame_concat(x, k: int):
     """[B, T, D] -> [B, ceil(T/k), D*k]: zero-pad time to a multiple of k, stack k frames per row."""
     b, t, d = x.shape
@@ -124,6 +106,8 @@ class Transformer(nn.Module):
         h = nn.relu(dense(cfg.ffn_dim, "linear1")(x.astype(self.dtype)))
         x = dense(cfg.llm_dim, "linear2")(h).astype(jnp.float32)
         if cfg.n_layer > 0:
-            x = BlockStack(cfg, cfg.n_layer, self.dtype, self.attention_impl, self.remat, name="blocks")(
-                x, lengths, deterministic)
+            # `n_layer` EncoderLayer children blocks/0, blocks/1, ... (a torch ModuleList).
+            layer_cls = remat_layer(EncoderLayer, self.remat, static_argnames=("deterministic",))
+            args = ((cfg, self.dtype, self.attention_impl),) * cfg.n_layer
+            x = LayerStack(layer_cls, args, name="blocks")(x, lengths, deterministic)
         return x, lengths

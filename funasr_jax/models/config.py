@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from funasr_jax.models.remat import parse_remat
+
 
 @dataclass(frozen=True)
 class EncoderConfig:
@@ -107,7 +109,7 @@ class FunASRConfig:
     dtype: str = "float32"
     attention_impl: str | None = None
     ctc_loss_impl: str | None = None  # `kernels.ctc.ctc_loss(implementation=...)`; None = best available
-    remat: str = "none"  # "none" | "block" | policy | "encoder:block,llm:dots_saveable" (sharding.remat)
+    remat: str = "none"  # "none" | "block" | policy | "encoder:block,llm:dots_saveable" (funasr_jax.models.remat)
 
     def replace(self, **kw) -> "FunASRConfig":
         return dataclasses.replace(self, **kw)
@@ -128,8 +130,6 @@ class FunASRConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
-        from sharding.remat import parse_remat
-
         parse_remat(self.remat)  # RematConfigError (a ValueError) naming model.remat
         return self
 

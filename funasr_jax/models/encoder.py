@@ -13,6 +13,7 @@ FSMN memory block stay in float32 (an fp16 FSMN raised a port's max error from 0
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -20,9 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from funasr_jax.models.config import EncoderConfig
+from funasr_jax.models.remat import remat_layer
+from funasr_jax.models.stack import LayerStack
 from kernels.attention.api import attention
-from sharding.context import constrain
-from sharding.remat import remat_layer
 
 
 class ModelInputError(ValueError):
@@ -193,25 +194,15 @@ class EncoderLayerSANM(nn.Module):
         return x + nn.Dropout(cfg.dropout_rate)(f, deterministic=deterministic)
 
 
-class SANMStack(nn.Module):
-    """`count` EncoderLayerSANM children named "0", "1", ... (a torch ModuleList)."""
-
-    cfg: EncoderConfig
-    in_size: int
-    count: int
-    dtype: jnp.dtype = jnp.float32
-    attention_impl: str | None = None
-    remat: bool | str = False  # False/"none", True/"block", or a sharding.remat policy name
-
-    @nn.compact
-    def __call__(self, x, mask, lengths, deterministic: bool = True):
-        layer_cls = remat_layer(EncoderLayerSANM, self.remat, static_argnums=(4,))
-        for i in range(self.count):
-            in_size = self.in_size if i == 0 else self.cfg.output_size
-            x = layer_cls(self.cfg, in_size, self.dtype, self.attention_impl, name=str(i))(
-                x, mask, lengths, deterministic)
-            x = constrain(x, ("batch", "length", "embed"))
-        return x
+def sanm_stack(cfg: EncoderConfig, in_size: int, count: int, *, dtype, attention_impl, remat, name: str) -> LayerStack:
+    """`count` EncoderLayerSANM children "0", ... (a torch ModuleList); the first takes `in_size`
+    features, the rest output_size. Call it inside a compact method; apply it as
+    (x [B, T, in_size], mask [B, T] f32, lengths [B], deterministic) -> [B, T, output_size] f32.
+    remat: False/"none", True/"block", or a `funasr_jax.models.remat` policy name.
+    """
+    layer_cls = remat_layer(EncoderLayerSANM, remat, static_argnames=("deterministic",))
+    args = tuple((cfg, in_size if i == 0 else cfg.output_size, dtype, attention_impl) for i in range(count))
+    return LayerStack(layer_cls, args, name=name)
 
 
 class SenseVoiceEncoderSmall(nn.Module):
@@ -251,14 +242,13 @@ class SenseVoiceEncoderSmall(nn.Module):
         x = xs.astype(jnp.float32) * math.sqrt(cfg.output_size)
         x = x + sinusoidal_position_encoding(t, cfg.input_size)[None]
 
-        common = dict(dtype=self.dtype, attention_impl=self.attention_impl, remat=self.remat)
-        x = SANMStack(cfg, cfg.input_size, 1, name="encoders0", **common)(x, mask, lengths, deterministic)
+        stack = functools.partial(sanm_stack, cfg, dtype=self.dtype, attention_impl=self.attention_impl,
+                                  remat=self.remat)
+        x = stack(cfg.input_size, 1, name="encoders0")(x, mask, lengths, deterministic)
         if cfg.num_blocks > 1:
-            x = SANMStack(cfg, cfg.output_size, cfg.num_blocks - 1, name="encoders", **common)(
-                x, mask, lengths, deterministic)
+            x = stack(cfg.output_size, cfg.num_blocks - 1, name="encoders")(x, mask, lengths, deterministic)
         x = layer_norm(cfg.layer_norm_eps, "after_norm")(x)
         if cfg.tp_blocks > 0:
-            x = SANMStack(cfg, cfg.output_size, cfg.tp_blocks, name="tp_encoders", **common)(
-                x, mask, lengths, deterministic)
+            x = stack(cfg.output_size, cfg.tp_blocks, name="tp_encoders")(x, mask, lengths, deterministic)
         x = layer_norm(cfg.layer_norm_eps, "tp_norm")(x)
         return x.astype(jnp.float32), lengths

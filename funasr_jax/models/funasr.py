@@ -1,10 +1,11 @@
 """The whole Fun-ASR model: SAN-M encoder -> adaptor -> audio rows spliced into Qwen3, + CTC branch.
 
 Top-level submodule names are the state-dict prefixes of the release (`audio_encoder`,
-`audio_adaptor`, `llm`, `ctc_decoder`, `ctc`), so `checkpoint_names` converts by name.
+`audio_adaptor`, `llm`, `ctc_decoder`, `ctc`), so `funasr_jax.io.names` converts by name.
 
-Shapes: feats [B, T, 560] (LFR frames of 60 ms), feat_lengths [B]; input_ids/labels [B, L]
-(prompt tokens with N = ceil(T/8) placeholder rows at `audio_start`, fun-asr-nano.md §6.4).
+Inputs come as a `funasr_jax.models.batch.Batch` (feats [B, T, 560] LFR frames of 60 ms,
+feat_lengths [B], input_ids [B, L] with N = audio_token_count(T) placeholder rows at
+`audio_start`, fun-asr-nano.md §6.4); the model reads its input fields by name.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import jax
 import jax.numpy as jnp
 
 from funasr_jax.models.adaptor import Transformer
-from funasr_jax.models.config import FunASRConfig
+from funasr_jax.models.batch import Batch
+from funasr_jax.models.config import FunASRConfig, audio_token_count
 from funasr_jax.models.ctc_head import CTCLo
 from funasr_jax.models.encoder import SenseVoiceEncoderSmall
 from funasr_jax.models.qwen3 import Qwen3ForCausalLM
+from funasr_jax.models.remat import parse_remat
 from sharding.context import constrain
-from sharding.remat import parse_remat
 
 
 def splice_audio(token_embeds, audio_embeds, audio_start, audio_tokens):
@@ -80,20 +82,19 @@ class FunASRNano(nn.Module):
         adapted, _ = self.adapt(enc, enc_lengths, deterministic)
         return adapted, enc, enc_lengths
 
-    def __call__(self, feats, feat_lengths, input_ids, token_lengths, audio_start, audio_tokens,
-                 deterministic: bool = True, with_llm: bool = True, with_ctc: bool = True):
-        """Teacher-forced forward.
+    def __call__(self, batch: Batch, deterministic: bool = True, with_llm: bool = True, with_ctc: bool = True):
+        """Teacher-forced forward of `batch` (its model-input fields; targets are not read).
 
         Returns a dict: `logits` [B, L, V] (f32; absent if not with_llm), `ctc_logits`
         [B, T, V_ctc] (if the CTC branch is enabled and with_ctc), `enc_lengths` [B].
         """
         out = {}
-        enc, enc_lengths = self.encode(feats, feat_lengths, deterministic)
+        enc, enc_lengths = self.encode(batch.feats, batch.feat_lengths, deterministic)
         out["enc_lengths"] = enc_lengths
         if with_llm:
             adapted, _ = self.adapt(enc, enc_lengths, deterministic)
-            embeds = self.embed_prompt(input_ids, adapted, audio_start, audio_tokens)
-            logits, _ = self.llm(embeds, lengths=token_lengths, deterministic=deterministic)
+            embeds = self.embed_prompt(batch.input_ids, adapted, batch.audio_start, batch.audio_tokens)
+            logits, _ = self.llm(embeds, lengths=batch.token_lengths, deterministic=deterministic)
             out["logits"] = constrain(logits, ("batch", "length", "vocab"))
         if self.cfg.ctc.enabled and with_ctc:
             out["ctc_logits"] = constrain(self.ctc_logits(enc, enc_lengths, deterministic),
@@ -104,8 +105,7 @@ class FunASRNano(nn.Module):
 def init_params(cfg: FunASRConfig, rng, batch: int = 1, frames: int = 16, tokens: int = 24):
     """Random f32 params for `cfg` (a nested dict, without the 'params' wrapper)."""
     model = FunASRNano(cfg)
-    args = dummy_inputs(cfg, batch, frames, tokens)
-    return model.init({"params": rng, "dropout": rng}, *args)["params"]
+    return model.init({"params": rng, "dropout": rng}, dummy_batch(cfg, batch, frames, tokens))["params"]
 
 
 def abstract_params(cfg: FunASRConfig):
@@ -113,15 +113,15 @@ def abstract_params(cfg: FunASRConfig):
     return jax.eval_shape(lambda r: init_params(cfg, r), jax.random.PRNGKey(0))
 
 
-def dummy_inputs(cfg: FunASRConfig, batch: int = 1, frames: int = 16, tokens: int = 24):
-    n = (frames + 7) // 8
-    return (
-        jnp.zeros((batch, frames, cfg.encoder.input_size), jnp.float32),
-        jnp.full((batch,), frames, jnp.int32),
-        jnp.zeros((batch, tokens), jnp.int32),
-        jnp.full((batch,), tokens, jnp.int32),
-        jnp.full((batch,), 2, jnp.int32),
-        jnp.full((batch,), n, jnp.int32),
+def dummy_batch(cfg: FunASRConfig, batch: int = 1, frames: int = 16, tokens: int = 24) -> Batch:
+    """An all-zero `Batch` of the given sizes (for init / shape tracing): audio rows at index 2."""
+    return Batch(
+        feats=jnp.zeros((batch, frames, cfg.encoder.input_size), jnp.float32),
+        feat_lengths=jnp.full((batch,), frames, jnp.int32),
+        input_ids=jnp.zeros((batch, tokens), jnp.int32),
+        token_lengths=jnp.full((batch,), tokens, jnp.int32),
+        audio_start=jnp.full((batch,), 2, jnp.int32),
+        audio_tokens=jnp.full((batch,), min(int(audio_token_count(frames)), tokens - 2), jnp.int32),
     )
 
 

@@ -3,7 +3,7 @@
 `LoRADense` is a drop-in for a bias-free `nn.Dense`: its base weight sits at `<proj>/kernel`
 [in, out] exactly where `nn.Dense` puts it; with `rank > 0` it adds the adapters
 `<proj>/lora_A/kernel` [in, r] and `<proj>/lora_B/kernel` [r, out], which the naming contract
-(`funasr_jax.checkpoint_names`) maps to PyTorch/PEFT `<proj>.lora_A.weight` [r, in] and
+(`funasr_jax.io.names`) maps to PyTorch/PEFT `<proj>.lora_A.weight` [r, in] and
 `<proj>.lora_B.weight` [out, r]:
 
     y = x W + (alpha / r) * dropout(x) A B        (torch: W' = W + (alpha / r) B A)
@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funasr_jax.models.config import LoraConfig
+from sharding.paths import flatten, key_name
 
 ADAPTER_NAMES = ("lora_A", "lora_B")
 
@@ -63,14 +64,6 @@ class LoRADense(nn.Module):
         return y
 
 
-def _key_name(k) -> str:
-    """A path component as a string: plain keys and jax key-path entries (DictKey, GetAttrKey...)."""
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
 def lora_param_filter(path) -> bool:
     """True for LoRA adapter leaves.
 
@@ -80,7 +73,7 @@ def lora_param_filter(path) -> bool:
     if isinstance(path, str):
         parts = path.replace(".", "/").split("/")
     else:
-        parts = [_key_name(k) for k in path]
+        parts = [key_name(k) for k in path]
     return any(p in ADAPTER_NAMES for p in parts)
 
 
@@ -155,6 +148,4 @@ def merge_lora(base: Mapping, adapters: Mapping) -> dict:
 
 def count_adapter_params(params: Mapping) -> int:
     _, ad = split_lora(params)
-    from funasr_jax.checkpoint_names import flatten
-
     return int(sum(np.prod(np.shape(v)) for v in flatten(ad).values()))

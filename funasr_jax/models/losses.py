@@ -9,18 +9,19 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-IGNORE_ID = -100
+from funasr_jax.models.batch import IGNORE_INDEX
+from kernels.ctc import ctc_loss
 
 
 def llm_cross_entropy(logits, labels, row_weight=None):
     """HF-style causal LM loss (fun-asr-nano.md §6.6): position l predicts labels[l + 1].
 
-    logits [B, L, V] (f32), labels [B, L] (IGNORE_ID = not scored), row_weight [B] (0 drops a
+    logits [B, L, V] (f32), labels [B, L] (IGNORE_INDEX = not scored), row_weight [B] (0 drops a
     padding row). Returns dict(loss = sum / count, sum, count, correct).
     """
     shift_logits = logits[:, :-1].astype(jnp.float32)
     targets = labels[:, 1:]
-    valid = targets != IGNORE_ID
+    valid = targets != IGNORE_INDEX
     if row_weight is not None:
         valid &= (row_weight > 0)[:, None]
     safe = jnp.where(valid, targets, 0)
@@ -41,8 +42,6 @@ def ctc_branch_loss(ctc_logits, logit_lengths, labels, label_lengths, *, blank_i
     alignments count as 0 (zero_infinity) so one bad utterance cannot poison a step.
     Returns dict(loss = sum / count, sum, count).
     """
-    from kernels.ctc import ctc_loss
-
     per_utt = ctc_loss(ctc_logits, logit_lengths, labels, label_lengths, blank_id=blank_id,
                        reduction="none", zero_infinity=True, implementation=implementation)
     w = jnp.ones_like(per_utt) if row_weight is None else (row_weight > 0).astype(per_utt.dtype)

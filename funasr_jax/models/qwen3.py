@@ -9,12 +9,13 @@ Parameter paths mirror the Hugging Face state dict (`checkpoint_names` maps them
 Block: pre-RMSNorm; GQA attention with per-head RMSNorm on q and k *before* RoPE (HF rotate_half
 layout, theta from config), f32 softmax; SwiGLU MLP down(silu(gate(x)) * up(x)).
 
-Two attention paths:
-* no cache (training / scoring): right padding, `lengths` [B] masks keys, causal.
-* with cache (generation): k/v of the L new tokens are written at slot `cache_index` of a
+Three attention modes (`DecoderContext.mode`, chosen by `Qwen3ForCausalLM.__call__`):
+* "train" (no cache; training / scoring): right padding, `lengths` [B] masks keys, causal.
+* "decode" (a cache, generation): k/v of the L new tokens are written at slot `cache_index` of a
   static-size cache [B, S_max, Hkv, head_dim]; queries attend to slots s <= cache_index + t that
-  are also True in `kv_mask` [B, S_max] (left padding). A prefill at Python-int index 0
-  attends to the new k/v only (same result, cheaper).
+  are also True in `kv_mask` [B, S_max] (left padding).
+* "prefill" (a cache and the Python int cache_index 0): written at slot 0, attending to the new
+  k/v only (same result as "decode", cheaper).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import struct
 from jax import lax
 
 from funasr_jax.models.config import Qwen3Config
 from funasr_jax.models.lora import LoRADense
+from funasr_jax.models.remat import remat_layer
+from funasr_jax.models.stack import LayerStack
 from kernels.attention.api import attention
-from sharding.context import constrain
-from sharding.remat import remat_layer
 
 
 class Qwen3InputError(ValueError):
@@ -79,54 +81,96 @@ def _proj(cfg: Qwen3Config, name: str, features: int, dtype) -> LoRADense:
 # ----------------------------------------------------------------------------- blocks
 
 
-class Qwen3Attention(nn.Module):
+MODES = ("train", "prefill", "decode")
+
+
+@struct.dataclass
+class DecoderContext:
+    """Per-call inputs shared by every decoder layer (the per-layer KV cache travels separately).
+
+    positions [B, L] int32: RoPE positions of the L new tokens.
+    lengths [B] int | None: train mode only; keys at or past lengths[b] are masked (right padding).
+    cache_index int32 scalar | None: decode mode only; cache slot of the first new token.
+    kv_mask [B, S_max] bool | None: prefill / decode; False on (left) pad slots. None = no padding.
+    mode (static): "train"   no cache, causal, right padding masked by `lengths`;
+                   "prefill" write k/v at cache slot 0 (static) and attend only to the new k/v;
+                   "decode"  write k/v at `cache_index` and attend over the cache.
+    deterministic (static): no dropout (LoRA) when True.
+
+    `mode` and `deterministic` are not pytree leaves: under jit / jax.checkpoint they are part of
+    the treedef, so they stay Python values (a change recompiles; new positions do not).
+    """
+
+    positions: jax.Array
+    lengths: jax.Array | None = None
+    cache_index: jax.Array | None = None
+    kv_mask: jax.Array | None = None
+    mode: str = struct.field(pytree_node=False, default="train")
+    deterministic: bool = struct.field(pytree_node=False, default=True)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise Qwen3InputError(f"DecoderContext: mode must be one of {MODES}, got {self.mode!r}")
+
+
+class _Qwen3Part(nn.Module):
+    """Fields shared by the Qwen3 modules."""
+
     cfg: Qwen3Config
-    dtype: Any = jnp.float32
-    attention_impl: str | None = None
+    dtype: Any = jnp.float32  # matmul input / activation dtype; params and softmax stay f32
+    attention_impl: str | None = None  # kernels.attention implementation (None = default dispatch)
+
+
+class Qwen3Attention(_Qwen3Part):
+    """GQA self-attention. x [B, L, D], cache {'k', 'v'} [B, S_max, Hkv, hd] | None (train),
+    ctx -> (out [B, L, D], new cache | None)."""
 
     @nn.compact
-    def __call__(self, x, positions, lengths, cache, cache_index, kv_mask, attend_cache: bool,
-                 deterministic: bool):
+    def __call__(self, x, cache, ctx: DecoderContext):
         cfg = self.cfg
+        if (cache is None) != (ctx.mode == "train"):
+            raise Qwen3InputError(f"Qwen3Attention: mode {ctx.mode!r} with cache={'None' if cache is None else 'given'}")
         b, l, _ = x.shape
         hq, hkv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        q = _proj(cfg, "q_proj", hq * hd, self.dtype)(x, deterministic).reshape(b, l, hq, hd)
-        k = _proj(cfg, "k_proj", hkv * hd, self.dtype)(x, deterministic).reshape(b, l, hkv, hd)
-        v = _proj(cfg, "v_proj", hkv * hd, self.dtype)(x, deterministic).reshape(b, l, hkv, hd)
+        det = ctx.deterministic
+        q = _proj(cfg, "q_proj", hq * hd, self.dtype)(x, det).reshape(b, l, hq, hd)
+        k = _proj(cfg, "k_proj", hkv * hd, self.dtype)(x, det).reshape(b, l, hkv, hd)
+        v = _proj(cfg, "v_proj", hkv * hd, self.dtype)(x, det).reshape(b, l, hkv, hd)
         q = RMSNorm(cfg.rms_norm_eps, self.dtype, name="q_norm")(q)
         k = RMSNorm(cfg.rms_norm_eps, self.dtype, name="k_norm")(k)
-        cos, sin = rope_cos_sin(positions, hd, cfg.rope_theta)
+        cos, sin = rope_cos_sin(ctx.positions, hd, cfg.rope_theta)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
         new_cache = None
-        if cache is None:
-            out = attention(q, k, v, kv_lengths=lengths, causal=True, implementation=self.attention_impl)
+        if ctx.mode == "train":
+            out = attention(q, k, v, kv_lengths=ctx.lengths, causal=True, implementation=self.attention_impl)
         else:
-            ck, cv = cache["k"], cache["v"]
-            idx = jnp.asarray(cache_index, jnp.int32)
             zero = jnp.zeros((), jnp.int32)
-            ck = lax.dynamic_update_slice(ck, k.astype(ck.dtype), (zero, idx, zero, zero))
-            cv = lax.dynamic_update_slice(cv, v.astype(cv.dtype), (zero, idx, zero, zero))
+            idx = zero if ctx.mode == "prefill" else jnp.asarray(ctx.cache_index, jnp.int32)
+            ck = lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (zero, idx, zero, zero))
+            cv = lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (zero, idx, zero, zero))
             new_cache = {"k": ck, "v": cv}
             s_max = ck.shape[1]
             # Explicit masks are served by the XLA kernel; asking for it avoids a fallback warning.
             impl = self.attention_impl or "xla"
-            kvm = jnp.ones((b, s_max), bool) if kv_mask is None else kv_mask.astype(bool)
-            if attend_cache:
+            kvm = jnp.ones((b, s_max), bool) if ctx.kv_mask is None else ctx.kv_mask.astype(bool)
+            if ctx.mode == "decode":
                 slot = jnp.arange(s_max)[None, None, :]
                 mask = (slot <= idx + jnp.arange(l)[None, :, None]) & kvm[:, None, :]
                 # Cast cached k/v to the query dtype (bf16 cache with f32 compute must not mismatch).
                 out = attention(q, ck.astype(q.dtype), cv.astype(q.dtype), mask=mask, implementation=impl)
-            elif kv_mask is None:  # prefill at slot 0 without padding: plain causal attention
+            elif ctx.kv_mask is None:  # prefill without padding: plain causal attention
                 out = attention(q, k, v, causal=True, implementation=self.attention_impl)
-            else:  # prefill at slot 0: the cache holds nothing but these L tokens
+            else:  # prefill: the cache holds nothing but these L tokens
                 mask = jnp.broadcast_to(kvm[:, None, :l], (b, l, l))
                 out = attention(q, k, v, causal=True, mask=mask, implementation=impl)
         out = out.reshape(b, l, hq * hd)
-        return _proj(cfg, "o_proj", cfg.hidden_size, self.dtype)(out, deterministic), new_cache
+        return _proj(cfg, "o_proj", cfg.hidden_size, self.dtype)(out, det), new_cache
 
 
 class Qwen3MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)). [B, L, D] -> [B, L, D]."""
+
     cfg: Qwen3Config
     dtype: Any = jnp.float32
 
@@ -138,53 +182,32 @@ class Qwen3MLP(nn.Module):
         return _proj(cfg, "down_proj", cfg.hidden_size, self.dtype)(nn.silu(g) * u, deterministic)
 
 
-class Qwen3DecoderLayer(nn.Module):
-    cfg: Qwen3Config
-    dtype: Any = jnp.float32
-    attention_impl: str | None = None
+class Qwen3DecoderLayer(_Qwen3Part):
+    """Pre-norm block. h [B, L, D], cache (this layer's {'k', 'v'} | None), ctx -> (h, new cache | None).
+
+    Remat: `remat_layer(Qwen3DecoderLayer, policy)` needs no static arguments — `cache` and `ctx`
+    are pytrees whose only Python values (ctx.mode, ctx.deterministic) are non-pytree fields, which
+    jax.checkpoint keeps static through the treedef.
+    """
 
     @nn.compact
-    def __call__(self, h, positions, lengths, cache, cache_index, kv_mask, attend_cache: bool,
-                 deterministic: bool):
+    def __call__(self, h, cache, ctx: DecoderContext):
         cfg = self.cfg
         a, new_cache = Qwen3Attention(cfg, self.dtype, self.attention_impl, name="self_attn")(
-            RMSNorm(cfg.rms_norm_eps, self.dtype, name="input_layernorm")(h),
-            positions, lengths, cache, cache_index, kv_mask, attend_cache, deterministic)
+            RMSNorm(cfg.rms_norm_eps, self.dtype, name="input_layernorm")(h), cache, ctx)
         h = h + a
         m = Qwen3MLP(cfg, self.dtype, name="mlp")(
-            RMSNorm(cfg.rms_norm_eps, self.dtype, name="post_attention_layernorm")(h), deterministic)
+            RMSNorm(cfg.rms_norm_eps, self.dtype, name="post_attention_layernorm")(h), ctx.deterministic)
         return h + m, new_cache
 
 
-class Qwen3Layers(nn.Module):
-    """Container whose children are named "0", "1", ... (HF `model.layers.{i}`)."""
+class Qwen3Model(_Qwen3Part):
+    """HF `model.*`: embeddings, decoder layers `layers/{i}` (a `LayerStack`), final norm.
 
-    cfg: Qwen3Config
-    dtype: Any = jnp.float32
-    attention_impl: str | None = None
-    remat: bool | str = False
+    __call__(inputs_embeds [B, L, D], cache (tuple per layer) | None, ctx) -> (final-normed hidden
+    [B, L, D] in `dtype`, new cache | None).
+    """
 
-    @nn.compact
-    def __call__(self, h, positions, lengths, cache, cache_index, kv_mask, attend_cache: bool,
-                 deterministic: bool):
-        # self=0, h=1, ..., attend_cache=7, deterministic=8 (nn.remat counts self).
-        layer_cls = remat_layer(Qwen3DecoderLayer, self.remat, static_argnums=(7, 8))
-        new_cache = []
-        for i in range(self.cfg.num_hidden_layers):
-            h, c = layer_cls(self.cfg, self.dtype, self.attention_impl, name=str(i))(
-                h, positions, lengths, None if cache is None else cache[i], cache_index, kv_mask,
-                attend_cache, deterministic)
-            h = constrain(h, ("batch", "length", "embed"))
-            new_cache.append(c)
-        return h, (None if cache is None else tuple(new_cache))
-
-
-class Qwen3Model(nn.Module):
-    """HF `model.*`: embeddings, decoder layers, final norm."""
-
-    cfg: Qwen3Config
-    dtype: Any = jnp.float32
-    attention_impl: str | None = None
     remat: bool | str = False
 
     def setup(self):
@@ -192,20 +215,30 @@ class Qwen3Model(nn.Module):
         self.embed_tokens = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype,
                                      param_dtype=jnp.float32,
                                      embedding_init=nn.initializers.normal(stddev=0.02))
-        self.layers = Qwen3Layers(cfg, self.dtype, self.attention_impl, self.remat)
+        layer_args = ((cfg, self.dtype, self.attention_impl),) * cfg.num_hidden_layers
+        self.layers = LayerStack(remat_layer(Qwen3DecoderLayer, self.remat), layer_args, collect=True)
         self.norm = RMSNorm(cfg.rms_norm_eps, self.dtype)
 
     def embed(self, input_ids):
         return self.embed_tokens(input_ids)
 
-    def __call__(self, inputs_embeds, positions, lengths, cache, cache_index, kv_mask, attend_cache,
-                 deterministic):
-        h, new_cache = self.layers(inputs_embeds.astype(self.dtype), positions, lengths, cache,
-                                   cache_index, kv_mask, attend_cache, deterministic)
-        return self.norm(h), new_cache
+    def __call__(self, inputs_embeds, cache, ctx: DecoderContext):
+        per_layer = (None,) * self.cfg.num_hidden_layers if cache is None else tuple(cache)
+        h, new_cache = self.layers(inputs_embeds.astype(self.dtype), ctx, per_layer=per_layer)
+        return self.norm(h), (None if cache is None else new_cache)
 
 
 # ----------------------------------------------------------------------------- causal LM
+
+
+def decoder_context(positions, lengths, cache, cache_index, kv_mask, deterministic: bool) -> DecoderContext:
+    """The context of a `Qwen3ForCausalLM.__call__`: no cache -> "train"; a cache with the Python
+    int cache_index 0 -> "prefill" (only the fresh k/v are needed); any other index -> "decode"."""
+    if cache is None:
+        return DecoderContext(positions, lengths, None, None, "train", deterministic)
+    if isinstance(cache_index, int) and cache_index == 0:
+        return DecoderContext(positions, None, None, kv_mask, "prefill", deterministic)
+    return DecoderContext(positions, None, jnp.asarray(cache_index, jnp.int32), kv_mask, "decode", deterministic)
 
 
 def init_cache(cfg: Qwen3Config, batch: int, max_len: int, dtype=jnp.float32):
@@ -215,7 +248,7 @@ def init_cache(cfg: Qwen3Config, batch: int, max_len: int, dtype=jnp.float32):
                  for _ in range(cfg.num_hidden_layers))
 
 
-class Qwen3ForCausalLM(nn.Module):
+class Qwen3ForCausalLM(_Qwen3Part):
     """Qwen3 causal LM. Params f32; matmul inputs in `dtype`; logits f32.
 
     Methods (use with `module.apply({'params': p}, ..., method=...)`, or from a parent module):
@@ -226,10 +259,7 @@ class Qwen3ForCausalLM(nn.Module):
       init_cache(batch, max_len, dtype=None) -> cache (needs no params; callable unbound)
     """
 
-    cfg: Qwen3Config
-    dtype: Any = jnp.float32
-    attention_impl: str | None = None
-    remat: bool | str = False
+    remat: bool | str = False  # False/"none", True/"block", or a funasr_jax.models.remat policy name
 
     def setup(self):
         self.model = Qwen3Model(self.cfg, self.dtype, self.attention_impl, self.remat)
@@ -271,10 +301,8 @@ class Qwen3ForCausalLM(nn.Module):
             self.model.embed(jnp.zeros((1, 1), jnp.int32))  # create embed_tokens (unused here)
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32)[None], (b, l))
-        # A prefill into slot 0 (static) only needs the fresh k/v; otherwise read the cache.
-        attend_cache = cache is not None and not (isinstance(cache_index, int) and cache_index == 0)
-        h, new_cache = self.model(inputs_embeds, positions, lengths, cache, cache_index, kv_mask,
-                                  attend_cache, deterministic)
+        h, new_cache = self.model(inputs_embeds, cache, decoder_context(
+            positions, lengths, cache, cache_index, kv_mask, deterministic))
         if return_hidden:
             return h, new_cache
         return self.logits_from_hidden(h), new_cache

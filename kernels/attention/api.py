@@ -18,13 +18,11 @@ a failed compile probe on GPU) the next candidate is used and ONE warning per ca
 
 from __future__ import annotations
 
-import functools
-import warnings
-
 import jax
 import jax.numpy as jnp
 
-from kernels._common import KernelUnsupportedError, device_kind, validate_attention_inputs
+from kernels._common import KernelUnsupportedError, validate_attention_inputs
+from kernels._dispatch import Dispatcher, compile_probe, require_compiled
 from kernels.attention import cudnn, pallas_gpu, reference, tpu, xla
 
 IMPLEMENTATIONS = {
@@ -45,31 +43,26 @@ GPU_PREFERENCE: list[tuple[str, tuple[str, ...]]] = [
 ]
 BACKEND_PREFERENCE = {"cpu": ("xla",), "tpu": ("splash", "xla")}
 
-_warned: set[str] = set()
-
-
-def _warn_once(msg: str):
-    if msg not in _warned:
-        _warned.add(msg)
-        warnings.warn(msg, stacklevel=3)
+_DISPATCH = Dispatcher(
+    "attention", IMPLEMENTATIONS, BACKEND_PREFERENCE, GPU_PREFERENCE,
+    unknown=lambda name: f"{name!r} is not an attention implementation ({sorted(IMPLEMENTATIONS)})")
+_warned = _DISPATCH.warned
+_SUPPORT_CHECKS = {"pallas_gpu": pallas_gpu.check_supported, "cudnn": cudnn.check_supported,
+                   "splash": tpu.check_supported}
 
 
 def preference(backend: str | None = None, kind: str | None = None) -> tuple[str, ...]:
     """Implementations tried in order when `implementation=None`."""
-    backend = backend or jax.default_backend()
-    if backend == "gpu":
-        kind = device_kind() if kind is None else kind
-        return next(order for sub, order in GPU_PREFERENCE if sub in kind)
-    return BACKEND_PREFERENCE.get(backend, ("xla",))
+    return _DISPATCH.preference(backend, kind)
 
 
 def default_implementation(backend: str | None = None) -> str:
     return preference(backend)[0]
 
 
-@functools.lru_cache(maxsize=None)
-def _compiles(name: str, dtype, d: int, group: int, causal: bool) -> str | None:
-    """On GPU: compile a tiny fwd+bwd of `name` once per signature; None if fine, else the error."""
+@compile_probe
+def _compiles(name: str, dtype, d: int, group: int, causal: bool):
+    """On GPU: a tiny fwd+bwd of `name` (q [1, 128, group, D], k/v [1, 128, 1, D]) per signature."""
     fn = IMPLEMENTATIONS[name]
     qs = jax.ShapeDtypeStruct((1, 128, group, d), dtype)
     ks = jax.ShapeDtypeStruct((1, 128, 1, d), dtype)
@@ -79,49 +72,24 @@ def _compiles(name: str, dtype, d: int, group: int, causal: bool) -> str | None:
         out = fn(q, k, v, q_lengths=ln, kv_lengths=ln, causal=causal)
         return out.astype(jnp.float32).sum()
 
-    try:
-        jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(qs, ks, ks, ls).compile()
-        return None
-    except Exception as e:  # noqa: BLE001 - any compile failure means "not usable here"
-        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return jax.grad(loss, argnums=(0, 1, 2)), (qs, ks, ks, ls)
 
 
 def _check(name, q, k, v, mask, causal):
-    if name == "pallas_gpu":
-        pallas_gpu.check_supported(q, k, v, mask=mask)
-    elif name == "cudnn":
-        cudnn.check_supported(q, k, v, mask=mask)
-    elif name == "splash":
-        tpu.check_supported(q, k, v, mask=mask)
-    if name in ("pallas_gpu", "cudnn") and jax.default_backend() == "gpu":
-        err = _compiles(name, jnp.dtype(q.dtype), q.shape[-1], q.shape[2] // k.shape[2], bool(causal))
-        if err:
-            raise KernelUnsupportedError(f"{name} failed to compile here ({err})")
+    """Raises KernelUnsupportedError("<name>: <why>") when `name` cannot serve this call here."""
+    try:
+        if name in _SUPPORT_CHECKS:
+            _SUPPORT_CHECKS[name](q, k, v, mask=mask)
+        if name in ("pallas_gpu", "cudnn") and jax.default_backend() == "gpu":
+            require_compiled(name, _compiles(name, jnp.dtype(q.dtype), q.shape[-1], q.shape[2] // k.shape[2],
+                                             bool(causal)))
+    except KernelUnsupportedError as e:
+        raise KernelUnsupportedError(f"{name}: {e}") from None
 
 
 def select(q, k, v, *, mask=None, causal=False, implementation=None) -> str:
     """The implementation `attention` will use for these inputs (warns once when falling back)."""
-    if isinstance(implementation, str):
-        candidates = (implementation,)
-    elif implementation is None:
-        candidates = preference()
-    else:
-        candidates = tuple(implementation)
-    reasons = []
-    for name in candidates:
-        if name not in IMPLEMENTATIONS:
-            reasons.append(f"{name!r} is not an attention implementation ({sorted(IMPLEMENTATIONS)})")
-            continue
-        try:
-            _check(name, q, k, v, mask, causal)
-        except KernelUnsupportedError as e:
-            reasons.append(f"{name}: {e}")
-            continue
-        if reasons:
-            _warn_once(f"attention: using {name!r} ({'; '.join(reasons)})")
-        return name
-    _warn_once(f"attention: using 'xla' ({'; '.join(reasons)})")
-    return "xla"
+    return _DISPATCH.select(implementation, lambda name: _check(name, q, k, v, mask, causal))
 
 
 def attention(q, k, v, *, q_lengths=None, kv_lengths=None, causal=False, scale=None, mask=None,

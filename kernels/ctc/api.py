@@ -17,18 +17,18 @@ implementation)`:
 
 from __future__ import annotations
 
-import functools
-import warnings
-
 import jax
 import jax.numpy as jnp
 
 from kernels._common import KernelInputError
+from kernels._dispatch import Dispatcher, compile_probe, require_compiled
 from kernels.ctc import pallas_gpu, reference, xla
 
 IMPLEMENTATIONS = ("pallas_gpu", "xla", "reference")
 BACKEND_PREFERENCE = {"gpu": ("pallas_gpu", "xla"), "cpu": ("xla",), "tpu": ("xla",)}
-_warned: set[str] = set()
+_DISPATCH = Dispatcher("ctc_loss", IMPLEMENTATIONS, BACKEND_PREFERENCE,
+                       unknown=lambda name: f"{name!r} is not a CTC implementation {IMPLEMENTATIONS}")
+_warned = _DISPATCH.warned
 
 
 def _validate(logits, logit_lengths, labels, label_lengths, reduction):
@@ -46,9 +46,9 @@ def _validate(logits, logit_lengths, labels, label_lengths, reduction):
         raise KernelInputError(f"ctc_loss: reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
 
 
-@functools.lru_cache(maxsize=None)
-def _gpu_compile_error(dtype) -> str | None:
-    """On GPU: compile a tiny Pallas CTC fwd+bwd once per logits dtype; None if it compiles."""
+@compile_probe
+def _gpu_compile_error(dtype):
+    """On GPU: a tiny Pallas CTC fwd+bwd (logits [2, 40, 300], labels [2, 7]) per logits dtype."""
     x = jax.ShapeDtypeStruct((2, 40, 300), dtype)
     lab = jax.ShapeDtypeStruct((2, 7), jnp.int32)
     ln = jax.ShapeDtypeStruct((2,), jnp.int32)
@@ -57,40 +57,13 @@ def _gpu_compile_error(dtype) -> str | None:
         ext, skip, valid = xla.extended_labels(labels, u_len, 0, pallas_gpu.num_states(7))
         return pallas_gpu.ctc_nll(x, ext, skip, valid, t_len, u_len).sum()
 
-    try:
-        jax.jit(jax.grad(loss)).lower(x, ln, lab, ln).compile()
-        return None
-    except Exception as e:  # noqa: BLE001 - any compile failure means "not usable here"
-        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return jax.grad(loss), (x, ln, lab, ln)
 
 
-def _choose(implementation, dtype) -> str:
-    if isinstance(implementation, str):
-        candidates = (implementation,)
-    elif implementation is None:
-        candidates = BACKEND_PREFERENCE.get(jax.default_backend(), ("xla",))
-    else:
-        candidates = tuple(implementation)
-    reasons = []
-    for name in candidates:
-        if name not in IMPLEMENTATIONS:
-            reasons.append(f"{name!r} is not a CTC implementation {IMPLEMENTATIONS}")
-            continue
-        if name == "pallas_gpu" and jax.default_backend() == "gpu":
-            err = _gpu_compile_error(jnp.dtype(dtype))
-            if err:
-                reasons.append(f"pallas_gpu failed to compile here ({err})")
-                continue
-        if reasons:
-            break
-        return name
-    else:
-        name = "xla"
-    msg = f"ctc_loss: using {name!r} ({'; '.join(reasons)})"
-    if msg not in _warned:
-        _warned.add(msg)
-        warnings.warn(msg, stacklevel=3)
-    return name
+def _check(name: str, dtype) -> None:
+    """Only the compiled Pallas kernel can be refused (on GPU, when its probe fails to compile)."""
+    if name == "pallas_gpu" and jax.default_backend() == "gpu":
+        require_compiled(name, _gpu_compile_error(jnp.dtype(dtype)))
 
 
 def ctc_loss(logits, logit_lengths, labels, label_lengths, *, blank_id: int, reduction: str = "none",
@@ -98,11 +71,11 @@ def ctc_loss(logits, logit_lengths, labels, label_lengths, *, blank_id: int, red
     logits = jnp.asarray(logits)
     labels = jnp.asarray(labels)
     _validate(logits, logit_lengths, labels, label_lengths, reduction)
-    b, t, v = logits.shape
+    _, t, v = logits.shape
     blank = blank_id % v
     t_len = jnp.clip(jnp.asarray(logit_lengths).astype(jnp.int32), 0, t)
     u_len = jnp.clip(jnp.asarray(label_lengths).astype(jnp.int32), 0, labels.shape[1])
-    name = _choose(implementation, logits.dtype)
+    name = _DISPATCH.select(implementation, lambda name: _check(name, logits.dtype))
     if name == "reference":
         nll = jnp.maximum(reference.ctc_loss(logits, logit_lengths, labels, label_lengths, blank_id=blank), 0.0)
     else:

@@ -1,0 +1,110 @@
+"""Data pipeline settings (`DataConfig`) and the error the pipeline raises (`DataError`)."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+
+class DataError(ValueError):
+    """A data problem that stops the pipeline (on_error='raise'); names manifest file:line."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Data pipeline settings.
+
+    bucket_frames: LFR-frame (60 ms) bucket edges, ascending; a batch's feats are [B, edge, 560].
+    batch_size: global batch size (rows over all processes).
+    max_target_tokens: training skips targets with more LLM tokens ("{text}<|im_end|>").
+    token_multiple: L and Lc are rounded up to a multiple of this.
+    noise_dir: folder searched (recursively) for noise audio; None -> no noise.
+    noise_prob: probability an utterance gets noise; SNR ~ N(snr_mean, snr_std) dB.
+    zero_pad_prob: probability a *noised* utterance is zero-padded before the noise is added;
+      before/after each ~ U(0, zero_pad_max_s) s, scaled down to fit the bucket.
+    speed_factors: () for none, else one factor drawn uniformly per utterance and epoch.
+    on_error: 'skip' (bad manifest lines / audio become warnings) or 'raise'.
+    num_workers: grain worker processes (0 = in-process); num_threads / prefetch_buffer:
+      grain threads and prefetched batches per process.
+    instruction_override: None -> each example's manifest instruction; a string -> used for all.
+    first_pass_prompt: put each example's manifest `first_pass` hypothesis in front of its
+      instruction (`prompt.with_first_pass`); every example must have one.
+    """
+
+    train_files: tuple[str, ...] = ()
+    dev_files: tuple[str, ...] = ()
+    test_files: tuple[str, ...] = ()
+    tokenizer: str = ""
+    ctc_tokenizer: str | None = None
+    batch_size: int = 8
+    bucket_frames: tuple[int, ...] = (64, 128, 256, 512)
+    max_target_tokens: int = 256
+    token_multiple: int = 32
+    noise_dir: str | None = None
+    noise_prob: float = 0.3
+    snr_mean: float = 10.0
+    snr_std: float = 5.0
+    zero_pad_prob: float = 0.0
+    zero_pad_max_s: float = 1.0
+    speed_factors: tuple[float, ...] = ()
+    on_error: str = "skip"
+    seed: int = 0
+    shuffle: bool = True
+    drop_remainder: bool = False
+    num_workers: int = 0
+    num_threads: int = 2
+    prefetch_buffer: int = 4
+    instruction_override: str | None = None
+    first_pass_prompt: bool = False
+
+    def validate(self) -> "DataConfig":
+        """Raises ValueError naming the first bad field; returns self."""
+
+        def bad(field: str, why: str):
+            raise ValueError(f"DataConfig.{field}: {why}, got {getattr(self, field)!r}")
+
+        for f in ("train_files", "dev_files", "test_files", "bucket_frames", "speed_factors"):
+            if not isinstance(getattr(self, f), tuple):
+                bad(f, "must be a tuple")
+        for f in ("train_files", "dev_files", "test_files"):
+            if not all(isinstance(p, (str, os.PathLike)) for p in getattr(self, f)):
+                bad(f, "must hold paths")
+        if not isinstance(self.tokenizer, (str, os.PathLike)):
+            bad("tokenizer", "must be a path")
+        if self.ctc_tokenizer is not None and not isinstance(self.ctc_tokenizer, (str, os.PathLike)):
+            bad("ctc_tokenizer", "must be a path or None")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            bad("batch_size", "must be a positive integer")
+        edges = self.bucket_frames
+        if not edges or not all(isinstance(e, int) and e > 0 for e in edges) or list(edges) != sorted(set(edges)):
+            bad("bucket_frames", "must be strictly increasing positive integers")
+        for f in ("max_target_tokens", "token_multiple", "num_threads", "prefetch_buffer"):
+            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
+                bad(f, "must be a positive integer")
+        if self.noise_dir is not None and not isinstance(self.noise_dir, (str, os.PathLike)):
+            bad("noise_dir", "must be a path or None")
+        for f in ("noise_prob", "zero_pad_prob"):
+            v = getattr(self, f)
+            if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                bad(f, "must be a probability in [0, 1]")
+        if not isinstance(self.snr_mean, (int, float)) or not math.isfinite(self.snr_mean):
+            bad("snr_mean", "must be a finite number (dB)")
+        if not isinstance(self.snr_std, (int, float)) or not self.snr_std >= 0:
+            bad("snr_std", "must be >= 0 (dB)")
+        if not isinstance(self.zero_pad_max_s, (int, float)) or not self.zero_pad_max_s >= 0:
+            bad("zero_pad_max_s", "must be >= 0 seconds")
+        if not all(isinstance(f, (int, float)) and 0.5 <= f <= 2.0 for f in self.speed_factors):
+            bad("speed_factors", "must be factors in [0.5, 2.0]")
+        if self.on_error not in ("skip", "raise"):
+            bad("on_error", "must be 'skip' or 'raise'")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            bad("seed", "must be a non-negative integer")
+        for f in ("shuffle", "drop_remainder", "first_pass_prompt"):
+            if not isinstance(getattr(self, f), bool):
+                bad(f, "must be a bool")
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            bad("num_workers", "must be a non-negative integer")
+        if self.instruction_override is not None and not isinstance(self.instruction_override, str):
+            bad("instruction_override", "must be a string or None")
+        return self

@@ -1,0 +1,173 @@
+"""Training batches on grain, with static shapes and exact resumption.
+
+Flow (DESIGN.md "Data flow"): manifest examples -> per-epoch plan (`planning.Planner`: pure function
+of (seed, epoch): length buckets, shuffles, batches, augmentation choices) -> grain
+`MapDataset.range(steps).map(rows.BatchLoader)` (load + augment + fbank/LFR + tokenize + pad) ->
+grain iterator. Dev / test evaluation decodes with `infer.recognizer` (`infer.evaluate`).
+
+- Training skips (with a warning) utterances longer than the largest bucket and targets longer
+  than `max_target_tokens`.
+- Sharding: process p of P gets rows [p*B/P, (p+1)*B/P) of every global batch.
+- Nothing depends on the order batches are produced in, so an iterator restored with
+  `set_state` continues exactly.
+
+Each element is a `funasr_jax.models.batch.Batch` of numpy arrays, B = batch_size // process_count
+rows, T = the bucket's edge in LFR frames (60 ms), L / Lc planned token / CTC label lengths::
+
+    feats [B, T, 560] f32        feat_lengths [B] i32 (LFR frames)
+    input_ids [B, L] i32 (pad_id)  labels [B, L] i32 (-100)  token_lengths [B] i32
+    audio_start [B] i32          audio_tokens [B] i32 (N = audio_token_count(feat_length))
+    ctc_labels [B, Lc] i32 (0-padded) + ctc_label_lengths [B] i32   (only with a CTC vocabulary)
+    example_index [B] i32 (-1 on padding rows)  weight [B] f32 (0 on padding rows)
+    audio_seconds [B] f32 (duration of the waveform after augmentation)
+
+Padding rows have all lengths 0 (feat_lengths, token_lengths, audio_tokens, ctc_label_lengths).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grain
+import numpy as np
+from absl import flags
+
+from funasr_jax.data.config import DataConfig
+from funasr_jax.data.manifest import Example, read_manifests
+from funasr_jax.data.planning import EpochPlan, Planner, lfr_estimate
+from funasr_jax.data.rows import BatchLoader, count_tokens
+from funasr_jax.text.tokenizer import CTCVocabulary, load_tokenizer
+
+__all__ = ["NOISE_EXTENSIONS", "TrainData", "load_text_tools", "make_train_data", "make_train_iterator",
+           "read_train_examples"]
+
+log = logging.getLogger(__name__)
+
+NOISE_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+
+
+def load_text_tools(cfg: DataConfig):
+    """(LLM tokenizer, CTC vocabulary or None) from cfg.tokenizer / cfg.ctc_tokenizer."""
+    tok = load_tokenizer(cfg.tokenizer)
+    return tok, (CTCVocabulary(cfg.ctc_tokenizer) if cfg.ctc_tokenizer else None)
+
+
+def read_train_examples(cfg: DataConfig) -> list[Example]:
+    """The examples of cfg.train_files (bad lines per cfg.on_error)."""
+    if not cfg.train_files:
+        raise ValueError("DataConfig.train_files: no training manifests given")
+    return read_manifests(cfg.train_files, on_error=cfg.on_error)
+
+
+def _noise_files(noise_dir: str | None) -> list[str]:
+    if noise_dir is None:
+        return []
+    if not os.path.isdir(noise_dir):
+        raise ValueError(f"DataConfig.noise_dir: {noise_dir} is not a directory")
+    files = sorted(p for p in glob.glob(os.path.join(os.fspath(noise_dir), "**", "*"), recursive=True)
+                   if p.lower().endswith(NOISE_EXTENSIONS))
+    if not files:
+        raise ValueError(f"DataConfig.noise_dir: no audio files ({', '.join(NOISE_EXTENSIONS)}) in {noise_dir}")
+    return files
+
+
+def _warn_skipped(reason: str, bad: list[Example]) -> None:
+    for ex in bad[:20]:
+        log.warning("skipping %s (key %r): %s", ex.where, ex.key, reason)
+    if len(bad) > 20:
+        log.warning("... and %d more utterances skipped: %s", len(bad) - 20, reason)
+
+
+def _check_sharding(cfg: DataConfig, process_index: int, process_count: int) -> None:
+    if not (isinstance(process_count, int) and process_count >= 1):
+        raise ValueError(f"process_count must be a positive integer, got {process_count!r}")
+    if not (isinstance(process_index, int) and 0 <= process_index < process_count):
+        raise ValueError(f"process_index must be in [0, {process_count}), got {process_index!r}")
+    if cfg.batch_size % process_count:
+        raise ValueError(f"DataConfig.batch_size {cfg.batch_size} is not divisible by process_count {process_count}")
+
+
+def _iterate(ds, cfg: DataConfig):
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.num_threads,
+                                                 prefetch_buffer_size=cfg.prefetch_buffer))
+    if cfg.num_workers > 0:
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS(sys.argv[:1])
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
+            num_workers=cfg.num_workers, per_worker_buffer_size=cfg.prefetch_buffer))
+    return iter(it_ds)
+
+
+@dataclass
+class TrainData:
+    """The grain training dataset (one element = this process's slice of a global batch).
+
+    dataset: grain MapDataset of batches over `num_epochs` epochs (sys.maxsize steps if None).
+    steps_per_epoch: global batches per epoch (constant across epochs).
+    kept: indices of the examples that take part (others were skipped with a warning).
+    """
+
+    dataset: Any
+    steps_per_epoch: int
+    kept: np.ndarray
+    examples: list[Example]
+    loader: BatchLoader
+
+    def plan(self, epoch: int) -> EpochPlan:
+        return self.loader.planner.plan(epoch)
+
+    def iterator(self):
+        """A grain DatasetIterator (get_state()/set_state(), JSON-serialisable state)."""
+        return _iterate(self.dataset, self.loader.cfg)
+
+
+def make_train_data(cfg: DataConfig, examples: Sequence[Example], tokenizer, ctc_vocab=None,
+                    frontend_cfg=None, process_index: int = 0, process_count: int = 1,
+                    num_epochs: int | None = None) -> TrainData:
+    """Builds the training grain dataset (see module docstring for batch contents)."""
+    cfg.validate()
+    _check_sharding(cfg, process_index, process_count)
+    examples = list(examples)
+    if not examples:
+        raise ValueError("make_train_data: no training examples")
+    text, target, ctc = count_tokens(cfg, examples, tokenizer, ctc_vocab)
+    frames = np.asarray([ex.speech_length for ex in examples], np.int64)
+    too_long = lfr_estimate(frames) > cfg.bucket_frames[-1]
+    too_many = target > cfg.max_target_tokens
+    _warn_skipped(f"longer than the largest bucket ({cfg.bucket_frames[-1]} LFR frames)",
+                  [examples[i] for i in np.flatnonzero(too_long)])
+    _warn_skipped(f"target longer than max_target_tokens={cfg.max_target_tokens}",
+                  [examples[i] for i in np.flatnonzero(too_many & ~too_long)])
+    kept = np.flatnonzero(~too_long & ~too_many)
+    if not len(kept):
+        raise ValueError("make_train_data: every training example was skipped (see warnings)")
+    noise_files = _noise_files(cfg.noise_dir)
+    planner = Planner(cfg, kept, frames, cfg.bucket_frames, text, ctc, has_noise=bool(noise_files))
+    if planner.steps_per_epoch == 0:
+        raise ValueError(f"make_train_data: {len(kept)} examples give no full batch of {cfg.batch_size} "
+                         "(drop_remainder=True)")
+    loader = BatchLoader(cfg, examples, planner, tokenizer, ctc_vocab, frontend_cfg, noise_files,
+                         process_index, process_count)
+    total = sys.maxsize if num_epochs is None else num_epochs * planner.steps_per_epoch
+    ds = grain.MapDataset.range(total).map(loader)
+    return TrainData(dataset=ds, steps_per_epoch=planner.steps_per_epoch, kept=kept,
+                     examples=examples, loader=loader)
+
+
+def make_train_iterator(cfg: DataConfig, examples: Sequence[Example], tokenizer, ctc_vocab=None,
+                        frontend_cfg=None, process_index: int = 0, process_count: int = 1,
+                        num_epochs: int | None = None):
+    """grain DatasetIterator over training batches (this process's rows of each global batch).
+
+    `it.get_state()` is a small JSON-serialisable dict; `it.set_state(state)` on a fresh
+    iterator built from the same config and examples continues with exactly the batches an
+    uninterrupted run would produce.
+    """
+    return make_train_data(cfg, examples, tokenizer, ctc_vocab, frontend_cfg, process_index,
+                           process_count, num_epochs).iterator()

@@ -1,0 +1,263 @@
+"""Padded prompt / feature / label rows: the one `Batch` builder, and the training row loader.
+
+`pad_batch` serves every path that hands the model a batch: training (`BatchLoader`, right
+padding to the planned bucket edge and token length), the scripting API (`infer.api.make_batch`,
+right padding to the longest row) and the recognizer (left-padded prompts for generation, no
+targets). Shapes and units (B rows, T LFR frames of 60 ms, L LLM tokens, Lc CTC labels)::
+
+    feats [B, T, 560] f32 (0 past feat_lengths)      feat_lengths [B] i32 (LFR frames)
+    input_ids [B, L] i32 (pad_id outside the row)    token_lengths [B] i32
+    audio_start [B] i32 (first placeholder, in the padded row)   audio_tokens [B] i32 (N)
+    labels [B, L] i32 (IGNORE_INDEX outside targets) weight [B] f32 (1 real row, 0 padding row)
+    ctc_labels [B, Lc] i32 (0-padded) + ctc_label_lengths [B] i32   (when CTC labels are given)
+    example_index [B] i32 / audio_seconds [B] f32                    (when given)
+
+Side 'right': row b's tokens fill [0, token_lengths[b]); 'left': [L - token_lengths[b], L)
+(what `decode.generate` expects). A padding row (None) has every length 0.
+
+`BatchLoader` is the grain map function of training: global step -> the planned batch's rows of
+this process, each loaded (`audio.io`), augmented per the plan (speed, zero padding, noise), turned
+into features (fbank + LFR 7/6 + CMVN) and a ChatML prompt (`text.prompt.build_prompt`).
+
+- Decoded audio longer than its bucket by <= TRUNCATE_TOLERANCE LFR frames is truncated
+  (manifest rounding); by more, the row becomes a weight-0 row with a warning.
+- A row whose audio cannot be loaded (AudioError / FrontendError) is, with on_error='skip', a
+  weight-0 padding row plus a warning naming the manifest file:line; with 'raise' a `DataError`.
+- Per-row draws (noise file, crop offset, SNR) come from SeedSequence([seed, epoch,
+  example_index, ROW_TAG]): nothing depends on the order batches are produced in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from funasr_jax.audio.frontend import FrontendConfig, FrontendError, extract_features, load_cmvn
+from funasr_jax.audio.io import AudioError, load_audio
+from funasr_jax.data.augment import mix_noise, speed_perturb, zero_pad
+from funasr_jax.data.config import DataConfig, DataError
+from funasr_jax.data.manifest import Example
+from funasr_jax.data.planning import EpochPlan, Planner, SharedCache
+from funasr_jax.models.batch import IGNORE_INDEX, Batch
+from funasr_jax.models.config import audio_token_count
+from funasr_jax.text.prompt import PromptIds, build_prompt, prompt_pieces, with_first_pass
+
+__all__ = ["BatchLoader", "count_tokens", "example_instruction", "pad_batch", "pad_feats"]
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+TRUNCATE_TOLERANCE = 2  # LFR frames an utterance may exceed its bucket by and be truncated
+ROW_TAG = 1  # SeedSequence tag of per-row draws (plan draws use planning.PLAN_TAG)
+
+
+# --------------------------------------------------------------------------- padding
+
+
+def pad_feats(feats: Sequence[np.ndarray | None], length: int | None = None, dim: int | None = None):
+    """Per-row features [T_b, D] (None = padding row) -> (feats [B, T, D] f32 zero-padded, lengths [B] i32).
+
+    T = `length` (default: the longest row); D = `dim` (default: the first real row's).
+    """
+    real = [f for f in feats if f is not None]
+    if dim is None and not real:
+        raise ValueError("pad_feats: no real row to take the feature dimension from; pass dim")
+    t = max((len(f) for f in real), default=0) if length is None else length
+    d = real[0].shape[1] if dim is None else dim
+    x = np.zeros((len(feats), t, d), np.float32)
+    lengths = np.zeros((len(feats),), np.int32)
+    for i, f in enumerate(feats):
+        if f is None:
+            continue
+        if len(f) > t:
+            raise ValueError(f"pad_feats: row {i} has {len(f)} frames, more than the padded length {t}")
+        x[i, :len(f)] = f
+        lengths[i] = len(f)
+    return x, lengths
+
+
+def pad_batch(feats: Sequence[np.ndarray | None], prompts: Sequence[PromptIds | None], *, pad_id: int,
+              feat_length: int | None = None, token_length: int | None = None, feat_dim: int | None = None,
+              side: str = "right", targets: bool = True,
+              ctc_labels: Sequence[Sequence[int] | None] | None = None, ctc_length: int | None = None,
+              example_index: Sequence[int] | None = None, audio_seconds: Sequence[float] | None = None) -> Batch:
+    """One padded `Batch` (numpy) from per-row features [T_b, D] and prompts; None = padding row.
+
+    feat_length / token_length / ctc_length: padded T / L / Lc (default: the longest row).
+    side: 'right' (training, teacher forcing) or 'left' (generation: prompts end at column L).
+    targets: fill `labels` and `weight` (False for decoding: both None).
+    ctc_labels: per-row CTC label ids (None: no CTC fields). example_index / audio_seconds:
+    per-row host bookkeeping, copied as given.
+    """
+    if side not in ("right", "left"):
+        raise ValueError(f"pad_batch: side must be 'right' or 'left', got {side!r}")
+    if len(feats) != len(prompts):
+        raise ValueError(f"pad_batch: {len(feats)} feature rows but {len(prompts)} prompts")
+    x, feat_lengths = pad_feats(feats, feat_length, feat_dim)
+    b = len(prompts)
+    token_lengths = np.array([0 if p is None else len(p.input_ids) for p in prompts], np.int32)
+    length = int(token_lengths.max(initial=0)) if token_length is None else token_length
+    if (token_lengths > length).any():
+        raise ValueError(f"pad_batch: a prompt of {token_lengths.max()} tokens exceeds the padded length {length}")
+    ids = np.full((b, length), pad_id, np.int32)
+    labels = np.full((b, length), IGNORE_INDEX, np.int32)
+    audio_start = np.zeros((b,), np.int32)
+    audio_tokens = np.zeros((b,), np.int32)
+    for r, p in enumerate(prompts):
+        if p is None:
+            continue
+        s = length - len(p.input_ids) if side == "left" else 0
+        ids[r, s:s + len(p.input_ids)] = p.input_ids
+        labels[r, s:s + len(p.labels)] = p.labels
+        audio_start[r] = s + p.audio_start
+        audio_tokens[r] = p.n_audio
+    out = {"feats": x, "feat_lengths": feat_lengths, "input_ids": ids, "token_lengths": token_lengths,
+           "audio_start": audio_start, "audio_tokens": audio_tokens}
+    if targets:
+        out["labels"] = labels
+        out["weight"] = np.array([0.0 if p is None else 1.0 for p in prompts], np.float32)
+    if ctc_labels is not None:
+        lc = [0 if c is None else len(c) for c in ctc_labels]
+        out["ctc_labels"] = np.zeros((b, max(lc, default=0) if ctc_length is None else ctc_length), np.int32)
+        for r, c in enumerate(ctc_labels):
+            if c:
+                out["ctc_labels"][r, :len(c)] = c
+        out["ctc_label_lengths"] = np.array(lc, np.int32)
+    if example_index is not None:
+        out["example_index"] = np.asarray(example_index, np.int32)
+    if audio_seconds is not None:
+        out["audio_seconds"] = np.asarray(audio_seconds, np.float32)
+    return Batch(**out)
+
+
+# --------------------------------------------------------------------------- prompt text
+
+
+def example_instruction(cfg: DataConfig, ex: Example) -> str:
+    """The user instruction of `ex`'s prompt under `cfg` (override, first-pass line)."""
+    base = cfg.instruction_override if cfg.instruction_override is not None else ex.instruction
+    if not cfg.first_pass_prompt:
+        return base
+    if ex.first_pass is None:
+        raise DataError(f"{ex.where} (key {ex.key!r}): no 'first_pass' field, but data.first_pass_prompt is set; "
+                        "write it with `python -m funasr_jax.first_pass --checkpoint CKPT --data FILE`")
+    return with_first_pass(base, ex.first_pass)
+
+
+def count_tokens(cfg: DataConfig, examples: Sequence[Example], tokenizer, ctc_vocab):
+    """(text tokens [n], target tokens [n], CTC labels [n] or None) per example, as `BatchLoader`
+    builds them: text = prompt pieces + "{target}<|im_end|>" (audio placeholders excluded)."""
+    piece_cache: dict[tuple[str, str], int] = {}
+    text, target, ctc = [], [], []
+    for ex in examples:
+        key = (ex.system, example_instruction(cfg, ex))
+        if key not in piece_cache:
+            before, after = prompt_pieces(*key)
+            piece_cache[key] = len(tokenizer.encode(before)) + len(tokenizer.encode(after))
+        n_tgt = len(tokenizer.encode(f"{ex.target}<|im_end|>"))
+        target.append(n_tgt)
+        text.append(piece_cache[key] + n_tgt)
+        if ctc_vocab is not None:
+            ctc.append(len(ctc_vocab.encode(ex.target)))
+    ctc_arr = np.asarray(ctc, np.int64) if ctc_vocab is not None else None
+    return np.asarray(text, np.int64), np.asarray(target, np.int64), ctc_arr
+
+
+# --------------------------------------------------------------------------- training rows
+
+
+class BatchLoader:
+    """grain map function: global step -> this process's slice of the planned global batch."""
+
+    def __init__(self, cfg: DataConfig, examples: Sequence[Example], planner: Planner, tokenizer,
+                 ctc_vocab, frontend_cfg: FrontendConfig | None, noise_files: Sequence[str], process_index: int,
+                 process_count: int):
+        self.cfg = cfg
+        self.examples = list(examples)
+        self.planner = planner
+        self.tokenizer = tokenizer
+        self.ctc_vocab = ctc_vocab
+        self.frontend_cfg = frontend_cfg if frontend_cfg is not None else FrontendConfig()
+        self.cmvn = load_cmvn(self.frontend_cfg.cmvn_file) if self.frontend_cfg.cmvn_file else None
+        self.noise_files = list(noise_files)
+        self.local_b = cfg.batch_size // process_count
+        self.row0 = process_index * self.local_b
+        self._noise_cache = SharedCache(64)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.planner.steps_per_epoch
+
+    def _noise(self, path: str) -> np.ndarray | None:
+        wav = self._noise_cache.get(path)
+        if wav is None:
+            try:
+                wav = load_audio(path, SAMPLE_RATE)
+            except AudioError as e:
+                log.warning("noise file unusable, utterance left clean: %s", e)
+                return None
+            self._noise_cache.put(path, wav)
+        return wav
+
+    def _wave(self, i: int, epoch: int, plan: EpochPlan) -> np.ndarray:
+        wave = load_audio(self.examples[i].audio_path, SAMPLE_RATE)
+        if plan.factor[i] != 1.0:
+            wave = speed_perturb(wave, float(plan.factor[i]), SAMPLE_RATE)
+        if plan.noise[i] and self.noise_files:
+            rng = np.random.default_rng(np.random.SeedSequence([self.cfg.seed, epoch, i, ROW_TAG]))
+            path = self.noise_files[int(rng.integers(len(self.noise_files)))]
+            snr = float(rng.normal(self.cfg.snr_mean, self.cfg.snr_std))
+            noise = self._noise(path)
+            if noise is not None:
+                ps = float(np.mean(np.square(wave, dtype=np.float64)))
+                wave = zero_pad(wave, float(plan.pad_before[i]), float(plan.pad_after[i]), SAMPLE_RATE)
+                wave = mix_noise(wave, noise, snr, rng, speech_power=ps)
+        return wave
+
+    def _features(self, ex: Example, wave: np.ndarray, edge: int) -> np.ndarray:
+        feats = extract_features(wave, self.frontend_cfg, self.cmvn)
+        if feats.shape[0] == 0:
+            raise AudioError(f"{ex.audio_path}: no feature frames")
+        if feats.shape[0] > edge + TRUNCATE_TOLERANCE:
+            raise AudioError(f"{ex.audio_path}: {feats.shape[0]} LFR frames but the manifest "
+                             f"speech_length {ex.speech_length} put it in the {edge}-frame bucket")
+        return feats[:edge]
+
+    def _row_failed(self, ex: Example, err: Exception) -> None:
+        msg = f"{ex.where} (key {ex.key!r}, audio {ex.audio_path}): {err}"
+        if self.cfg.on_error == "raise":
+            raise DataError(msg) from err
+        log.warning("unusable utterance replaced by a weight-0 padding row: %s", msg)
+
+    def __call__(self, step: int) -> Batch:
+        epoch, s = divmod(int(step), self.planner.steps_per_epoch)
+        plan = self.planner.plan(epoch)
+        edge, lt = int(self.planner.edges[plan.bucket[s]]), int(plan.tokens[s])
+        b = self.local_b
+        feats: list = [None] * b
+        prompts: list = [None] * b
+        ctc: list = [None] * b
+        index, seconds = [-1] * b, [0.0] * b
+        for r, i in enumerate(plan.rows[s, self.row0:self.row0 + b].tolist()):
+            if i < 0:
+                continue
+            ex = self.examples[i]
+            try:
+                wave = self._wave(i, epoch, plan)
+                f = self._features(ex, wave, edge)
+            except (AudioError, FrontendError) as e:
+                self._row_failed(ex, e)
+                continue
+            p = build_prompt(self.tokenizer, system=ex.system, instruction=example_instruction(self.cfg, ex),
+                             n_audio=int(audio_token_count(f.shape[0])), target=ex.target)
+            if len(p.input_ids) > lt:  # the plan's token count is an upper bound by construction
+                raise DataError(f"{ex.where}: {len(p.input_ids)} tokens exceed the planned {lt}")
+            feats[r], prompts[r], index[r], seconds[r] = f, p, i, wave.shape[0] / SAMPLE_RATE
+            if self.ctc_vocab is not None:
+                ctc[r] = list(self.ctc_vocab.encode(ex.target))
+        return pad_batch(feats, prompts, pad_id=self.tokenizer.pad_id, feat_length=edge, token_length=lt,
+                         feat_dim=self.frontend_cfg.feature_dim,
+                         ctc_labels=ctc if self.ctc_vocab is not None else None, ctc_length=int(plan.ctc_tokens[s]),
+                         example_index=index, audio_seconds=seconds)

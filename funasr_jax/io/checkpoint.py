@@ -1,0 +1,216 @@
+"""Our on-disk model format (orbax) and loading from any source a user has.
+
+A *model checkpoint* is a directory:
+    funasr_jax.json   {"format": "funasr-jax", "version": 1, "model": <FunASRConfig dict>,
+                       "tokenizer": <path or null>, "ctc_tokenizer": <path or null>,
+                       "frontend": <FrontendConfig dict>, "prompt": {"first_pass": <bool>},
+                       "decoding": {"ctc_weight": <float>}}
+    params/           orbax StandardCheckpointer tree (f32 or bf16 leaves)
+
+A *training run* directory holds `funasr_jax.json` too and `latest_params.json`, a pointer
+{"params": <params directory relative to the run>, "step": n} that the trainer rewrites after each
+save (`write_params_pointer`); `load_model` follows it, so this module knows nothing of the
+trainer's own layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from funasr_jax import configtools
+from funasr_jax.audio.frontend import FrontendConfig
+from funasr_jax.io.funasr_torch import QWEN_DIR, load_funasr_dir
+from funasr_jax.io.names import CheckpointError, CheckpointMismatchError, flatten, unflatten
+from funasr_jax.models.config import FunASRConfig
+from funasr_jax.models.funasr import abstract_params
+
+META_FILE = "funasr_jax.json"
+POINTER_FILE = "latest_params.json"  # in a run directory: {"params": <dir relative to the run>, "step": n}
+
+
+@dataclass
+class LoadedModel:
+    cfg: FunASRConfig
+    params: dict
+    tokenizer_path: str | None = None
+    ctc_tokenizer_path: str | None = None
+    source: str = ""
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    first_pass_prompt: bool = False  # trained with the CTC hypothesis in the prompt
+    ctc_weight: float = 0.0  # default joint CTC/LLM decoding weight
+
+
+def write_meta(path, cfg: FunASRConfig, tokenizer_path=None, ctc_tokenizer_path=None,
+               frontend: FrontendConfig | None = None, extra=None, first_pass_prompt: bool = False,
+               ctc_weight: float = 0.0):
+    """Write `funasr_jax.json`; tokenizer and CMVN files are copied into the checkpoint so the
+    directory is self-contained (and later edits of the originals cannot change the model).
+    first_pass_prompt: the model expects the CTC hypothesis in its prompt (recorded as
+    `"prompt": {"first_pass": true}`); ctc_weight: default joint CTC/LLM decoding weight
+    (`"decoding": {"ctc_weight": w}`)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    frontend = frontend or FrontendConfig()
+    cmvn = _bundle(frontend.cmvn_file, path)
+    meta = {"format": "funasr-jax", "version": 1, "model": configtools.to_dict(cfg),
+            "tokenizer": _bundle(tokenizer_path, path), "ctc_tokenizer": _bundle(ctc_tokenizer_path, path),
+            "frontend": configtools.to_dict(dataclasses.replace(frontend, cmvn_file=cmvn)),
+            "prompt": {"first_pass": bool(first_pass_prompt)}, "decoding": {"ctc_weight": float(ctc_weight)}}
+    meta.update(extra or {})
+    (path / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+
+
+def _bundle(p, base: Path):
+    """Copy a side file into `base` (if not already there); return its name relative to `base`."""
+    if p is None:
+        return None
+    src = Path(p).resolve()
+    if not src.exists():
+        raise CheckpointError(f"{src}: no such file (needed by the checkpoint in {base})")
+    try:
+        return str(src.relative_to(base.resolve()))
+    except ValueError:
+        dst = base / src.name
+        if dst.resolve() != src:
+            shutil.copyfile(src, dst)
+        return src.name
+
+
+def read_meta(path) -> dict:
+    path = Path(path)
+    f = path / META_FILE
+    if not f.exists():
+        raise CheckpointError(f"{path}: not a funasr-jax checkpoint (no {META_FILE})")
+    try:
+        meta = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{f}: unreadable ({e})") from None
+    if meta.get("format") != "funasr-jax":
+        raise CheckpointError(f"{f}: unknown format {meta.get('format')!r}")
+    return meta
+
+
+def model_config_from_meta(meta: dict, path) -> FunASRConfig:
+    try:
+        return configtools.from_dict(FunASRConfig, meta["model"], "model")
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}/{META_FILE}: bad model config: {e}") from None
+
+
+def save_params(path, params, cfg: FunASRConfig, tokenizer_path=None, ctc_tokenizer_path=None,
+                frontend: FrontendConfig | None = None, first_pass_prompt: bool = False, ctc_weight: float = 0.0):
+    """Write a model checkpoint directory (see module docstring). Overwrites `params/`."""
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    write_meta(path, cfg, tokenizer_path, ctc_tokenizer_path, frontend, first_pass_prompt=first_pass_prompt,
+               ctc_weight=ctc_weight)
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(path / "params", jax.tree_util.tree_map(np.asarray, params), force=True)
+    ckptr.wait_until_finished()
+
+
+def restore_params(params_dir, abstract=None):
+    """Restore an orbax params tree; with `abstract` (ShapeDtypeStructs) every tensor's presence
+    and shape is checked (orbax itself would silently return the stored shapes) and the result is
+    cast to the abstract dtypes. Mismatches raise CheckpointError listing each tensor."""
+    import orbax.checkpoint as ocp
+
+    params_dir = Path(params_dir).absolute()
+    if not params_dir.exists():
+        raise CheckpointError(f"{params_dir}: no such params directory")
+    try:
+        raw = ocp.StandardCheckpointer().restore(params_dir)
+    except Exception as e:  # noqa: BLE001 - orbax raises many kinds on a damaged directory
+        raise CheckpointError(f"{params_dir}: cannot restore ({type(e).__name__}: {e})") from None
+    if abstract is None:
+        return raw
+    have, want = flatten(raw), flatten(abstract)
+    missing = ["/".join(p) for p in want if p not in have]
+    unexpected = ["/".join(p) for p in have if p not in want]
+    misshaped = [("/".join(p), np.shape(have[p]), tuple(want[p].shape)) for p in want
+                 if p in have and tuple(np.shape(have[p])) != tuple(want[p].shape)]
+    if missing or unexpected or misshaped:
+        err = CheckpointMismatchError(missing, unexpected, misshaped, source=str(params_dir))
+        raise CheckpointError(f"params do not match the model config: {err}")
+    return unflatten({p: np.asarray(have[p]).astype(want[p].dtype) for p in want})
+
+
+def write_params_pointer(run_dir, params_dir, step: int | None = None) -> None:
+    """Record in `run_dir` where its newest params are (`params_dir`, absolute or relative to
+    `run_dir`), atomically; `load_model(run_dir)` follows it. A trainer calls this after each save."""
+    run_dir = Path(run_dir)
+    rel = Path(params_dir)
+    if rel.is_absolute():
+        try:
+            rel = rel.relative_to(run_dir.absolute())
+        except ValueError:
+            pass
+    tmp = run_dir / (POINTER_FILE + ".tmp")
+    tmp.write_text(json.dumps({"params": str(rel), "step": step}))
+    tmp.replace(run_dir / POINTER_FILE)
+
+
+def params_dir_of(path) -> Path:
+    """The params directory of a checkpoint (`params/`) or of a run (what its pointer names)."""
+    path = Path(path)
+    pointer = path / POINTER_FILE
+    if not pointer.exists():
+        return path / "params"
+    try:
+        rel = json.loads(pointer.read_text())["params"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{pointer}: unreadable params pointer ({type(e).__name__}: {e})") from None
+    return _resolve_path(rel, path)
+
+
+def load_model(path, *, allow_missing_ctc: bool = True) -> LoadedModel:
+    """Load from a funasr-jax checkpoint, a training run dir, or a FunASR Fun-ASR-Nano directory."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint or model directory")
+    if (path / META_FILE).exists():
+        meta = read_meta(path)
+        cfg = model_config_from_meta(meta, path)
+        params_dir = params_dir_of(path)
+        params = restore_params(params_dir, abstract_params(cfg))
+        tok = _resolve(meta.get("tokenizer"), path)
+        ctc_tok = _resolve(meta.get("ctc_tokenizer"), path)
+        fe = dict(meta.get("frontend") or {})
+        if fe.get("cmvn_file"):
+            fe["cmvn_file"] = _resolve(fe["cmvn_file"], path)
+        try:
+            frontend = configtools.from_dict(FrontendConfig, fe, "frontend")
+        except ValueError as e:
+            raise CheckpointError(f"{path}/{META_FILE}: bad frontend config: {e}") from None
+        prompt = meta.get("prompt") or {}
+        first_pass = prompt.get("first_pass", False)
+        if not isinstance(first_pass, bool):
+            raise CheckpointError(f"{path}/{META_FILE}: prompt.first_pass must be true or false, got {first_pass!r}")
+        weight = (meta.get("decoding") or {}).get("ctc_weight", 0.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight < 1.0:
+            raise CheckpointError(f"{path}/{META_FILE}: decoding.ctc_weight must be a number in [0, 1), got {weight!r}")
+        return LoadedModel(cfg, params, tok, ctc_tok, str(params_dir), frontend, first_pass, float(weight))
+    if (path / "model.pt").exists() or (path / "config.yaml").exists():
+        cfg, params, _ = load_funasr_dir(path, allow_missing=("ctc",) if allow_missing_ctc else ())
+        qwen_dir = path / QWEN_DIR
+        tok = str(qwen_dir / "tokenizer.json") if (qwen_dir / "tokenizer.json").exists() else None
+        return LoadedModel(cfg, params, tok, None, str(path))
+    raise CheckpointError(f"{path}: neither a funasr-jax checkpoint ({META_FILE}) nor a FunASR model "
+                          "directory (config.yaml + model.pt)")
+
+
+def _resolve_path(p, base: Path) -> Path:
+    q = Path(p)
+    return q if q.is_absolute() else (base / q)
+
+
+def _resolve(p, base: Path):
+    return None if p is None else str(_resolve_path(p, base))

@@ -1,0 +1,84 @@
+"""The typed batch every path hands the model: data pipeline, API, recognizer, benchmarks, steps.
+
+`Batch` is a `flax.struct.dataclass` (a pytree: jit, shard and donate it like a dict). Fields,
+B rows (utterances), T LFR frames of 60 ms, L LLM tokens, Lc CTC labels::
+
+    feats          [B, T, 560] f32   stacked fbank (LFR 7/6, CMVN), zero past feat_lengths
+    feat_lengths   [B] i32           valid frames per row (0 on padding rows)
+    input_ids      [B, L] i32        prompt + target ids; audio placeholders are AUDIO_PLACEHOLDER_ID
+    token_lengths  [B] i32           valid tokens per row (right padding)
+    audio_start    [B] i32           index of the first audio placeholder
+    audio_tokens   [B] i32           N placeholders = audio_token_count(feat_lengths) (fun-asr-nano.md §6.4)
+  targets (None where a path has none, e.g. decoding):
+    labels         [B, L] i32        HF-style: IGNORE_INDEX where not scored
+    weight         [B] f32           row weight; 0 = padding row
+    ctc_labels     [B, Lc] i32       CTC-vocabulary ids, 0-padded past ctc_label_lengths
+    ctc_label_lengths [B] i32
+  host-only bookkeeping (dropped by `on_device_fields` before a step):
+    example_index  [B] i32           manifest example index, -1 on padding rows
+    audio_seconds  [B] f32           waveform duration after augmentation
+
+Fields left None are empty subtrees, so a jitted function sees a fixed structure per path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.struct
+import numpy as np
+
+IGNORE_INDEX = -100  # label of a position the LLM loss does not score (HF convention)
+AUDIO_PLACEHOLDER_ID = 0  # input id written where the adaptor's audio rows are spliced in
+
+Array = Any
+
+MODEL_INPUT_FIELDS = ("feats", "feat_lengths", "input_ids", "token_lengths", "audio_start", "audio_tokens")
+TARGET_FIELDS = ("labels", "weight", "ctc_labels", "ctc_label_lengths")
+HOST_FIELDS = ("example_index", "audio_seconds")
+
+
+@flax.struct.dataclass
+class Batch:
+    feats: Array
+    feat_lengths: Array
+    input_ids: Array
+    token_lengths: Array
+    audio_start: Array
+    audio_tokens: Array
+    labels: Array | None = None
+    weight: Array | None = None
+    ctc_labels: Array | None = None
+    ctc_label_lengths: Array | None = None
+    example_index: Array | None = None
+    audio_seconds: Array | None = None
+
+    @property
+    def size(self) -> int:
+        """Rows B."""
+        return int(np.shape(self.feats)[0])
+
+    def on_device_fields(self) -> "Batch":
+        """The batch without the host-only fields (what a jitted step receives)."""
+        return self.replace(example_index=None, audio_seconds=None)
+
+    def arrays(self) -> dict[str, Array]:
+        """{field: array} for the fields that are set."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, Array]) -> "Batch":
+        """Inverse of `arrays`; raises KeyError naming an unknown field or a missing model input."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(arrays) - names)
+        if unknown:
+            raise KeyError(f"Batch: unknown fields {unknown} (fields: {sorted(names)})")
+        missing = [k for k in MODEL_INPUT_FIELDS if k not in arrays]
+        if missing:
+            raise KeyError(f"Batch: missing model inputs {missing}")
+        return cls(**arrays)
+
+    def map(self, fn) -> "Batch":
+        """`fn` applied to every set array (e.g. `np.asarray`, `jnp.asarray`)."""
+        return self.replace(**{k: fn(v) for k, v in self.arrays().items()})

@@ -1,0 +1,239 @@
+"""grain training data: static shapes, batch contents, determinism, resumption, sharding, bad audio."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+from helpers.data import SR, CharCTC, CharTokenizer, fbank_frames, write_corpus, write_noise
+
+from funasr_jax.audio.frontend import extract_features
+from funasr_jax.data.config import DataConfig, DataError
+from funasr_jax.data.datasets import load_text_tools, make_train_data, make_train_iterator
+from funasr_jax.data.manifest import read_manifests
+
+EDGES = (8, 16, 32, 64)  # LFR frames: 0.48 / 0.96 / 1.92 / 3.84 s
+DURS = [0.3, 0.5, 0.7, 0.9, 1.1, 1.3, 1.6, 1.9, 2.2, 2.5, 3.0, 3.5, 0.4, 0.8, 5.0]  # last: too long
+LONG = 14
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("corpus")
+    path = write_corpus(str(d), DURS)
+    return {"dir": str(d), "manifest": path, "noise": write_noise(str(d / "noise")),
+            "examples": read_manifests([path])}
+
+
+def _cfg(corpus, **kw):
+    base = {"train_files": (corpus["manifest"],), "batch_size": 4, "bucket_frames": EDGES, "max_target_tokens": 64,
+            "token_multiple": 16, "seed": 5}
+    base.update(kw)
+    return DataConfig(**base)
+
+
+def _aug(corpus, **kw):
+    aug = {"noise_dir": corpus["noise"], "noise_prob": 0.6, "zero_pad_prob": 0.5, "zero_pad_max_s": 0.4,
+           "speed_factors": (0.9, 1.0, 1.1)}
+    return _cfg(corpus, **{**aug, **kw})
+
+
+def _take(it, n):
+    return [next(it) for _ in range(n)]
+
+
+def _assert_batches_equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        x, y = x.arrays(), y.arrays()
+        assert x.keys() == y.keys()
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+def test_config_validate_names_field(corpus):
+    _cfg(corpus).validate()
+    for kw, field in [({"batch_size": 0}, "batch_size"), ({"bucket_frames": (64, 32)}, "bucket_frames"),
+                      ({"noise_prob": 1.5}, "noise_prob"), ({"on_error": "ignore"}, "on_error"),
+                      ({"speed_factors": (3.0,)}, "speed_factors"), ({"train_files": ["a"]}, "train_files"),
+                      ({"snr_std": -1.0}, "snr_std"), ({"token_multiple": 0}, "token_multiple"),
+                      ({"num_workers": -1}, "num_workers")]:
+        with pytest.raises(ValueError, match=f"DataConfig.{field}"):
+            _cfg(corpus, **kw).validate()
+    with pytest.raises(ValueError, match="process_count"):
+        make_train_data(_cfg(corpus, batch_size=3), corpus["examples"], CharTokenizer(), process_count=2)
+
+
+def test_batch_contents_static_shapes(corpus, caplog):
+    tok, ctc = CharTokenizer(), CharCTC()
+    exs = corpus["examples"]
+    with caplog.at_level(logging.WARNING):
+        td = make_train_data(_cfg(corpus), exs, tok, ctc, num_epochs=1)
+    assert any(f"{exs[LONG].where}" in r.getMessage() and "largest bucket" in r.getMessage() for r in caplog.records)
+    # per bucket: ceil(count / 4) batches; bucket = smallest edge e with fbank frames + 2 <= 6 e
+    fb = [fbank_frames(round(d * SR)) + 2 for d in DURS]
+    counts = [sum(1 for i, f in enumerate(fb) if i != LONG and f <= 6 * e and (k == 0 or f > 6 * EDGES[k - 1]))
+              for k, e in enumerate(EDGES)]
+    assert sum(counts) == len(DURS) - 1
+    assert td.steps_per_epoch == sum(math.ceil(c / 4) for c in counts)
+    seen = []
+    for b in td.iterator():
+        bsz, t_edge, dim = b.feats.shape
+        assert (bsz, dim) == (4, 560) and t_edge in EDGES
+        lt = b.input_ids.shape[1]
+        assert lt % 16 == 0 and b.labels.shape == (4, lt) and b.ctc_labels.shape[1] % 16 == 0
+        assert b.feats.dtype == np.float32 and b.input_ids.dtype == np.int32 and b.weight.dtype == np.float32
+        for r in range(4):
+            i = int(b.example_index[r])
+            if i < 0:
+                assert b.weight[r] == 0 and b.feat_lengths[r] == 0 and b.token_lengths[r] == 0
+                assert not b.feats[r].any() and (b.labels[r] == -100).all()
+                continue
+            seen.append(i)
+            ex = exs[i]
+            wav, _ = sf.read(ex.audio_path, dtype="float32")
+            t = int(b.feat_lengths[r])
+            assert t == math.ceil(fbank_frames(len(wav)) / 6) <= t_edge
+            np.testing.assert_array_equal(b.feats[r, :t], extract_features(wav))
+            assert not b.feats[r, t:].any()
+            n = int(b.audio_tokens[r])
+            assert n == math.ceil(t / 8)
+            s0, ln = int(b.audio_start[r]), int(b.token_lengths[r])
+            ids, labels = b.input_ids[r], b.labels[r]
+            assert (ids[s0:s0 + n] == 0).all() and ids[s0 - 1] != 0 and ids[s0 + n] != 0
+            assert tok.decode(ids[:s0].tolist()).endswith("user\n" + ex.instruction)
+            assert tok.decode(labels[labels != -100].tolist()) == ex.target + "<|im_end|>"
+            assert tok.decode(ids[s0 + n:ln].tolist()) == (
+                "<|im_end|>\n<|im_start|>assistant\n" + ex.target + "<|im_end|>")
+            assert (ids[ln:] == tok.pad_id).all() and (labels[ln:] == -100).all()
+            cl = int(b.ctc_label_lengths[r])
+            assert "".join(CharCTC.chars[c] for c in b.ctc_labels[r, :cl]) == ex.target
+            assert b.weight[r] == 1.0 and abs(b.audio_seconds[r] - len(wav) / SR) < 1e-6
+    assert sorted(seen) == [i for i in range(len(DURS)) if i != LONG]
+    # drop_remainder: only full batches
+    td2 = make_train_data(_cfg(corpus, drop_remainder=True), exs, tok, num_epochs=1)
+    assert td2.steps_per_epoch == sum(c // 4 for c in counts)
+    assert all((b.example_index >= 0).all() and b.ctc_labels is None for b in td2.iterator())
+
+
+def test_determinism_and_epoch_order(corpus):
+    tok, exs = CharTokenizer(), corpus["examples"]
+    cfg = _aug(corpus)
+    spe = make_train_data(cfg, exs, tok).steps_per_epoch
+    a = _take(make_train_iterator(cfg, exs, tok, CharCTC()), 2 * spe)
+    b = _take(make_train_iterator(cfg, exs, tok, CharCTC()), 2 * spe)
+    _assert_batches_equal(a, b)
+    order = [np.concatenate([x.example_index for x in a[e * spe:(e + 1) * spe]]) for e in (0, 1)]
+    assert sorted(order[0][order[0] >= 0].tolist()) == sorted(order[1][order[1] >= 0].tolist())
+    assert not np.array_equal(order[0], order[1])
+    c = _take(make_train_iterator(dataclasses.replace(cfg, seed=6), exs, tok), spe)
+    assert not np.array_equal(np.concatenate([x.example_index for x in c]), order[0])
+
+
+def test_state_roundtrip_mid_epoch(corpus):
+    tok, exs = CharTokenizer(), corpus["examples"]
+    cfg = _aug(corpus)
+    it = make_train_iterator(cfg, exs, tok, CharCTC())
+    _take(it, 3)
+    state = json.loads(json.dumps(it.get_state()))
+    expected = _take(it, 5)  # crosses into epoch 1 (4 steps per epoch)
+    it2 = make_train_iterator(cfg, exs, tok, CharCTC())
+    it2.set_state(state)
+    _assert_batches_equal(_take(it2, 5), expected)
+
+
+def test_process_sharding_concatenates(corpus):
+    tok, exs = CharTokenizer(), corpus["examples"]
+    cfg = _aug(corpus)
+    full = _take(make_train_iterator(cfg, exs, tok, CharCTC()), 5)
+    parts = [_take(make_train_iterator(cfg, exs, tok, CharCTC(), process_index=p, process_count=2), 5)
+             for p in (0, 1)]
+    for g, p0, p1 in zip(full, *parts):
+        g, p0, p1 = g.arrays(), p0.arrays(), p1.arrays()
+        assert p0["feats"].shape[0] == 2
+        for k in g:
+            np.testing.assert_array_equal(np.concatenate([p0[k], p1[k]]), g[k], err_msg=k)
+
+
+def test_augmentation_applied_and_fits_bucket(corpus):
+    tok, exs = CharTokenizer(), corpus["examples"]
+    cfg = _aug(corpus, noise_prob=1.0, zero_pad_prob=1.0, speed_factors=())
+    changed = padded = 0
+    for b in _take(make_train_iterator(cfg, exs, tok), 4):
+        for r in np.flatnonzero(b.weight > 0):
+            ex = exs[int(b.example_index[r])]
+            wav, _ = sf.read(ex.audio_path, dtype="float32")
+            clean = extract_features(wav)
+            t = int(b.feat_lengths[r])
+            assert clean.shape[0] <= t <= b.feats.shape[1]
+            padded += t > clean.shape[0]
+            changed += not np.allclose(b.feats[r, :clean.shape[0]], clean, atol=1e-3)
+    assert padded >= 6 and changed == len(exs) - 1
+
+
+def test_corrupt_and_missing_audio(tmp_path, caplog):
+    path = write_corpus(str(tmp_path), [0.5, 0.6, 0.7, 0.8, 0.9, 0.5])
+    (tmp_path / "wav" / "1.wav").write_bytes(b"RIFF\x00\x01\x00\x00WAVEgarbage")
+    os.remove(tmp_path / "wav" / "3.wav")
+    sf.write(tmp_path / "wav" / "5.wav", np.zeros(SR * 2, np.float32), SR)  # manifest says 0.5 s
+    exs = read_manifests([path])
+    cfg = DataConfig(batch_size=4, bucket_frames=(16, 32), max_target_tokens=64, token_multiple=16, shuffle=False)
+    with caplog.at_level(logging.WARNING, logger="funasr_jax.data.rows"):
+        batches = list(make_train_iterator(cfg, exs, CharTokenizer(), num_epochs=1))
+    assert [b.feats.shape for b in batches] == [(4, 16, 560), (4, 16, 560)]
+    assert [b.input_ids.shape[1] % 16 for b in batches] == [0, 0]
+    idx = np.concatenate([b.example_index for b in batches])
+    w = np.concatenate([b.weight for b in batches])
+    assert idx.tolist() == [0, -1, 2, -1, 4, -1, -1, -1] and w.tolist() == [1, 0, 1, 0, 1, 0, 0, 0]
+    assert not batches[0].feats[1].any() and batches[0].feat_lengths[1] == 0
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any(f"{path}:2" in m and "weight-0" in m for m in msgs)
+    assert any(f"{path}:4" in m and "not found" in m for m in msgs)
+    assert any(f"{path}:6" in m and "speech_length" in m for m in msgs)
+    with pytest.raises(DataError, match=f"{path}:2"):
+        list(make_train_iterator(dataclasses.replace(cfg, on_error="raise"), exs, CharTokenizer(), num_epochs=1))
+
+
+def test_instruction_override(corpus):
+    tok = CharTokenizer()
+    cfg = _cfg(corpus, instruction_override="Speech transcription:")
+    b = next(make_train_iterator(cfg, corpus["examples"], tok))
+    r = int(np.flatnonzero(b.weight > 0)[0])
+    s0 = int(b.audio_start[r])
+    assert tok.decode(b.input_ids[r, :s0].tolist()) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nSpeech transcription:")
+
+
+DEMO = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "data", "demo")
+
+
+def test_demo_corpus_with_real_tokenizers():
+    """The committed demo corpus through load_text_tools (sentencepiece LLM + CTC vocabularies)."""
+    cfg = DataConfig(dev_files=(os.path.join(DEMO, "dev.jsonl"),), tokenizer=os.path.join(DEMO, "tokenizer.model"),
+                     ctc_tokenizer=os.path.join(DEMO, "tokenizer.model"), batch_size=4, bucket_frames=(32, 64, 96),
+                     shuffle=False)
+    tok, ctc = load_text_tools(cfg)
+    exs = read_manifests(cfg.dev_files)[:6]
+    td = make_train_data(cfg, exs, tok, ctc, num_epochs=1)
+    assert len(td.kept) == 6
+    speech_markers = {tok.token_to_id("<|startofspeech|>"), tok.token_to_id("<|endofspeech|>")}
+    seen = []
+    for b in td.iterator():
+        for r in np.flatnonzero(b.weight > 0):
+            ex = exs[int(b.example_index[r])]
+            ids, labels = b.input_ids[r], b.labels[r]
+            assert tok.decode(labels[labels != -100].tolist(), skip_special=False) == ex.target + "<|im_end|>"
+            s0, n, ln = int(b.audio_start[r]), int(b.audio_tokens[r]), int(b.token_lengths[r])
+            assert tok.decode(ids[:s0].tolist(), skip_special=False) == (
+                f"<|im_start|>system\n{ex.system}<|im_end|>\n<|im_start|>user\n{ex.instruction}")
+            assert not speech_markers & set(ids[:ln].tolist())
+            assert ctc.decode(b.ctc_labels[r, :b.ctc_label_lengths[r]].tolist()) == ex.target
+            assert n == math.ceil(b.feat_lengths[r] / 8)
+            seen.append(int(b.example_index[r]))
+    assert sorted(seen) == list(range(6))

@@ -1,0 +1,32 @@
+"""The README's first command, shortened: every stage of the chain runs and the scores print."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quickstart_chain_runs(tmp_path):
+    out = tmp_path / "qs"
+    r = subprocess.run([sys.executable, "-m", "train.quickstart", "--out", str(out), "--scale", "0.001",
+                        "--eval-utts", "6"], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "quickstart: test error rate" in r.stdout
+    scores = json.loads((out / "test_scores.json").read_text())
+    assert set(scores) == {"joint", "llm", "ctc"} and scores["joint"]["ctc_weight"] == 0.5
+    assert all(v["utterances"] == 6 for v in scores.values())
+    # the first-pass manifests cover the training split and the LLM stage trained on them
+    fp = (out / "first_pass" / "train.jsonl").read_text().splitlines()
+    assert len(fp) == 2000 and all("first_pass" in json.loads(l) for l in fp[:5])
+    cfg = json.loads((out / "sft_llm" / "train_config.json").read_text())
+    assert cfg["data"]["train_files"] == [str(out / "first_pass" / "train.jsonl")]
+    meta = json.loads((out / "sft_llm" / "funasr_jax.json").read_text())
+    assert meta["prompt"]["first_pass"] is True
+    rows = [json.loads(l) for l in (out / "test_hyps_joint.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all("first_pass" in r for r in rows)

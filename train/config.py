@@ -1,0 +1,157 @@
+"""The trainer's config schema: one frozen dataclass tree per run (`configs/<stage>.py` builds one).
+
+`TrainConfig` = model (`funasr_jax.models.config.FunASRConfig`) + data (`funasr_jax.data.config.
+DataConfig`) + optim + stage + run + mesh + frontend. `train.main` applies `--preset` and
+`--set a.b=v` and then `validate()`s the whole tree before anything compiles; errors name the
+field. Building or validating a config reads no file; `train.setup` checks it against the
+tokenizer files when a run starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from funasr_jax.audio.frontend import FrontendConfig
+from funasr_jax.configtools import ConfigError
+from funasr_jax.data.config import DataConfig
+from funasr_jax.models.config import FunASRConfig
+from sharding.mesh import MeshError, parse_mesh_shape
+from sharding.rules import RulesError, get_rules
+
+__all__ = ["ConfigError", "MeshConfig", "OptimConfig", "RunConfig", "StageConfig", "TrainConfig"]
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-4
+    schedule: str = "cosine"  # cosine | linear | constant | inverse_sqrt (FunASR warmuplr)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    b1: float = 0.9
+    b2: float = 0.98
+    eps: float = 1e-8
+    grad_clip: float = 5.0
+    accum_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
+
+    def validate(self):
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if self.schedule not in ("cosine", "linear", "constant", "inverse_sqrt"):
+            raise ConfigError(f"optim.schedule: unknown schedule {self.schedule!r}")
+        if self.accum_steps < 1:
+            raise ConfigError(f"optim.accum_steps must be >= 1, got {self.accum_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """What a stage trains and with which losses (funaudio-asr-recipe.md, SFT table).
+
+    trainable: param path prefixes; "llm:lora" = only the LoRA adapters of the LLM (their rank,
+      alpha and targets are model settings: `model.llm.lora`).
+    """
+
+    name: str = "sft"
+    trainable: tuple[str, ...] = ("audio_adaptor",)
+    llm_weight: float = 1.0  # weight of the LLM cross-entropy (0 skips the LLM forward)
+    ctc_weight: float = 0.0  # weight of the CTC loss on the CTC head
+
+    def validate(self):
+        if not self.trainable:
+            raise ConfigError("stage.trainable is empty: nothing would be trained")
+        if self.llm_weight < 0 or self.ctc_weight < 0 or self.llm_weight + self.ctc_weight == 0:
+            raise ConfigError("stage.llm_weight and stage.ctc_weight must be >= 0 and not both 0")
+        known = ("audio_encoder", "audio_adaptor", "llm", "ctc_decoder", "ctc", "*")
+        for p in self.trainable:
+            if p.split("/")[0].split(":")[0] not in known:
+                raise ConfigError(f"stage.trainable: {p!r} names no model part (one of {known})")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out_dir: str = "runs/sft"
+    steps: int = 1000
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 0  # 0 = only at the end
+    eval_at_end: bool = True  # decode the dev set after the last step
+    save_every: int = 500
+    keep: int = 3  # checkpoints kept
+    init_from: str | None = None  # previous stage's run dir / checkpoint / Fun-ASR model dir
+    eval_max_utts: int = 0  # 0 = whole dev set
+    decode_max_tokens: int = 64
+    decode_ctc_weight: float = 0.0  # dev decoding (and the saved model's default): joint CTC/LLM weight
+    progress: bool = True
+    resume: bool = True  # continue from out_dir's newest checkpoint if there is one
+
+    def validate(self):
+        if self.steps < 1:
+            raise ConfigError(f"run.steps must be >= 1, got {self.steps}")
+        if self.keep < 1:
+            raise ConfigError(f"run.keep must be >= 1, got {self.keep}")
+        if not 0.0 <= self.decode_ctc_weight < 1.0:
+            raise ConfigError(f"run.decode_ctc_weight must lie in [0, 1), got {self.decode_ctc_weight}")
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh and sharding (sharding/ package; train/sharded.py applies it).
+
+    preset: sharding.mesh preset (1, 8x-data, 8x-fsdp, 2fsdp-4tensor, 2x8, 4x8, 8x8, auto) or
+      explicit sizes "data=2,fsdp=4,tensor=1".
+    rules: logical->mesh rules table (sharding.rules.RULE_TABLES: default, llm-tp, replicated).
+    rule_overrides: "embed=fsdp", "llm/heads=tensor", "act:batch=data+fsdp", "vocab=" (replicate).
+    min_sharded_size: fail a run that leaves a tensor with more elements than this fully
+      replicated on a mesh with fsdp / tensor > 1 (0 = no check).
+    compilation_cache: persistent XLA compilation cache directory ("" = off; env
+      FUNASR_JAX_NO_COMPILE_CACHE=1 also turns it off).
+    """
+
+    preset: str = "auto"
+    rules: str = "default"
+    rule_overrides: tuple[str, ...] = ()
+    min_sharded_size: int = 1_000_000
+    compilation_cache: str = "~/.cache/funasr_jax/xla"
+
+    def validate(self):
+        try:
+            parse_mesh_shape(self.preset)
+            get_rules(self.rules, self.rule_overrides)
+        except (MeshError, RulesError) as e:
+            raise ConfigError(str(e)) from None
+        if self.min_sharded_size < 0:
+            raise ConfigError(f"mesh.min_sharded_size must be >= 0, got {self.min_sharded_size}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "tiny"
+    model: FunASRConfig = field(default_factory=FunASRConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+
+    def validate(self):
+        for part in (self.data, self.optim, self.stage, self.run, self.mesh):
+            v = getattr(part, "validate", None)
+            if v:
+                try:
+                    v()
+                except ConfigError:
+                    raise
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
+        try:
+            self.model.validate()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if self.stage.ctc_weight > 0 and not self.model.ctc.enabled:
+            raise ConfigError("stage.ctc_weight > 0 but model.ctc.enabled is false")
+        if any(p.endswith(":lora") for p in self.stage.trainable) and self.model.llm.lora.rank <= 0:
+            raise ConfigError("stage.trainable uses 'llm:lora' but model.llm.lora.rank is 0")
+        return self

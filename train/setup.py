@@ -1,0 +1,110 @@
+"""The one way to build a training step: a validated `TrainConfig` (+ a mesh) -> what a step needs.
+
+Two levels, so tools that never touch devices share the same construction:
+
+    parts = stage_parts(cfg)                 # model, abstract params, optimizer, freeze mask, loss
+    built = build_steps(parts, mesh, rules)  # abstract state + the jitted, sharded StepFns
+
+`prepare(cfg)` does both on the config's mesh. The training loop (`train.loop`), the step
+benchmark (`train.bench`) and the memory planner (`train.plan`) all start here; a new stage
+kind (GRPO, pre-training) adds its loss to `StageParts` rather than a fourth copy of this.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import optax
+
+from funasr_jax.models.batch import Batch
+from funasr_jax.models.funasr import FunASRNano, abstract_params
+from sharding.rules import ShardingRules
+from train.config import TrainConfig
+from train.optimizer import make_optimizer
+from train.sharded import ShardedSteps, make_sharded_steps, mesh_and_rules
+from train.step import LossWeights, StepFns, init_state, loss_fn, make_steps, stop_frozen_gradients
+
+
+@dataclass(frozen=True)
+class StageParts:
+    """Everything about one stage's step that needs no device.
+
+    abstract_params: ShapeDtypeStruct tree of the params; mask: same tree of bools (True =
+    trained); tx: the optax chain (frozen leaves carry no state); steps: the pure StepFns.
+    """
+
+    cfg: TrainConfig
+    model: FunASRNano
+    abstract_params: Any
+    tx: optax.GradientTransformation
+    mask: Any
+    weights: LossWeights
+    steps: StepFns
+
+    def frozen_loss(self, params, batch: Batch, rng, norm):
+        """The scalar training loss with frozen parameters behind stop_gradient (what `grad` differentiates)."""
+        return loss_fn(stop_frozen_gradients(params, self.mask), batch, rng, norm, model=self.model,
+                       weights=self.weights)[0]
+
+    def abstract_state(self, seed: int):
+        """ShapeDtypeStruct tree of `init_state(params, tx, seed)`."""
+        return jax.eval_shape(lambda p: init_state(p, self.tx, seed), self.abstract_params)
+
+
+def loss_weights(cfg: TrainConfig) -> LossWeights:
+    return LossWeights(llm=cfg.stage.llm_weight, ctc=cfg.stage.ctc_weight, ctc_blank=cfg.model.ctc.blank,
+                       ctc_impl=cfg.model.ctc_loss_impl)
+
+
+def stage_parts(cfg: TrainConfig, *, total_steps: int | None = None) -> StageParts:
+    """Model, abstract params, optimizer + freeze mask, loss weights and pure steps of `cfg`.
+
+    total_steps: length of the learning-rate schedule (default `cfg.run.steps`).
+    """
+    model = FunASRNano(cfg.model)
+    abstract = abstract_params(cfg.model)
+    tx, mask = make_optimizer(cfg.optim, abstract, cfg.stage.trainable, total_steps or cfg.run.steps)
+    weights = loss_weights(cfg)
+    return StageParts(cfg, model, abstract, tx, mask, weights, make_steps(model, tx, mask, weights))
+
+
+@dataclass(frozen=True)
+class BuiltSteps:
+    """A stage's steps on a mesh: `steps.train(state, batch, norm)` etc. (train.sharded.ShardedSteps)."""
+
+    parts: StageParts
+    mesh: jax.sharding.Mesh
+    rules: ShardingRules
+    seed: int  # the state's RNG seed (init_state)
+    abstract_state: Any
+    steps: ShardedSteps
+
+    def init_state(self, params):
+        """A fresh state on the mesh from params already laid out as `steps.state_shardings["params"]`."""
+        tx, seed = self.parts.tx, self.seed
+        return jax.jit(lambda p: init_state(p, tx, seed), out_shardings=self.steps.state_shardings)(params)
+
+
+def build_steps(parts: StageParts, mesh, rules: ShardingRules, *, seed: int, min_sharded_size: int | None = None
+                ) -> BuiltSteps:
+    """Jit `parts.steps` for `mesh` with explicit shardings (state donated)."""
+    abstract = parts.abstract_state(seed)
+    msz = parts.cfg.mesh.min_sharded_size if min_sharded_size is None else min_sharded_size
+    steps = make_sharded_steps(parts.steps, abstract, mesh, rules, min_sharded_size=msz)
+    return BuiltSteps(parts, mesh, rules, seed, abstract, steps)
+
+
+def prepare(cfg: TrainConfig, *, mesh_preset: str | None = None, devices=None, seed: int | None = None,
+            min_sharded_size: int | None = None, total_steps: int | None = None) -> BuiltSteps:
+    """`stage_parts` + the config's mesh (or `mesh_preset`) + `build_steps`.
+
+    seed: the state's RNG seed (default `cfg.run.seed + 1`, what training uses).
+    """
+    mesh_cfg = cfg.mesh if mesh_preset is None else dataclasses.replace(cfg.mesh, preset=mesh_preset)
+    mesh, rules = mesh_and_rules(mesh_cfg, devices)
+    parts = stage_parts(cfg, total_steps=total_steps)
+    return build_steps(parts, mesh, rules, seed=cfg.run.seed + 1 if seed is None else seed,
+                       min_sharded_size=mesh_cfg.min_sharded_size if min_sharded_size is None else min_sharded_size)
