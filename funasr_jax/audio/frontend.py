@@ -18,7 +18,8 @@ Numerically this is FunASR's `WavFrontend` with dither 0 (fun-asr-nano.md §2):
 Two implementations share the same tables (window, mel matrix, short-window sizes; built once
 in numpy by `frontend_tables`):
 - numpy, one utterance: `fbank_np`, `lfr_np`, `extract_features`;
-- jnp, batched and jittable (cfg is a static Python object): `fbank`, `lfr`, `features`.
+- jnp, batched and jittable (cfg is a static Python object): `frontend_jnp.fbank`, `.lfr`,
+  `.features`.
 
 Clips shorter than 257 samples (16 ms; generally half the FFT size + 1) are rejected: with
 such a short window the FFT shrinks to 256 points or less and some of the 80 mel filters
@@ -29,12 +30,9 @@ refuses as well. A 0-sample clip gives 0 frames (useful for padding rows of a ba
 from __future__ import annotations
 
 import functools
-import math
 import os
 from dataclasses import dataclass
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
@@ -49,15 +47,12 @@ __all__ = [
     "load_cmvn",
     "apply_cmvn",
     "extract_features",
-    "fbank",
-    "lfr",
-    "features",
 ]
 
-_PREEMPH = 0.97
+PREEMPH = 0.97
 _LOW_FREQ_HZ = 20.0
-_LOG_FLOOR = float(np.finfo(np.float32).eps)  # 1.1920929e-07
-_INT16_SCALE = 32768.0
+LOG_FLOOR = float(np.finfo(np.float32).eps)  # 1.1920929e-07
+INT16_SCALE = 32768.0
 
 
 class FrontendError(ValueError):
@@ -221,7 +216,7 @@ def fbank_np(wave: np.ndarray, cfg: FrontendConfig = FrontendConfig()) -> np.nda
     Args: wave [S] float samples in [-1, 1] at cfg.sample_rate.
     Returns: [T_fb, n_mels] float32, T_fb = num_fbank_frames(S).
     """
-    x = _check_wave_np(wave, cfg).astype(np.float64) * _INT16_SCALE
+    x = _check_wave_np(wave, cfg).astype(np.float64) * INT16_SCALE
     t = frontend_tables(cfg)
     n = x.shape[0]
     num = num_fbank_frames(n, cfg)
@@ -235,14 +230,14 @@ def fbank_np(wave: np.ndarray, cfg: FrontendConfig = FrontendConfig()) -> np.nda
     starts = np.arange(num)[:, None] * t.frame_shift
     frames = x[starts + np.arange(win_len)[None, :]]  # [T_fb, win_len]
     frames = frames - frames.mean(axis=1, keepdims=True)
-    frames = np.concatenate([frames[:, :1] * (1.0 - _PREEMPH), frames[:, 1:] - _PREEMPH * frames[:, :-1]], axis=1)
+    frames = np.concatenate([frames[:, :1] * (1.0 - PREEMPH), frames[:, 1:] - PREEMPH * frames[:, :-1]], axis=1)
     frames = frames * window.astype(np.float64)
     power = np.abs(np.fft.rfft(frames, n=t.n_fft, axis=1)) ** 2  # [T_fb, n_fft/2+1]
     energies = power @ t.mel.astype(np.float64)
-    return np.log(np.maximum(energies, _LOG_FLOOR)).astype(np.float32)
+    return np.log(np.maximum(energies, LOG_FLOOR)).astype(np.float32)
 
 
-def _lfr_index(t_out: int, m: int, n: int) -> np.ndarray:
+def lfr_index(t_out: int, m: int, n: int) -> np.ndarray:
     """[t_out, m] unclamped source-frame indices: row i is 6i - 3 ... 6i + 3 (m=7, n=6)."""
     return np.arange(t_out)[:, None] * n + np.arange(m)[None, :] - (m - 1) // 2
 
@@ -259,7 +254,7 @@ def lfr_np(feats: np.ndarray, m: int = 7, n: int = 6) -> np.ndarray:
     t_out = -(-t_fb // n)
     if t_out == 0:
         return np.zeros((0, m * d), np.float32)
-    idx = np.clip(_lfr_index(t_out, m, n), 0, t_fb - 1)
+    idx = np.clip(lfr_index(t_out, m, n), 0, t_fb - 1)
     return feats[idx].reshape(t_out, m * d).astype(np.float32)
 
 
@@ -318,7 +313,7 @@ def apply_cmvn(x, shift, scale):
     return (x + shift) * scale
 
 
-def _resolve_cmvn(cfg: FrontendConfig, cmvn):
+def resolve_cmvn(cfg: FrontendConfig, cmvn):
     if cmvn is None and cfg.cmvn_file is not None:
         return load_cmvn(cfg.cmvn_file)
     return cmvn
@@ -331,127 +326,7 @@ def extract_features(wave: np.ndarray, cfg: FrontendConfig = FrontendConfig(), c
     Returns: [T, lfr_m * n_mels] float32, T = ceil(T_fb / lfr_n) frames of 60 ms.
     """
     x = lfr_np(fbank_np(wave, cfg), cfg.lfr_m, cfg.lfr_n)
-    cmvn = _resolve_cmvn(cfg, cmvn)
+    cmvn = resolve_cmvn(cfg, cmvn)
     if cmvn is not None:
         x = apply_cmvn(x, np.asarray(cmvn[0], np.float32), np.asarray(cmvn[1], np.float32)).astype(np.float32)
     return x
-
-
-# --------------------------------------------------------------------------- jnp path
-
-
-def _check_lengths(lengths, num_samples: int, cfg: FrontendConfig) -> None:
-    """Validates concrete lengths eagerly (skipped when traced: then the caller vouches)."""
-    try:
-        lens = np.asarray(lengths)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return
-    t = frontend_tables(cfg)
-    bad = np.nonzero((lens < 0) | (lens > num_samples) | ((lens > 0) & (lens < t.min_samples)))[0]
-    if bad.size:
-        b = int(bad[0])
-        raise FrontendError(
-            f"lengths[{b}] = {int(lens[b])} is invalid for waves of {num_samples} samples "
-            f"(need 0 or {t.min_samples}..{num_samples})"
-        )
-
-
-def fbank(waves, lengths, cfg: FrontendConfig = FrontendConfig()):
-    """Batched Kaldi fbank (jittable; cfg is static).
-
-    Args:
-      waves: [B, S] float samples in [-1, 1], zero-padded past each clip.
-      lengths: [B] int, valid samples per clip (0 or >= frontend_tables(cfg).min_samples).
-    Returns:
-      feats [B, T_fb_max, n_mels] float32 with T_fb_max = num_fbank_frames(S), frames at or
-      past a clip's own T_fb are 0; fb_lengths [B] int32.
-    """
-    waves = jnp.asarray(waves, jnp.float32)
-    if waves.ndim != 2:
-        raise FrontendError(f"waves must be [B, S], got shape {waves.shape}")
-    lengths = jnp.asarray(lengths)
-    if lengths.shape != waves.shape[:1]:
-        raise FrontendError(f"lengths must be [B] = [{waves.shape[0]}], got shape {lengths.shape}")
-    _check_lengths(lengths, waves.shape[1], cfg)
-    t = frontend_tables(cfg)
-    s = waves.shape[1]
-    t_max = num_fbank_frames(s, cfg)
-    if t_max == 0:
-        return jnp.zeros((waves.shape[0], 0, cfg.n_mels), jnp.float32), jnp.zeros(waves.shape[:1], jnp.int32)
-    lengths = lengths.astype(jnp.int32)
-
-    # Per-clip frame count and window length (the whole clip when shorter than one frame).
-    short = lengths < t.frame_len
-    fb_len = jnp.where(short, (lengths > 0).astype(jnp.int32), 1 + (lengths - t.frame_len) // t.frame_shift)
-    win_len = jnp.where(short, jnp.asarray(t.short_window_len)[jnp.clip(lengths, 0, t.frame_len - 1)], t.frame_len)
-
-    x = waves * _INT16_SCALE
-    if s < t.frame_len:
-        x = jnp.pad(x, ((0, 0), (0, t.frame_len - s)))
-    idx = np.arange(t_max)[:, None] * t.frame_shift + np.arange(t.frame_len)[None, :]
-    frames = x[:, idx]  # [B, T, frame_len]
-
-    pos = jnp.arange(t.frame_len)
-    valid = (pos[None, :] < win_len[:, None]).astype(jnp.float32)[:, None, :]  # [B, 1, frame_len]
-    frames = frames * valid
-    mean = frames.sum(-1, keepdims=True) / win_len.astype(jnp.float32)[:, None, None]
-    frames = (frames - mean) * valid
-    prev = jnp.concatenate([frames[..., :1], frames[..., :-1]], axis=-1)
-    frames = frames - _PREEMPH * prev
-    # Full-length clips use the shared table; a short clip's window spans its own length.
-    n1 = jnp.maximum(win_len - 1, 1).astype(jnp.float32)[:, None]
-    short_win = 0.54 - 0.46 * jnp.cos((2.0 * math.pi) * pos[None, :].astype(jnp.float32) / n1)
-    window = jnp.where((win_len == t.frame_len)[:, None], jnp.asarray(t.window)[None, :], short_win)
-    frames = frames * (window[:, None, :] * valid)
-
-    spec = jnp.fft.rfft(frames, n=t.n_fft, axis=-1)
-    power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
-    energies = jnp.einsum("btf,fm->btm", power, jnp.asarray(t.mel), precision=jax.lax.Precision.HIGHEST)
-    feats = jnp.log(jnp.maximum(energies, _LOG_FLOOR))
-    keep = jnp.arange(t_max)[None, :] < fb_len[:, None]
-    return jnp.where(keep[..., None], feats, 0.0), fb_len
-
-
-def lfr(feats, fb_lengths, m: int = 7, n: int = 6):
-    """Batched LFR stacking with each utterance's own padding (jittable).
-
-    Args: feats [B, T_fb, D]; fb_lengths [B] int (valid fbank frames per row).
-    Returns: x [B, ceil(T_fb / n), m * D] float32 (rows at or past a clip's length are 0) and
-      lfr_lengths [B] int32 = ceil(fb_lengths / n).
-    """
-    feats = jnp.asarray(feats, jnp.float32)
-    if feats.ndim != 3:
-        raise FrontendError(f"feats must be [B, T_fb, D], got shape {feats.shape}")
-    b, t_fb, d = feats.shape
-    fb_lengths = jnp.asarray(fb_lengths).astype(jnp.int32)
-    if fb_lengths.shape != (b,):
-        raise FrontendError(f"fb_lengths must be [B] = [{b}], got shape {fb_lengths.shape}")
-    t_out = -(-t_fb // n)
-    out_len = (fb_lengths + n - 1) // n
-    if t_out == 0:
-        return jnp.zeros((b, 0, m * d), jnp.float32), out_len
-    idx = jnp.asarray(_lfr_index(t_out, m, n))[None]  # [1, T, m]
-    idx = jnp.clip(idx, 0, jnp.maximum(fb_lengths - 1, 0)[:, None, None])  # [B, T, m], right pad per clip
-    x = jnp.take_along_axis(feats, idx.reshape(b, t_out * m, 1), axis=1)  # [B, T*m, D]
-    x = x.reshape(b, t_out, m * d)
-    keep = jnp.arange(t_out)[None, :] < out_len[:, None]
-    return jnp.where(keep[..., None], x, 0.0), out_len
-
-
-def features(waves, lengths, cfg: FrontendConfig = FrontendConfig(), cmvn=None):
-    """Batched encoder input: fbank -> LFR -> CMVN (if `cmvn` or cfg.cmvn_file). Jittable.
-
-    Args: waves [B, S] float in [-1, 1]; lengths [B] int samples.
-    Returns: x [B, T, lfr_m * n_mels] float32 (rows past a clip's length are 0), lengths [B]
-      int32 in frames of lfr_n * 10 ms (60 ms).
-    """
-    fb, fb_len = fbank(waves, lengths, cfg)
-    x, x_len = lfr(fb, fb_len, cfg.lfr_m, cfg.lfr_n)
-    cmvn = _resolve_cmvn(cfg, cmvn)
-    if cmvn is not None:
-        shift = jnp.asarray(cmvn[0], jnp.float32)
-        scale = jnp.asarray(cmvn[1], jnp.float32)
-        keep = jnp.arange(x.shape[1])[None, :] < x_len[:, None]
-        x = jnp.where(keep[..., None], apply_cmvn(x, shift, scale), 0.0)
-    return x, x_len
-
