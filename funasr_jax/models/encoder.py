@@ -4,7 +4,7 @@ Input: LFR features [B, T, input_size] (one frame = 60 ms) and their lengths [B]
 [B, T, output_size] float32 and the same lengths (no subsampling).
 
 Module names mirror FunASR's state-dict keys (`encoders0/0/self_attn/linear_q_k_v/kernel` <->
-`encoders0.0.self_attn.linear_q_k_v.weight`), so `checkpoint_names.params_from_state_dict`
+`encoders0.0.self_attn.linear_q_k_v.weight`), so `funasr_jax.io.names.params_from_state_dict`
 converts a PyTorch checkpoint by renaming alone.
 
 Precision: matmul inputs are cast to `dtype`; the residual stream, LayerNorms, softmax and the

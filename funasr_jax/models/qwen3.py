@@ -1,6 +1,6 @@
 """Qwen3 causal LM in Flax Linen (fun-asr-nano.md §6.1–6.2), with LoRA and a functional KV cache.
 
-Parameter paths mirror the Hugging Face state dict (`checkpoint_names` maps them):
+Parameter paths mirror the Hugging Face state dict (`funasr_jax.io.names` maps them):
 `model/embed_tokens/embedding` [V, D], `model/layers/{i}/self_attn/{q,k,v,o}_proj/kernel`,
 `model/layers/{i}/self_attn/{q,k}_norm/scale` [head_dim], `model/layers/{i}/mlp/{gate,up,down}_proj/kernel`,
 `model/layers/{i}/{input,post_attention}_layernorm/scale`, `model/norm/scale`, and `lm_head/kernel`

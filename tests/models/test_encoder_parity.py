@@ -1,6 +1,6 @@
 """SenseVoiceEncoderSmall (Flax) vs FunASR's PyTorch class with random weights, f32, padded batch.
 
-Weights travel through `checkpoint_names.params_from_state_dict`, so these tests also prove the
+Weights travel through `funasr_jax.io.names.params_from_state_dict`, so these tests also prove the
 naming contract for the encoder.
 """
 

@@ -1,6 +1,6 @@
 """Qwen3ForCausalLM (Flax) vs transformers.Qwen3ForCausalLM (PyTorch, random weights, f32, eager).
 
-Weights move torch -> Flax only through `checkpoint_names.params_from_state_dict`.
+Weights move torch -> Flax only through `funasr_jax.io.names.params_from_state_dict`.
 """
 
 import os
