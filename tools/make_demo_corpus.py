@@ -39,8 +39,10 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from funasr_jax.text.prompt import DEFAULT_SYSTEM_PROMPT as SYSTEM_PROMPT  # noqa: E402
+
 SAMPLE_RATE = 16000
-SYSTEM_PROMPT = "You are a helpful assistant."
 SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|startofspeech|>", "<|endofspeech|>"]
 # Instruction strings of fun-asr-nano.md §6.3, by language of the utterance.
 INSTRUCTIONS = {

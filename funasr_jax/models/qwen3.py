@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from flax import struct
 from jax import lax
 
+from funasr_jax.models.batch import IGNORE_INDEX
 from funasr_jax.models.config import Qwen3Config
 from funasr_jax.models.lora import LoRADense
 from funasr_jax.models.remat import remat_layer
@@ -340,7 +341,7 @@ class Qwen3ForCausalLM(_Qwen3Part):
                 f"Qwen3ForCausalLM: cache_index {cache_index} + {l} new tokens exceeds the cache size {ks[1]}")
 
 
-def causal_lm_loss(logits, labels, ignore_index: int = -100):
+def causal_lm_loss(logits, labels, ignore_index: int = IGNORE_INDEX):
     """HF causal-LM loss: logits [B, L, V] predict labels shifted by one; mean over kept tokens.
 
     labels [B, L] int, `ignore_index` entries skipped. Returns (mean loss f32, number of kept tokens).
