@@ -163,6 +163,11 @@ def params_dir_of(path) -> Path:
     path = Path(path)
     pointer = path / POINTER_FILE
     if not pointer.exists():
+        if not (path / "params").exists() and (path / "checkpoints").is_dir():
+            raise CheckpointError(
+                f"{path}: a training run without {POINTER_FILE} (runs written before the pointer existed); "
+                f"write one naming the params to load, e.g. "
+                f"echo '{{\"params\": \"checkpoints/<step>/params\"}}' > {path / POINTER_FILE}")
         return path / "params"
     try:
         rel = json.loads(pointer.read_text())["params"]
