@@ -1,12 +1,8 @@
 """Glue between the pure steps of `train.step` and a device mesh.
 
-Typical use (train/loop.py)::
+`train.setup.build_steps` is the one caller of `make_sharded_steps`; the loop then does::
 
-    mesh, rules = mesh_and_rules(cfg.mesh)
-    abstract = jax.eval_shape(lambda: init_state(params, tx, seed))     # or from a real state
-    steps = make_sharded_steps(make_steps(model, tx, mask, weights), abstract, mesh, rules,
-                               min_sharded_size=cfg.mesh.min_sharded_size)
-    state = shard_state(init_state(params, tx, seed), steps.state_shardings)
+    state = built.init_state(shard_state(params, steps.state_shardings["params"]))
     state, metrics = steps.train(state, shard_batch(batch, mesh), replicate(norm, mesh))
     steps.counter.count                                                 # compiles so far
 
