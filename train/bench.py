@@ -38,7 +38,7 @@ from train.distributed import enable_compilation_cache, initialize_distributed
 from train.main import load_config, with_model_overrides
 from train.sharded import replicate, shard_batch, shard_state
 from train.step import batch_counts
-from train.synthetic import anchor_shapes, random_params, synthetic_batch  # noqa: F401 (re-exported)
+from train.synthetic import anchor_shapes, random_params, synthetic_batch
 
 # bf16 dense peak FLOP/s per device, matched against `device_kind` (first substring hit wins).
 DEVICE_PEAK_FLOPS: list[tuple[str, float]] = [

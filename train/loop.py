@@ -48,12 +48,15 @@ def merged_model_config(cfg: TrainConfig, source_cfg):
                               ctc_loss_impl=run.ctc_loss_impl, remat=run.remat)
 
 
-def initial_params(cfg: TrainConfig, model_cfg, rng):
-    """Fresh params, overwritten by every matching tensor of `run.init_from` (LoRA stays fresh)."""
+def initial_params(cfg: TrainConfig, model_cfg, rng, source=None):
+    """Fresh params, overwritten by every matching tensor of `run.init_from` (LoRA stays fresh).
+
+    source: `run.init_from` already loaded (a `LoadedModel`), so it is not read twice.
+    """
     fresh = jax.tree_util.tree_map(np.asarray, init_params(model_cfg, rng))
     if not cfg.run.init_from:
         return fresh, {}
-    src = load_model(cfg.run.init_from)
+    src = source if source is not None else load_model(cfg.run.init_from)
     have, new = flatten(src.params), flatten(fresh)
     taken, kept_fresh = 0, []
     for path, v in new.items():
@@ -75,13 +78,13 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
     cfg.validate()
     out = Path(cfg.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    source_cfg = None
+    source = None
     if cfg.run.init_from:
         try:
-            source_cfg = load_model(cfg.run.init_from).cfg
+            source = load_model(cfg.run.init_from)
         except CheckpointError as e:
             raise SystemExit(f"error: run.init_from: {e}") from None
-    model_cfg = merged_model_config(cfg, source_cfg)
+    model_cfg = merged_model_config(cfg, None if source is None else source.cfg)
     cfg = dataclasses.replace(cfg, model=model_cfg)
     (out / "train_config.json").write_text(json.dumps(configtools.to_dict(cfg), indent=2, ensure_ascii=False))
 
@@ -103,9 +106,10 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
         resumed_from = int(state["step"])
         print(f"resumed from {ckpt.dir}/{resumed_from}", file=sys.stderr)
     else:
-        params, init_info = initial_params(cfg, model_cfg, jax.random.PRNGKey(cfg.run.seed))
+        params, init_info = initial_params(cfg, model_cfg, jax.random.PRNGKey(cfg.run.seed), source)
         state = built.init_state(shard_state(params, steps.state_shardings["params"]))
         del params
+    del source  # the init_from params are in the state now (or unused when resuming)
 
     counts = component_counts(state["params"])
     trainable = int(sum(np.size(p) for p, m in zip(jax.tree_util.tree_leaves(state["params"]),

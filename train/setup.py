@@ -107,4 +107,4 @@ def prepare(cfg: TrainConfig, *, mesh_preset: str | None = None, devices=None, s
     mesh, rules = mesh_and_rules(mesh_cfg, devices)
     parts = stage_parts(cfg, total_steps=total_steps)
     return build_steps(parts, mesh, rules, seed=cfg.run.seed + 1 if seed is None else seed,
-                       min_sharded_size=mesh_cfg.min_sharded_size if min_sharded_size is None else min_sharded_size)
+                       min_sharded_size=min_sharded_size)

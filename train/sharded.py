@@ -211,10 +211,3 @@ def shard_batch(batch: Batch, mesh) -> Batch:
         return jax.make_array_from_process_local_data(sh, v)
 
     return Batch(**{k: put(k, v) for k, v in batch.on_device_fields().arrays().items()})
-
-
-def abstract_batch_like(batch: Batch, process_count: int | None = None) -> Batch:
-    """ShapeDtypeStructs of the GLOBAL batch (host-only fields dropped) from one process's local batch."""
-    p = jax.process_count() if process_count is None else process_count
-    return batch.on_device_fields().map(
-        lambda v: jax.ShapeDtypeStruct((np.shape(v)[0] * p,) + tuple(np.shape(v)[1:]), np.asarray(v).dtype))

@@ -27,16 +27,11 @@ import dataclasses
 from typing import Any
 
 import flax.struct
-import numpy as np
 
 IGNORE_INDEX = -100  # label of a position the LLM loss does not score (HF convention)
 AUDIO_PLACEHOLDER_ID = 0  # input id written where the adaptor's audio rows are spliced in
 
 Array = Any
-
-MODEL_INPUT_FIELDS = ("feats", "feat_lengths", "input_ids", "token_lengths", "audio_start", "audio_tokens")
-TARGET_FIELDS = ("labels", "weight", "ctc_labels", "ctc_label_lengths")
-HOST_FIELDS = ("example_index", "audio_seconds")
 
 
 @flax.struct.dataclass
@@ -54,11 +49,6 @@ class Batch:
     example_index: Array | None = None
     audio_seconds: Array | None = None
 
-    @property
-    def size(self) -> int:
-        """Rows B."""
-        return int(np.shape(self.feats)[0])
-
     def on_device_fields(self) -> "Batch":
         """The batch without the host-only fields (what a jitted step receives)."""
         return self.replace(example_index=None, audio_seconds=None)
@@ -66,18 +56,6 @@ class Batch:
     def arrays(self) -> dict[str, Array]:
         """{field: array} for the fields that are set."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, Array]) -> "Batch":
-        """Inverse of `arrays`; raises KeyError naming an unknown field or a missing model input."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(arrays) - names)
-        if unknown:
-            raise KeyError(f"Batch: unknown fields {unknown} (fields: {sorted(names)})")
-        missing = [k for k in MODEL_INPUT_FIELDS if k not in arrays]
-        if missing:
-            raise KeyError(f"Batch: missing model inputs {missing}")
-        return cls(**arrays)
 
     def map(self, fn) -> "Batch":
         """`fn` applied to every set array (e.g. `np.asarray`, `jnp.asarray`)."""
