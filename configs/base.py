@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "data" / "demo"
 # Pieces in data/demo/tokenizer.model (tests/configs check it); the tiny preset's LLM vocabulary.
 # The CTC vocabulary is the same pieces plus a blank.
-DEMO_VOCAB_SIZE = 1275
+DEMO_VOCAB_SIZE = 1600
 # LoRA on every projection of the LLM (SFT 3 / 4).
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

@@ -70,7 +70,7 @@ def test_a_run_whose_tokenizer_does_not_fit_fails_naming_both(tmp_path):
     from train.data import TrainData
 
     cfg = load_config("sft1.py", "tiny", ["model.llm.vocab_size=100"])
-    with pytest.raises(ValueError, match=r"data.tokenizer has 1275 tokens but model.llm.vocab_size is 100"):
+    with pytest.raises(ValueError, match=r"data.tokenizer has 1600 tokens but model.llm.vocab_size is 100"):
         TrainData(cfg)
 
 

@@ -13,7 +13,7 @@ from train.main import load_config
 SLIM = ["model.encoder.num_blocks=2", "model.encoder.tp_blocks=1", "model.adaptor.n_layer=1",
         "model.llm.num_hidden_layers=1", "model.ctc.decoder.n_layer=1", "stage.ctc_weight=0.5",
         "optim.warmup_steps=0", "optim.schedule=constant",
-        "model.llm.vocab_size=1280"]  # the demo tokenizer's 1275, padded to a multiple of 128
+        "model.llm.vocab_size=1664"]  # the demo tokenizer's 1600, padded to a multiple of 128
 
 
 def slim_cfg(extra=()):
