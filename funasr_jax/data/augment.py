@@ -1,17 +1,25 @@
-"""Waveform augmentation (pure numpy; randomness only through an explicit np.random.Generator).
+"""Waveform and feature augmentation (pure numpy; randomness only through an explicit Generator or seed key).
 
 Recipe (funaudio-asr-recipe.md "Noise robustness", "Hallucination mitigation"): noise is mixed
 into ~30% of utterances at SNR ~ N(10 dB, 5 dB) (the caller draws the SNR); zero padding is
 applied *before* the noise so the model sees noise-only stretches it must transcribe as nothing.
 All signals are [S] float32 samples at 16 kHz in [-1, 1].
+
+SpecAugment-style masking (`draw_spec_masks` + `apply_spec_masks`) works on the encoder input
+after CMVN: LFR features [T, lfr_m * n_mels] (60 ms rows of lfr_m stacked n_mels-bin frames). A time
+mask zeroes whole LFR rows; a frequency mask zeroes the same mel bins in every stacked frame.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 import soxr
 
-__all__ = ["mix_noise", "noise_segment", "speed_perturb", "zero_pad"]
+__all__ = ["SpecMasks", "apply_spec_masks", "draw_spec_masks", "mix_noise", "noise_segment", "speed_perturb",
+           "zero_pad"]
 
 SAMPLE_RATE = 16000
 
@@ -52,7 +60,7 @@ def zero_pad(speech: np.ndarray, before_s: float, after_s: float, sr: int = SAMP
     """Prepends round(before_s*sr) and appends round(after_s*sr) zero samples. [S] -> [S']."""
     if before_s < 0 or after_s < 0:
         raise ValueError(f"padding must be >= 0 s, got before={before_s}, after={after_s}")
-    b, a = int(round(before_s * sr)), int(round(after_s * sr))
+    b, a = round(before_s * sr), round(after_s * sr)
     return np.pad(np.asarray(speech, dtype=np.float32), (b, a))
 
 
@@ -67,3 +75,53 @@ def speed_perturb(speech: np.ndarray, factor: float, sr: int = SAMPLE_RATE) -> n
     if factor == 1.0:
         return speech.copy()
     return np.ascontiguousarray(soxr.resample(speech, sr * factor, sr, quality="HQ"), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class SpecMasks:
+    """Masks of one utterance: `time` = ((start, width), ...) in LFR rows, `freq` = ((start, width), ...)
+    in mel bins (0 <= start, start + width <= T or n_mels). A width may be 0 (no-op)."""
+
+    time: tuple[tuple[int, int], ...] = ()
+    freq: tuple[tuple[int, int], ...] = ()
+
+
+def _spans(rng: np.random.Generator, count: int, max_width: int, size: int) -> tuple[tuple[int, int], ...]:
+    """`count` spans in [0, size): width ~ U{0..min(max_width, size)}, start ~ U{0..size - width}."""
+    out = []
+    for _ in range(count):
+        w = int(rng.integers(min(max_width, size) + 1))
+        out.append((int(rng.integers(size - w + 1)), w))
+    return tuple(out)
+
+
+def draw_spec_masks(key: Sequence[int], num_frames: int, n_mels: int, *, time_masks: int, time_width: int,
+                    freq_masks: int, freq_width: int) -> SpecMasks:
+    """Draws the masks of an utterance of `num_frames` LFR rows over `n_mels` mel bins (a pure
+    function of its arguments).
+
+    key: the entropy of the draws (e.g. (seed, epoch, example_index, tag)); time masks draw from
+    SeedSequence([*key, 0]) and frequency masks from SeedSequence([*key, 1]), so changing one
+    kind's settings never changes the other kind's draws. Widths are maxima: each mask's width is
+    uniform in 0..max (capped at the axis size), its start uniform over the positions that fit.
+    """
+    def rng(k: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence([*key, k]))
+
+    return SpecMasks(time=_spans(rng(0), time_masks, time_width, num_frames),
+                     freq=_spans(rng(1), freq_masks, freq_width, n_mels))
+
+
+def apply_spec_masks(feats: np.ndarray, masks: SpecMasks, n_mels: int) -> np.ndarray:
+    """feats [T, k * n_mels] (k stacked frames) -> a masked copy: rows of the time masks and, in
+    each of the k frames, the mel bins of the frequency masks set to 0. `feats` is not modified."""
+    t, d = feats.shape
+    if d % n_mels:
+        raise ValueError(f"feature width {d} is not a multiple of n_mels={n_mels}")
+    out = np.array(feats, dtype=np.float32, copy=True)
+    view = out.reshape(t, d // n_mels, n_mels)
+    for start, width in masks.time:
+        view[start:start + width] = 0.0
+    for start, width in masks.freq:
+        view[:, :, start:start + width] = 0.0
+    return out

@@ -30,6 +30,14 @@ class DataConfig:
     instruction_override: None -> each example's manifest instruction; a string -> used for all.
     first_pass_prompt: put each example's manifest `first_pass` hypothesis in front of its
       instruction (`prompt.with_first_pass`); every example must have one.
+    spec_time_masks / spec_freq_masks: SpecAugment-style masks per training utterance (0 = none),
+      applied to the features after CMVN; each time mask zeroes up to spec_time_mask_frames whole
+      LFR rows (60 ms each), each frequency mask up to spec_freq_mask_bins of the n_mels mel bins
+      (the same bins in all lfr_m stacked frames). Widths are drawn uniformly in 0..max per mask.
+    audio_cache_mb / feature_cache_mb: memory (MiB) for decoded waveforms (float32, as decoded)
+      and for the final features of rows without waveform augmentation in that epoch (before
+      SpecAugment masks); least recently used entries go first; 0 = off. Per process: each grain
+      worker process (num_workers > 0) holds its own. Caching never changes a batch.
     """
 
     train_files: tuple[str, ...] = ()
@@ -57,8 +65,14 @@ class DataConfig:
     prefetch_buffer: int = 4
     instruction_override: str | None = None
     first_pass_prompt: bool = False
+    spec_time_masks: int = 0
+    spec_time_mask_frames: int = 5
+    spec_freq_masks: int = 0
+    spec_freq_mask_bins: int = 30
+    audio_cache_mb: int = 2048
+    feature_cache_mb: int = 1024
 
-    def validate(self) -> "DataConfig":
+    def validate(self) -> DataConfig:
         """Raises ValueError naming the first bad field; returns self."""
 
         def bad(field: str, why: str):
@@ -107,4 +121,16 @@ class DataConfig:
             bad("num_workers", "must be a non-negative integer")
         if self.instruction_override is not None and not isinstance(self.instruction_override, str):
             bad("instruction_override", "must be a string or None")
+        self._validate_masks_and_caches(bad)
         return self
+
+    def _validate_masks_and_caches(self, bad) -> None:
+        for f in ("spec_time_masks", "spec_time_mask_frames", "spec_freq_masks", "spec_freq_mask_bins",
+                  "audio_cache_mb", "feature_cache_mb"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                bad(f, "must be a non-negative integer")
+        if self.spec_time_masks and self.spec_time_mask_frames < 1:
+            bad("spec_time_mask_frames", "must be >= 1 LFR frame when spec_time_masks > 0")
+        if self.spec_freq_masks and self.spec_freq_mask_bins < 1:
+            bad("spec_freq_mask_bins", "must be >= 1 mel bin when spec_freq_masks > 0")

@@ -26,8 +26,8 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from funasr_jax.text.prompt import DEFAULT_SYSTEM_PROMPT
 
@@ -51,7 +51,7 @@ SPEECH_END = "<|endofspeech|>"
 # 'cs' marks zh/en code-switching data.
 LANGUAGES = ("zh", "en", "cs")
 
-_SPEECH_RE = re.compile(re.escape(SPEECH_BEGIN) + r"(.*?)" + re.escape(SPEECH_END), re.S)
+_SPEECH_RE = re.compile(re.escape(SPEECH_BEGIN) + r"(.*?)" + re.escape(SPEECH_END), re.DOTALL)
 
 
 class ManifestError(ValueError):
@@ -233,7 +233,7 @@ def read_manifests(paths: Iterable[str | os.PathLike] | str | os.PathLike, on_er
     for p in paths:
         src = os.fspath(p)
         try:
-            f = open(src, encoding="utf-8")
+            f = open(src, encoding="utf-8")  # noqa: SIM115 (closed by the `with f:` below)
         except OSError as e:
             raise ManifestError(f"{src}: cannot open manifest ({e.strerror or e})") from None
         with f:

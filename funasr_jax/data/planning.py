@@ -25,16 +25,16 @@ An `EpochPlan` of S global batches of B rows::
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from funasr_jax.data.cache import SharedCache
 from funasr_jax.data.config import DataConfig
 from funasr_jax.models.config import audio_token_count
 
-__all__ = ["FBANK_PER_LFR", "FBANK_SLACK", "EpochPlan", "Planner", "SharedCache", "lfr_estimate", "round_up"]
+__all__ = ["FBANK_PER_LFR", "FBANK_SLACK", "EpochPlan", "Planner", "lfr_estimate", "round_up"]
 
 FBANK_PER_LFR = 6  # 10 ms fbank frames per 60 ms LFR frame
 FBANK_SLACK = 2  # fbank frames of slack when bucketing from the manifest speech_length
@@ -48,44 +48,6 @@ def round_up(x: int, m: int) -> int:
 def lfr_estimate(fbank_frames) -> np.ndarray:
     """LFR frames expected for `fbank_frames` 10 ms frames, with slack (vectorised)."""
     return -(-(np.asarray(fbank_frames, np.float64) + FBANK_SLACK).astype(np.int64) // FBANK_PER_LFR)
-
-
-class SharedCache:
-    """A small dict shared by grain threads: bounded (oldest entry evicted first), thread-safe,
-    and pickled empty (each grain worker process fills its own)."""
-
-    def __init__(self, max_items: int):
-        self.max_items = max_items
-        self.lock = threading.Lock()
-        self._items: dict = {}
-
-    def __getstate__(self):
-        return {"max_items": self.max_items}
-
-    def __setstate__(self, d):
-        self.__init__(d["max_items"])
-
-    def get(self, key):
-        with self.lock:
-            return self._items.get(key)
-
-    def put(self, key, value) -> None:
-        with self.lock:
-            self._put(key, value)
-
-    def get_or_make(self, key, make):
-        """The cached value, else `make()` computed under the lock (threads wait for one result)."""
-        with self.lock:
-            value = self._items.get(key)
-            if value is None:
-                value = make()
-                self._put(key, value)
-            return value
-
-    def _put(self, key, value) -> None:
-        if len(self._items) >= self.max_items:
-            self._items.pop(next(iter(self._items)))
-        self._items[key] = value
 
 
 @dataclass(frozen=True)
@@ -132,7 +94,7 @@ class Planner:
         b = cfg.batch_size
         per_bucket = counts // b if cfg.drop_remainder else -(-counts // b)
         self.steps_per_epoch = int(per_bucket.sum())
-        self._plans = SharedCache(2)
+        self._plans = SharedCache(max_items=2)
 
     def plan(self, epoch: int) -> EpochPlan:
         return self._plans.get_or_make(epoch, lambda: self._make(epoch))

@@ -17,14 +17,22 @@ Side 'right': row b's tokens fill [0, token_lengths[b]); 'left': [L - token_leng
 
 `BatchLoader` is the grain map function of training: global step -> the planned batch's rows of
 this process, each loaded (`audio.io`), augmented per the plan (speed, zero padding, noise), turned
-into features (fbank + LFR 7/6 + CMVN) and a ChatML prompt (`text.prompt.build_prompt`).
+into features (fbank + LFR 7/6 + CMVN), optionally masked (SpecAugment-style, `augment.
+draw_spec_masks`) and given a ChatML prompt (`text.prompt.build_prompt`).
 
 - Decoded audio longer than its bucket by <= TRUNCATE_TOLERANCE LFR frames is truncated
   (manifest rounding); by more, the row becomes a weight-0 row with a warning.
 - A row whose audio cannot be loaded (AudioError / FrontendError) is, with on_error='skip', a
   weight-0 padding row plus a warning naming the manifest file:line; with 'raise' a `DataError`.
 - Per-row draws (noise file, crop offset, SNR) come from SeedSequence([seed, epoch,
-  example_index, ROW_TAG]): nothing depends on the order batches are produced in.
+  example_index, ROW_TAG]), SpecAugment masks from (seed, epoch, example_index, SPEC_TAG):
+  nothing depends on the order batches are produced in.
+- Per-process caches (`cache.SharedCache`, bounded by DataConfig.audio_cache_mb /
+  feature_cache_mb): decoded waveforms (float32, exactly as `load_audio` returns them) by example
+  index, and the features [T, 560] + sample count of rows without waveform augmentation in their
+  epoch (speed factor 1.0, no noise), which are a pure function of the file. Masks are applied
+  after the cache. Cached values are read-only and identical to what would be recomputed, so a
+  batch does not depend on what the cache holds (tests/data/test_cache.py).
 """
 
 from __future__ import annotations
@@ -34,15 +42,32 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from funasr_jax.audio.frontend import FrontendConfig, FrontendError, extract_features, load_cmvn
+from funasr_jax.audio.frontend import (
+    FrontendConfig,
+    FrontendError,
+    extract_features,
+    load_cmvn,
+)
 from funasr_jax.audio.io import AudioError, load_audio
-from funasr_jax.data.augment import mix_noise, speed_perturb, zero_pad
+from funasr_jax.data.augment import (
+    apply_spec_masks,
+    draw_spec_masks,
+    mix_noise,
+    speed_perturb,
+    zero_pad,
+)
+from funasr_jax.data.cache import MIB, SharedCache, frozen
 from funasr_jax.data.config import DataConfig, DataError
 from funasr_jax.data.manifest import Example
-from funasr_jax.data.planning import EpochPlan, Planner, SharedCache
+from funasr_jax.data.planning import EpochPlan, Planner
 from funasr_jax.models.batch import IGNORE_INDEX, Batch
 from funasr_jax.models.config import audio_token_count
-from funasr_jax.text.prompt import PromptIds, build_prompt, prompt_pieces, with_first_pass
+from funasr_jax.text.prompt import (
+    PromptIds,
+    build_prompt,
+    prompt_pieces,
+    with_first_pass,
+)
 
 __all__ = ["BatchLoader", "count_tokens", "example_instruction", "pad_batch", "pad_feats"]
 
@@ -51,6 +76,7 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 TRUNCATE_TOLERANCE = 2  # LFR frames an utterance may exceed its bucket by and be truncated
 ROW_TAG = 1  # SeedSequence tag of per-row draws (plan draws use planning.PLAN_TAG)
+SPEC_TAG = 2  # seed-key tag of SpecAugment mask draws
 
 
 # --------------------------------------------------------------------------- padding
@@ -184,7 +210,12 @@ class BatchLoader:
         self.noise_files = list(noise_files)
         self.local_b = cfg.batch_size // process_count
         self.row0 = process_index * self.local_b
-        self._noise_cache = SharedCache(64)
+        self._noise_cache = SharedCache(max_items=64)
+        self._wave_cache = SharedCache(max_bytes=cfg.audio_cache_mb * MIB)
+        self._feature_cache = SharedCache(max_bytes=cfg.feature_cache_mb * MIB)
+        if cfg.spec_freq_masks and cfg.spec_freq_mask_bins > self.frontend_cfg.n_mels:
+            raise ValueError(f"DataConfig.spec_freq_mask_bins: at most the {self.frontend_cfg.n_mels} mel bins "
+                             f"of the front end, got {cfg.spec_freq_mask_bins}")
 
     @property
     def steps_per_epoch(self) -> int:
@@ -201,8 +232,17 @@ class BatchLoader:
             self._noise_cache.put(path, wav)
         return wav
 
+    def _decoded(self, i: int) -> np.ndarray:
+        """Example i's waveform [S] f32 at 16 kHz as decoded (cached, read-only)."""
+        wave = self._wave_cache.get(i)
+        if wave is None:
+            wave = frozen(load_audio(self.examples[i].audio_path, SAMPLE_RATE))
+            self._wave_cache.put(i, wave)
+        return wave
+
     def _wave(self, i: int, epoch: int, plan: EpochPlan) -> np.ndarray:
-        wave = load_audio(self.examples[i].audio_path, SAMPLE_RATE)
+        """Example i's waveform [S'] f32 after the plan's speed / zero padding / noise for `epoch`."""
+        wave = self._decoded(i)
         if plan.factor[i] != 1.0:
             wave = speed_perturb(wave, float(plan.factor[i]), SAMPLE_RATE)
         if plan.noise[i] and self.noise_files:
@@ -215,6 +255,35 @@ class BatchLoader:
                 wave = zero_pad(wave, float(plan.pad_before[i]), float(plan.pad_after[i]), SAMPLE_RATE)
                 wave = mix_noise(wave, noise, snr, rng, speech_power=ps)
         return wave
+
+    def _clean(self, i: int, plan: EpochPlan) -> bool:
+        """Whether example i gets no waveform augmentation in this plan's epoch."""
+        return plan.factor[i] == 1.0 and not (plan.noise[i] and self.noise_files)
+
+    def _row_features(self, i: int, epoch: int, plan: EpochPlan, edge: int) -> tuple[np.ndarray, int]:
+        """(features [T, 560] f32 before masking, read-only if cached; waveform samples after
+        augmentation) of example i in `epoch`; clean rows come from / go to the feature cache."""
+        clean = self._clean(i, plan)
+        if clean:
+            hit = self._feature_cache.get(i)
+            if hit is not None:
+                return hit
+        wave = self._wave(i, epoch, plan)
+        out = (self._features(self.examples[i], wave, edge), int(wave.shape[0]))
+        if clean:
+            self._feature_cache.put(i, (frozen(out[0]), out[1]))
+        return out
+
+    def _masked(self, feats: np.ndarray, i: int, epoch: int) -> np.ndarray:
+        """feats [T, 560] with this row's SpecAugment masks for `epoch` (a copy; feats if none)."""
+        cfg = self.cfg
+        if not (cfg.spec_time_masks or cfg.spec_freq_masks):
+            return feats
+        n_mels = self.frontend_cfg.n_mels
+        masks = draw_spec_masks((cfg.seed, epoch, i, SPEC_TAG), feats.shape[0], n_mels,
+                                time_masks=cfg.spec_time_masks, time_width=cfg.spec_time_mask_frames,
+                                freq_masks=cfg.spec_freq_masks, freq_width=cfg.spec_freq_mask_bins)
+        return apply_spec_masks(feats, masks, n_mels)
 
     def _features(self, ex: Example, wave: np.ndarray, edge: int) -> np.ndarray:
         feats = extract_features(wave, self.frontend_cfg, self.cmvn)
@@ -245,16 +314,16 @@ class BatchLoader:
                 continue
             ex = self.examples[i]
             try:
-                wave = self._wave(i, epoch, plan)
-                f = self._features(ex, wave, edge)
+                f, n_samples = self._row_features(i, epoch, plan, edge)
             except (AudioError, FrontendError) as e:
                 self._row_failed(ex, e)
                 continue
+            f = self._masked(f, i, epoch)
             p = build_prompt(self.tokenizer, system=ex.system, instruction=example_instruction(self.cfg, ex),
                              n_audio=int(audio_token_count(f.shape[0])), target=ex.target)
             if len(p.input_ids) > lt:  # the plan's token count is an upper bound by construction
                 raise DataError(f"{ex.where}: {len(p.input_ids)} tokens exceed the planned {lt}")
-            feats[r], prompts[r], index[r], seconds[r] = f, p, i, wave.shape[0] / SAMPLE_RATE
+            feats[r], prompts[r], index[r], seconds[r] = f, p, i, n_samples / SAMPLE_RATE
             if self.ctc_vocab is not None:
                 ctc[r] = list(self.ctc_vocab.encode(ex.target))
         return pad_batch(feats, prompts, pad_id=self.tokenizer.pad_id, feat_length=edge, token_length=lt,

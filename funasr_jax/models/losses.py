@@ -39,13 +39,15 @@ def ctc_branch_loss(ctc_logits, logit_lengths, labels, label_lengths, *, blank_i
     """CTC loss of the CTC head, averaged per utterance over valid rows.
 
     ctc_logits [B, T, V] unnormalized; labels [B, Lc] padded past label_lengths. Impossible
-    alignments count as 0 (zero_infinity) so one bad utterance cannot poison a step.
+    alignments count as 0 (zero_infinity) so one bad utterance cannot poison a step. A row with
+    audio but an empty label (a noise-only clip) counts: its loss is that of the all-blank path,
+    which teaches the head to emit nothing on noise; rows without audio (padding) do not.
     Returns dict(loss = sum / count, sum, count).
     """
     per_utt = ctc_loss(ctc_logits, logit_lengths, labels, label_lengths, blank_id=blank_id,
                        reduction="none", zero_infinity=True, implementation=implementation)
     w = jnp.ones_like(per_utt) if row_weight is None else (row_weight > 0).astype(per_utt.dtype)
-    w = w * (label_lengths > 0)
+    w = w * (logit_lengths > 0)
     total = (per_utt * w).sum()
     count = w.sum()
     return {"loss": total / jnp.maximum(count, 1.0), "sum": total, "count": count}

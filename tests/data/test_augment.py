@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.data import SR, tone
 
 from funasr_jax.data.augment import mix_noise, speed_perturb, zero_pad
-from helpers.data import SR, tone
 
 
 def _snr_db(speech, mixed, speech_power=None):

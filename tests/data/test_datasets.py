@@ -11,11 +11,22 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers.data import SR, CharCTC, CharTokenizer, fbank_frames, write_corpus, write_noise
+from helpers.data import (
+    SR,
+    CharCTC,
+    CharTokenizer,
+    fbank_frames,
+    write_corpus,
+    write_noise,
+)
 
 from funasr_jax.audio.frontend import extract_features
 from funasr_jax.data.config import DataConfig, DataError
-from funasr_jax.data.datasets import load_text_tools, make_train_data, make_train_iterator
+from funasr_jax.data.datasets import (
+    load_text_tools,
+    make_train_data,
+    make_train_iterator,
+)
 from funasr_jax.data.manifest import read_manifests
 
 EDGES = (8, 16, 32, 64)  # LFR frames: 0.48 / 0.96 / 1.92 / 3.84 s

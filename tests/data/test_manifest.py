@@ -7,9 +7,14 @@ import logging
 import os
 
 import pytest
-
-from funasr_jax.data.manifest import Example, ManifestError, ManifestStats, read_manifests
 from helpers.data import line
+
+from funasr_jax.data.manifest import (
+    Example,
+    ManifestError,
+    ManifestStats,
+    read_manifests,
+)
 
 
 def _write(tmp_path, lines, name="m.jsonl"):
