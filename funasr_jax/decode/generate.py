@@ -75,6 +75,7 @@ class DecodeState(NamedTuple):
     kv_mask: jax.Array  # [B, S_max]
     prompt_lengths: jax.Array  # [B]
     aux: Any = ()  # the token chooser's state (the CTC prefix state for joint decoding)
+    limits: Any = None  # [B] int32: new tokens row b may emit (EOS included); None: N for every row
 
 
 def argmax_chooser(logits, aux):
@@ -95,7 +96,7 @@ def joint_ctc_chooser(ctc_log_probs, ctc_lengths, *, weight: float, blank: int, 
 
 def left_pad(embeds, lengths):
     """Right-padded [B, L, D] (row b valid in [0, lengths[b])) -> left-padded [B, L, D]."""
-    b, l = embeds.shape[:2]
+    l = embeds.shape[1]
     shift = l - jnp.asarray(lengths)
     src = (jnp.arange(l)[None, :] - shift[:, None]) % l
     valid = jnp.arange(l)[None, :] >= shift[:, None]
@@ -111,10 +112,12 @@ def prompt_mask_positions(prompt_lengths, p: int):
 
 
 def prefill(decoder, params, prompt_embeds, prompt_lengths, *, max_new_tokens: int, pad_id: int,
-            eos_id: int, choose=argmax_chooser, aux=()) -> DecodeState:
+            eos_id: int, choose=argmax_chooser, aux=(), limits=None) -> DecodeState:
     """Run the prompt into a fresh cache of P + max_new_tokens slots; pick the first token.
 
-    choose(logits [B, V], aux) -> (tokens [B], aux): the token rule (greedy by default)."""
+    choose(logits [B, V], aux) -> (tokens [B], aux): the token rule (greedy by default).
+    limits: [B] int (>= 1) new tokens each row may emit, or None (max_new_tokens for all); a row
+    is done once it has emitted EOS or reached its limit."""
     b, p, _ = prompt_embeds.shape
     mask, positions = prompt_mask_positions(prompt_lengths, p)
     kv_mask = jnp.concatenate([mask, jnp.ones((b, max_new_tokens), bool)], axis=1)
@@ -122,14 +125,19 @@ def prefill(decoder, params, prompt_embeds, prompt_lengths, *, max_new_tokens: i
     hidden, cache = decoder.forward(params, prompt_embeds, positions, cache, 0, kv_mask)
     first, aux = choose(decoder.logits(params, hidden[:, -1]), aux)
     tokens = jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
-    return DecodeState(jnp.zeros((), jnp.int32), tokens, first == eos_id, cache, kv_mask,
-                       jnp.asarray(prompt_lengths, jnp.int32), aux)
+    done = first == eos_id
+    if limits is not None:
+        limits = jnp.asarray(limits, jnp.int32)
+        done = done | (limits <= 1)
+    return DecodeState(jnp.zeros((), jnp.int32), tokens, done, cache, kv_mask,
+                       jnp.asarray(prompt_lengths, jnp.int32), aux, limits)
 
 
 def decode_step(decoder, params, state: DecodeState, *, eos_id: int, pad_id: int,
                 choose=argmax_chooser) -> DecodeState:
-    """Feed tokens[:, step] and append the greedy next token (pad_id for finished rows)."""
-    b, n = state.tokens.shape
+    """Feed tokens[:, step] and append the greedy next token (pad_id for finished rows; a row
+    reaching its `state.limits` entry is finished after this token)."""
+    n = state.tokens.shape[1]
     p = state.kv_mask.shape[1] - n
     last = jax.lax.dynamic_slice_in_dim(state.tokens, state.step, 1, axis=1)  # [B, 1]
     emb = decoder.embed(params, last)
@@ -138,8 +146,10 @@ def decode_step(decoder, params, state: DecodeState, *, eos_id: int, pad_id: int
     nxt, aux = choose(decoder.logits(params, hidden[:, 0]), state.aux)
     nxt = jnp.where(state.done, pad_id, nxt)
     tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, nxt[:, None], state.step + 1, axis=1)
-    return state._replace(step=state.step + 1, tokens=tokens, done=state.done | (nxt == eos_id),
-                          cache=cache, aux=aux)
+    done = state.done | (nxt == eos_id)
+    if state.limits is not None:
+        done = done | (state.step + 2 >= state.limits)  # this row now holds step + 2 tokens
+    return state._replace(step=state.step + 1, tokens=tokens, done=done, cache=cache, aux=aux)
 
 
 def generated_lengths(tokens, eos_id: int):
@@ -152,26 +162,26 @@ def generated_lengths(tokens, eos_id: int):
 
 @functools.partial(jax.jit, static_argnames=("decoder", "max_new_tokens", "eos_id", "pad_id", "ctc_weight",
                                              "ctc_blank"))
-def _greedy(decoder, params, prompt_embeds, prompt_lengths, ctc, *, max_new_tokens, eos_id, pad_id,
+def _greedy(decoder, params, prompt_embeds, prompt_lengths, ctc, limits, *, max_new_tokens, eos_id, pad_id,
             ctc_weight, ctc_blank):
     if ctc is None:
         choose, aux = argmax_chooser, ()
     else:
         choose, aux = joint_ctc_chooser(*ctc, weight=ctc_weight, blank=ctc_blank, eos_id=eos_id)
     state = prefill(decoder, params, prompt_embeds, prompt_lengths, max_new_tokens=max_new_tokens,
-                    pad_id=pad_id, eos_id=eos_id, choose=choose, aux=aux)
+                    pad_id=pad_id, eos_id=eos_id, choose=choose, aux=aux, limits=limits)
 
     def cond(s):
         return (s.step < max_new_tokens - 1) & ~jnp.all(s.done)
 
     state = jax.lax.while_loop(
         cond, lambda s: decode_step(decoder, params, s, eos_id=eos_id, pad_id=pad_id, choose=choose), state)
-    return state.tokens, generated_lengths(state.tokens, eos_id)
+    return state.tokens, jnp.minimum(generated_lengths(state.tokens, eos_id), limits)
 
 
 def greedy_generate(decoder, params, prompt_embeds, prompt_lengths, *, max_new_tokens: int,
                     eos_id: int, pad_id: int, ctc_log_probs=None, ctc_lengths=None, ctc_weight: float = 0.0,
-                    ctc_blank: int | None = None):
+                    ctc_blank: int | None = None, row_max_new_tokens=None):
     """Greedy decoding of LEFT-padded prompt embeddings.
 
     With `ctc_log_probs` [B, T, V_ctc] (label ids shared with the LLM, blank = `ctc_blank`),
@@ -180,10 +190,14 @@ def greedy_generate(decoder, params, prompt_embeds, prompt_lengths, *, max_new_t
 
     decoder: a `CausalDecoder` (a `Qwen3ForCausalLM` module is wrapped automatically).
     prompt_embeds [B, P, D] left-padded; prompt_lengths [B] int (1 <= len <= P).
+    row_max_new_tokens: optional [B] int >= 1, a per-row cap on the new tokens (EOS included) on
+    top of `max_new_tokens` (values above it are clipped to it): row b stops after
+    min(row_max_new_tokens[b], max_new_tokens) tokens as if it had emitted EOS (pad_id after,
+    no EOS written). A traced array: changing it does not recompile.
     Returns (tokens [B, max_new_tokens] int32 — greedy tokens, the EOS included, pad_id after it,
     matching HF `generate(do_sample=False)`'s new tokens; lengths [B] int32 — tokens up to and
-    including the first EOS, max_new_tokens if none). The loop stops once every row has emitted
-    EOS. Compiled once per (decoder, shapes, max_new_tokens, eos_id, pad_id).
+    including the first EOS, the row's cap if none). The loop stops once every row has emitted
+    EOS or reached its cap. Compiled once per (decoder, shapes, max_new_tokens, eos_id, pad_id).
     """
     if isinstance(decoder, nn.Module):
         decoder = CausalDecoder(decoder)
@@ -198,9 +212,9 @@ def greedy_generate(decoder, params, prompt_embeds, prompt_lengths, *, max_new_t
         ln = np.asarray(prompt_lengths)
     except jax.errors.TracerArrayConversionError:
         ln = None
-    if ln is not None:
-        if ln.min() < 1 or ln.max() > p:
-            raise GenerateInputError(f"greedy_generate: prompt_lengths must lie in [1, P={p}], got {ln.tolist()}")
+    if ln is not None and (ln.min() < 1 or ln.max() > p):
+        raise GenerateInputError(f"greedy_generate: prompt_lengths must lie in [1, P={p}], got {ln.tolist()}")
+    limits = _row_limits(row_max_new_tokens, b, int(max_new_tokens))
     ctc = None
     if ctc_log_probs is not None and ctc_weight > 0:
         if not 0.0 < float(ctc_weight) < 1.0:
@@ -214,7 +228,23 @@ def greedy_generate(decoder, params, prompt_embeds, prompt_lengths, *, max_new_t
             raise GenerateInputError(f"greedy_generate: ctc_blank must index the CTC labels "
                                      f"(V={ctc_log_probs.shape[2]}), got {ctc_blank}")
         ctc = (jnp.asarray(ctc_log_probs, jnp.float32), jnp.asarray(ctc_lengths, jnp.int32))
-    return _greedy(decoder, params, prompt_embeds, jnp.asarray(prompt_lengths, jnp.int32), ctc,
+    return _greedy(decoder, params, prompt_embeds, jnp.asarray(prompt_lengths, jnp.int32), ctc, limits,
                    max_new_tokens=int(max_new_tokens), eos_id=int(eos_id), pad_id=int(pad_id),
                    ctc_weight=float(ctc_weight) if ctc is not None else 0.0,
                    ctc_blank=int(ctc_blank) if ctc is not None else -1)
+
+
+def _row_limits(row_max_new_tokens, b: int, max_new_tokens: int):
+    """Per-row caps [B] int32 = min(row_max_new_tokens, max_new_tokens) (all max_new_tokens if None)."""
+    if row_max_new_tokens is None:
+        return jnp.full((b,), max_new_tokens, jnp.int32)
+    if tuple(jnp.shape(row_max_new_tokens)) != (b,):
+        raise GenerateInputError(f"greedy_generate: row_max_new_tokens must be [B] = ({b},), got "
+                                 f"{tuple(jnp.shape(row_max_new_tokens))}")
+    try:  # checkable only outside a trace
+        lim = np.asarray(row_max_new_tokens)
+    except jax.errors.TracerArrayConversionError:
+        lim = None
+    if lim is not None and lim.min() < 1:
+        raise GenerateInputError(f"greedy_generate: row_max_new_tokens must be >= 1, got {lim.tolist()}")
+    return jnp.minimum(jnp.asarray(row_max_new_tokens, jnp.int32), max_new_tokens)

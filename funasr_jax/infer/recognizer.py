@@ -3,6 +3,14 @@
     rec = Recognizer.from_checkpoint("runs/sft4")
     rec.transcribe(["a.wav", "b.flac"])          # -> ["...", "..."]
 
+Waveforms go through `Recognizer.recognize`: each is cut into segments of at most
+`max_segment_s` seconds at low-energy frames (`audio.activity.plan_segments`), segments whose
+frames all stay below `gate_dbfs` (digital silence, near-silence) are dropped without running the
+model, the rest are decoded in length-sorted batches together with the other files' segments,
+and each file's segment texts are joined in order (`text.join.join_texts`). A silent file gives
+"". The LLM emits at most ceil(tokens_per_second x seconds) + token_slack new tokens per segment
+(besides the caller's max_new_tokens), so noise cannot babble for long.
+
 Audio is bucketed to a few static LFR lengths (multiples of `frame_bucket`) so the jitted
 encoder and generator compile once per bucket, not once per file.
 """
@@ -10,27 +18,44 @@ encoder and generator compile once per bucket, not once per file.
 from __future__ import annotations
 
 import functools
+import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from funasr_jax.audio.activity import frame_grid, speech_segments
 from funasr_jax.audio.frontend import FrontendConfig, extract_features, load_cmvn
 from funasr_jax.audio.io import load_audio
 from funasr_jax.data.rows import pad_batch, pad_feats
 from funasr_jax.decode.generate import CausalDecoder, greedy_generate
-from funasr_jax.io.checkpoint import CheckpointError, LoadedModel, load_model
+from funasr_jax.io.checkpoint import META_FILE, CheckpointError, LoadedModel, load_model
 from funasr_jax.models.batch import AUDIO_PLACEHOLDER_ID
 from funasr_jax.models.config import FunASRConfig, audio_token_count
 from funasr_jax.models.ctc_head import ctc_greedy
 from funasr_jax.models.funasr import FunASRNano
 from funasr_jax.models.qwen3 import Qwen3ForCausalLM
-from funasr_jax.text.prompt import DEFAULT_SYSTEM_PROMPT, build_prompt, instruction_text, with_first_pass
+from funasr_jax.text.join import join_texts
+from funasr_jax.text.prompt import (
+    DEFAULT_SYSTEM_PROMPT,
+    build_prompt,
+    instruction_text,
+    with_first_pass,
+)
 from funasr_jax.text.tokenizer import CTCVocabulary, load_tokenizer
 
 DEFAULT_FRONTEND = FrontendConfig()  # no CMVN
+DEFAULT_GATE_DBFS = -50.0  # frame RMS level (dB re full scale 1.0) speech must exceed somewhere
+DEFAULT_MAX_SEGMENT_S = 30.0  # without a training run's buckets (FunASR's VAD cuts at 30 s too)
+# Output bound: Fun-ASR transcripts stay well under 10 tokens per second of audio; the demo's
+# fastest line takes 11.2 (31 pieces + EOS in 2.86 s, its small vocabulary splits English finely).
+DEFAULT_TOKENS_PER_SECOND = 15.0
+DEFAULT_TOKEN_SLACK = 8
+TRAIN_CONFIG_FILE = "train_config.json"  # written by the trainer into a run directory
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -58,6 +83,50 @@ def _round_up(n: int, m: int) -> int:
     return max(m, -(-n // m) * m)
 
 
+def lfr_seconds(n_frames: int, frontend: FrontendConfig) -> float:
+    """Seconds of audio `n_frames` LFR frames cover (lfr_n x frame_shift each: 60 ms by default)."""
+    return n_frames * frontend.lfr_n * frontend.frame_shift_ms / 1000.0
+
+
+def token_limit(seconds: float, tokens_per_second: float, slack: int) -> int:
+    """The most new LLM tokens (EOS included) a transcript of `seconds` of audio may take:
+    ceil(tokens_per_second x seconds) + slack (the product rounded to 1e-6 first, so float noise
+    cannot add a token)."""
+    return math.ceil(round(tokens_per_second * seconds, 6)) + int(slack)
+
+
+def trained_max_segment_s(run_dir, frontend: FrontendConfig = DEFAULT_FRONTEND) -> float | None:
+    """The longest audio a training run saw, in seconds: its largest `data.bucket_frames` edge
+    (LFR frames) x the LFR frame duration; None when `run_dir` holds no `train_config.json`.
+    Raises CheckpointError (naming the file) when the file is unreadable or lacks the edges."""
+    f = Path(run_dir) / TRAIN_CONFIG_FILE
+    if not f.is_file():
+        return None
+    try:
+        edges = json.loads(f.read_text())["data"]["bucket_frames"]
+        edge = int(max(edges))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{f}: cannot read data.bucket_frames ({type(e).__name__}: {e})") from None
+    if edge < 1:
+        raise CheckpointError(f"{f}: data.bucket_frames must be positive, got {edges!r}")
+    return lfr_seconds(edge, frontend)
+
+
+def _checkpoint_dir_of(source) -> Path | None:
+    """The nearest folder at or above `source` (a params directory) holding a checkpoint's META_FILE."""
+    if not source:
+        return None
+    p = Path(source)
+    for d in (p, *p.parents):
+        if (d / META_FILE).is_file():
+            return d
+    return None
+
+
+def _is_path(a) -> bool:
+    return isinstance(a, (str, bytes)) or hasattr(a, "__fspath__")
+
+
 @dataclass
 class Utterance:
     """What one decode needs: features [T, 560] and its prompt pieces."""
@@ -66,6 +135,17 @@ class Utterance:
     instruction: str
     system: str = DEFAULT_SYSTEM_PROMPT
     prev_text: str = ""
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """One file's result: its text (segment texts joined), the joined CTC first-pass hypotheses
+    when the prompt carried them (else None), and how many non-silent segments were decoded
+    (0: the whole file was gated as silence)."""
+
+    text: str
+    first_pass: str | None = None
+    segments: int = 0
 
 
 def shares_vocabulary(tokenizer, ctc_vocab) -> bool:
@@ -79,14 +159,29 @@ def shares_vocabulary(tokenizer, ctc_vocab) -> bool:
 
 
 class Recognizer:
-    """first_pass_prompt: the LLM prompt carries the CTC head's greedy hypothesis
+    """Audio -> text with a loaded model.
+
+    first_pass_prompt: the LLM prompt carries the CTC head's greedy hypothesis
     (`prompt.with_first_pass`), as for a model trained with `data.first_pass_prompt`.
     ctc_weight: > 0 decodes the LLM jointly with the CTC head's prefix scores
-    (`decode.ctc_prefix`; needs a CTC head that shares the LLM's vocabulary)."""
+    (`decode.ctc_prefix`; needs a CTC head that shares the LLM's vocabulary).
+    gate_dbfs: energy gate (dBFS, default -50): a segment in which fewer than 50 ms of 25 ms / 10 ms
+      frames have an RMS level above it is silence and gives "" without running the model
+      (`audio.activity`); None disables the gate. Loud noise passes it.
+    max_segment_s: waveforms longer than this many seconds are cut into segments no longer,
+      preferably in pauses (`audio.activity.plan_segments`); default 30 s, or for a training run
+      its longest bucket (`trained_max_segment_s`, via `from_checkpoint` / `from_loaded`); None
+      feeds every file whole (memory and time grow with its length).
+    tokens_per_second, token_slack: the LLM emits at most ceil(tokens_per_second x seconds) +
+      token_slack new tokens (EOS included) for a row of `seconds` of audio (T LFR frames x 60 ms),
+      as well as at most the caller's max_new_tokens; tokens_per_second None: no audio bound.
+    """
 
     def __init__(self, cfg: FunASRConfig, params, tokenizer, ctc_vocab=None,
                  frontend: FrontendConfig = DEFAULT_FRONTEND, frame_bucket: int = 32, token_bucket: int = 16,
-                 first_pass_prompt: bool = False, ctc_weight: float = 0.0):
+                 first_pass_prompt: bool = False, ctc_weight: float = 0.0,
+                 gate_dbfs: float | None = DEFAULT_GATE_DBFS, max_segment_s: float | None = DEFAULT_MAX_SEGMENT_S,
+                 tokens_per_second: float | None = DEFAULT_TOKENS_PER_SECOND, token_slack: int = DEFAULT_TOKEN_SLACK):
         needs_ctc = [n for n, on in (("first_pass_prompt", first_pass_prompt), ("ctc_weight", ctc_weight > 0)) if on]
         if needs_ctc and (not cfg.ctc.enabled or ctc_vocab is None):
             raise ValueError(f"{needs_ctc[0]} needs a model with the CTC branch and a CTC vocabulary")
@@ -95,9 +190,17 @@ class Recognizer:
         if ctc_weight > 0 and not shares_vocabulary(tokenizer, ctc_vocab):
             raise ValueError("ctc_weight > 0 (joint CTC/LLM decoding) needs a CTC vocabulary built on the LLM's "
                              "sentencepiece model; this model's CTC head has its own tokenizer")
+        if max_segment_s is not None and not max_segment_s >= 0.1:
+            raise ValueError(f"max_segment_s must be >= 0.1 s (or None), got {max_segment_s}")
+        if tokens_per_second is not None and not tokens_per_second > 0:
+            raise ValueError(f"tokens_per_second must be > 0 (or None), got {tokens_per_second}")
+        if int(token_slack) < 1:
+            raise ValueError(f"token_slack must be >= 1 (room for EOS), got {token_slack}")
         self.first_pass_prompt, self.ctc_weight = first_pass_prompt, float(ctc_weight)
         self.cfg, self.params, self.tokenizer, self.ctc_vocab = cfg, params, tokenizer, ctc_vocab
         self.frontend, self.frame_bucket, self.token_bucket = frontend, frame_bucket, token_bucket
+        self.gate_dbfs, self.max_segment_s = gate_dbfs, max_segment_s
+        self.tokens_per_second, self.token_slack = tokens_per_second, int(token_slack)
         self.cmvn = load_cmvn(frontend.cmvn_file) if frontend.cmvn_file else None
         self.model = FunASRNano(cfg)
         self.decoder = CausalDecoder(Qwen3ForCausalLM(cfg.llm, dtype=jnp.dtype(cfg.dtype),
@@ -105,13 +208,21 @@ class Recognizer:
 
     @classmethod
     def from_checkpoint(cls, path, tokenizer_path=None, ctc_tokenizer_path=None, **kw) -> Recognizer:
-        return cls.from_loaded(load_model(path), tokenizer_path, ctc_tokenizer_path, **kw)
+        """A recognizer for `load_model(path)`; for a training run `max_segment_s` defaults to its
+        longest bucket (`trained_max_segment_s`)."""
+        m = load_model(path)
+        if "max_segment_s" not in kw:
+            trained = trained_max_segment_s(path, m.frontend)
+            if trained is not None:
+                kw["max_segment_s"] = trained
+        return cls.from_loaded(m, tokenizer_path, ctc_tokenizer_path, **kw)
 
     @classmethod
     def from_loaded(cls, m: LoadedModel, tokenizer_path=None, ctc_tokenizer_path=None, tokenizer=None,
                     **kw) -> Recognizer:
         """A recognizer for a `load_model` result: its tokenizers, front end (CMVN), prompt and
-        decoding defaults unless overridden."""
+        decoding defaults, and (for a training run, found above `m.source`) its longest bucket
+        as `max_segment_s`, unless overridden."""
         if tokenizer is None:
             tok_path = tokenizer_path or m.tokenizer_path
             if tok_path is None:
@@ -123,6 +234,11 @@ class Recognizer:
         kw.setdefault("first_pass_prompt", m.first_pass_prompt)
         if kw.get("ctc_weight") is None:
             kw["ctc_weight"] = m.ctc_weight
+        if "max_segment_s" not in kw:
+            run = _checkpoint_dir_of(m.source)
+            trained = None if run is None else trained_max_segment_s(run, m.frontend)
+            if trained is not None:
+                kw["max_segment_s"] = trained
         return cls(m.cfg, m.params, tokenizer, ctc, **kw)
 
     # ------------------------------------------------------------------ batching helpers
@@ -137,8 +253,17 @@ class Recognizer:
 
     # ------------------------------------------------------------------ decoding
 
+    def token_limits(self, n_frames: Sequence[int], max_new_tokens: int) -> np.ndarray:
+        """[B] int32: new tokens each row may emit, min(max_new_tokens, `token_limit` of its
+        audio: T LFR frames x 60 ms); all max_new_tokens when `tokens_per_second` is None."""
+        if self.tokens_per_second is None:
+            return np.full(len(n_frames), max_new_tokens, np.int32)
+        return np.array([min(max_new_tokens, token_limit(lfr_seconds(int(t), self.frontend), self.tokens_per_second,
+                                                         self.token_slack)) for t in n_frames], np.int32)
+
     def decode_llm(self, utts: Sequence[Utterance], max_new_tokens: int = 128) -> list[str]:
-        """Greedy LLM transcripts for a batch of utterances."""
+        """Greedy LLM transcripts for a batch of utterances (features given: no gate, no cutting;
+        the output bound `token_limits` applies)."""
         return self.decode_llm_with_first_pass(utts, max_new_tokens)[0]
 
     def decode_llm_with_first_pass(self, utts: Sequence[Utterance], max_new_tokens: int = 128):
@@ -170,7 +295,8 @@ class Recognizer:
                                     pad_id=self.tokenizer.pad_id,
                                     ctc_log_probs=logp if self.ctc_weight > 0 else None,
                                     ctc_lengths=batch.feat_lengths,
-                                    ctc_weight=self.ctc_weight, ctc_blank=self.cfg.ctc.blank)
+                                    ctc_weight=self.ctc_weight, ctc_blank=self.cfg.ctc.blank,
+                                    row_max_new_tokens=self.token_limits([len(f) for f in feats], max_new_tokens))
         tokens, n = np.asarray(tokens), np.asarray(n)
         out = []
         for row, k in zip(tokens, n):
@@ -190,19 +316,65 @@ class Recognizer:
         return [" ".join(self.ctc_vocab.decode(list(s)).split()) for s in seqs]
 
     def features(self, wave: np.ndarray) -> np.ndarray:
+        """[S] 16 kHz float waveform -> LFR features [T, 560] with this model's front end."""
         return extract_features(wave, self.frontend, self.cmvn)
+
+    def speech_segments(self, wave: np.ndarray) -> list[tuple[int, int]]:
+        """Sample ranges [(start, end)] of `wave` [S] to decode, in order: cut to `max_segment_s`
+        at low-energy frames, silent segments (`gate_dbfs`) left out; [] for a silent file."""
+        grid = frame_grid(self.frontend.sample_rate, self.frontend.frame_length_ms, self.frontend.frame_shift_ms)
+        max_samples = None if self.max_segment_s is None else int(self.max_segment_s * self.frontend.sample_rate)
+        return speech_segments(np.asarray(wave), max_samples=max_samples, gate_dbfs=self.gate_dbfs, grid=grid)
+
+    def recognize(self, waves: Sequence[np.ndarray], instructions: Sequence[str],
+                  systems: Sequence[str] | None = None, *, mode: str = "llm", batch_size: int = 8,
+                  max_new_tokens: int = 128) -> list[Transcript]:
+        """Waveforms ([S] float32, 16 kHz) -> one `Transcript` per waveform, in order.
+
+        instructions / systems: each waveform's prompt pieces (systems None: the default system
+        prompt). Every waveform is split by `speech_segments`; the segments of all waveforms are
+        decoded `batch_size` at a time, shortest first (features are computed per batch, so
+        memory stays bounded by the segment length), and joined per waveform (`join_texts`).
+        mode: "llm" (greedy / joint LLM decoding) or "ctc" (CTC greedy).
+        """
+        if mode not in ("llm", "ctc"):
+            raise ValueError(f"mode must be 'llm' or 'ctc', got {mode!r}")
+        if mode == "ctc" and (not self.cfg.ctc.enabled or self.ctc_vocab is None):
+            raise ValueError("CTC decoding needs a model with the CTC branch and a CTC vocabulary")
+        if len(instructions) != len(waves) or (systems is not None and len(systems) != len(waves)):
+            raise ValueError(f"recognize: {len(waves)} waveforms but {len(instructions)} instructions"
+                             + ("" if systems is None else f" and {len(systems)} system prompts"))
+        systems = [DEFAULT_SYSTEM_PROMPT] * len(waves) if systems is None else systems
+        plans = [self.speech_segments(w) for w in waves]
+        jobs = sorted(((i, k, a, b) for i, segs in enumerate(plans) for k, (a, b) in enumerate(segs)),
+                      key=lambda j: j[3] - j[2])
+        texts = [[""] * len(segs) for segs in plans]
+        firsts = [[""] * len(segs) for segs in plans]
+        with_first = False
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start: start + batch_size]
+            feats = [self.features(np.asarray(waves[i][a:b], np.float32)) for i, _, a, b in chunk]
+            if mode == "ctc":
+                hyps, first = self.decode_ctc(feats), None
+            else:
+                hyps, first = self.decode_llm_with_first_pass(
+                    [Utterance(f, instructions[i], systems[i]) for f, (i, *_) in zip(feats, chunk)], max_new_tokens)
+            for j, (i, k, _, _) in enumerate(chunk):
+                texts[i][k] = hyps[j]
+                if first is not None:
+                    firsts[i][k], with_first = first[j], True
+        with_first = with_first or (mode == "llm" and self.first_pass_prompt)
+        return [Transcript(join_texts(t), join_texts(f) if with_first else None, len(t))
+                for t, f in zip(texts, firsts)]
 
     def transcribe(self, audio: Sequence, *, language=None, hotwords: Sequence[str] = (), itn: bool = True,
                    batch_size: int = 8, max_new_tokens: int = 128, mode: str = "llm") -> list[str]:
-        """Paths or 16 kHz float waveforms -> transcripts, in order."""
+        """Paths or 16 kHz float waveforms -> transcripts, in order ("" for silence; long files
+        are cut, see `recognize`). Files are read `batch_size` at a time."""
         instruction = instruction_text(language, hotwords, itn)
         out: list[str] = []
         for i in range(0, len(audio), batch_size):
-            chunk = audio[i: i + batch_size]
-            feats = [self.features(load_audio(a) if isinstance(a, (str, bytes)) or hasattr(a, "__fspath__")
-                                   else np.asarray(a, np.float32)) for a in chunk]
-            if mode == "ctc":
-                out += self.decode_ctc(feats)
-            else:
-                out += self.decode_llm([Utterance(f, instruction) for f in feats], max_new_tokens)
+            waves = [load_audio(a) if _is_path(a) else np.asarray(a, np.float32) for a in audio[i: i + batch_size]]
+            out += [t.text for t in self.recognize(waves, [instruction] * len(waves), mode=mode,
+                                                   batch_size=batch_size, max_new_tokens=max_new_tokens)]
         return out

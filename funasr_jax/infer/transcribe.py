@@ -1,8 +1,9 @@
 """Transcribe audio files: `python -m funasr_jax.transcribe --checkpoint CKPT a.wav b.flac ...`.
 
 Prints `path<TAB>text` per file (or one JSON object per file with --json). Any soundfile
-format; other sample rates are resampled to 16 kHz and channels averaged. A file that cannot be
-read is reported by name (exit status 2) without stopping the others.
+format; other sample rates are resampled to 16 kHz and channels averaged. Silent files print an
+empty text; long files are cut into segments and their texts joined (`Recognizer.recognize`).
+A file that cannot be read is reported by name (exit status 2) without stopping the others.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import sys
 import time
 
 from funasr_jax.audio.io import AudioError, load_audio
+from funasr_jax.infer.recognizer import Recognizer
 from funasr_jax.io.checkpoint import CheckpointError
-from funasr_jax.infer.recognizer import Recognizer, Utterance
 from funasr_jax.text.prompt import instruction_text
 
 
@@ -41,19 +42,19 @@ def main(argv=None) -> int:
         return 2
     instruction = instruction_text(args.language, args.hotwords, not args.no_itn)
     status = 0
-    waves = []
-    for path in args.audio:
-        try:
-            waves.append((path, load_audio(path)))
-        except AudioError as e:
-            print(f"error: {e}", file=sys.stderr)
-            status = 2
-    for i in range(0, len(waves), args.batch_size):
-        chunk = waves[i: i + args.batch_size]
+    for i in range(0, len(args.audio), args.batch_size):  # read per batch: memory bounded by the batch
+        chunk = []
+        for path in args.audio[i: i + args.batch_size]:
+            try:
+                chunk.append((path, load_audio(path)))
+            except AudioError as e:
+                print(f"error: {e}", file=sys.stderr)
+                status = 2
+        if not chunk:
+            continue
         t0 = time.time()
-        feats = [rec.features(w) for _, w in chunk]
-        texts = (rec.decode_ctc(feats) if args.mode == "ctc"
-                 else rec.decode_llm([Utterance(f, instruction) for f in feats], args.max_new_tokens))
+        texts = [t.text for t in rec.recognize([w for _, w in chunk], [instruction] * len(chunk), mode=args.mode,
+                                               batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)]
         dt = time.time() - t0
         for (path, w), text in zip(chunk, texts):
             if args.json:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import jiwer
 
-_CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+from funasr_jax.text.join import CJK_CHARS as _CJK
+
 _TOKEN = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
 
 

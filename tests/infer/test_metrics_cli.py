@@ -68,9 +68,19 @@ def tiny_checkpoint(tmp_path_factory):
 
 def test_evaluate_cli(tiny_checkpoint, tmp_path):
     lines = (DEMO / "test.jsonl").read_text().splitlines()
+    objs = [json.loads(l) for l in lines]
+
+    def first(pred):
+        return next(l for l, o in zip(lines, objs) if pred(o))
+
+    # one speech line per language, and a noise-only clip (reference ""), when the corpus has one
+    picked = [first(lambda o, lang=lang: o.get("language") == lang and o["messages"][-1]["content"])
+              for lang in ("zh", "en", "cs")]
+    has_noise = any(not o["messages"][-1]["content"] for o in objs)
+    picked.append(first(lambda o: not o["messages"][-1]["content"]) if has_noise else lines[-1])
     manifest = tmp_path / "sub.jsonl"
     # relative audio paths resolve against the manifest's folder: point them back at the corpus
-    fixed = [l.replace("!audio/", f"!{DEMO}/audio/") for l in (lines[:2] + lines[-2:])]
+    fixed = [l.replace("!audio/", f"!{DEMO}/audio/") for l in picked]
     manifest.write_text("\n".join(fixed) + "\n{not json\n")
     out = tmp_path / "hyps.jsonl"
     cmd = [sys.executable, "-m", "funasr_jax.evaluate", "--checkpoint", str(tiny_checkpoint), "--data",
@@ -82,9 +92,12 @@ def test_evaluate_cli(tiny_checkpoint, tmp_path):
     summary = json.loads(r.stdout)
     rows = [json.loads(l) for l in out.read_text().splitlines()]
     assert len(rows) == 4 and summary["utterances"] == 4
-    recomputed = sum(levenshtein(metrics.tokens(x["ref"]), metrics.tokens(x["hyp"])) for x in rows)
+    speech = [x for x in rows if metrics.tokens(x["ref"])]  # noise-only rows are not in the error rates
+    recomputed = sum(levenshtein(metrics.tokens(x["ref"]), metrics.tokens(x["hyp"])) for x in speech)
     assert summary["breakdown"]["overall"]["errors"] == recomputed
-    assert {"language/zh", "language/cs"} <= set(summary["breakdown"])
+    assert summary["breakdown"]["overall"]["utterances"] == len(speech) == 4 - has_noise
+    assert summary["noise_only"]["utterances"] == int(has_noise)
+    assert {"language/zh", "language/en", "language/cs"} <= set(summary["breakdown"])
 
 
 def test_transcribe_cli(tiny_checkpoint, tmp_path):
