@@ -6,7 +6,7 @@ import functools
 
 from funasr_jax.data.manifest import read_manifests
 from funasr_jax.infer.evaluate import evaluate_examples
-from funasr_jax.infer.recognizer import Recognizer
+from funasr_jax.infer.recognizer import Recognizer, lfr_seconds
 
 
 @functools.lru_cache(maxsize=8)
@@ -22,7 +22,8 @@ def evaluate_split(model_cfg, params, data_cfg, frontend_cfg, files, tokenizer, 
         # evenly spaced, so every language / subset of a sorted manifest is represented
         examples = [examples[int(i * len(examples) / max_utts)] for i in range(max_utts)]
     rec = Recognizer(model_cfg, params, tokenizer, ctc_vocab, frontend=frontend_cfg,
-                     first_pass_prompt=data_cfg.first_pass_prompt, ctc_weight=ctc_weight)
+                     first_pass_prompt=data_cfg.first_pass_prompt, ctc_weight=ctc_weight,
+                     max_segment_s=lfr_seconds(max(data_cfg.bucket_frames), frontend_cfg))
     rows, table, info = evaluate_examples(rec, examples, mode=mode, batch_size=batch_size,
                                           max_new_tokens=max_new_tokens, on_error=data_cfg.on_error)
     summary = {"error_rate": table.get("overall", {}).get("rate"), "utterances": info["utterances"],

@@ -90,3 +90,12 @@ def breakdown(rows: Iterable[dict]) -> dict[str, dict]:
                 "ref_tokens": v.ref_tokens, "utterances": v.utterances, "substitutions": v.substitutions,
                 "deletions": v.deletions, "insertions": v.insertions}
             for k, v in sorted(groups.items())}
+
+
+def vocabulary_coverage(train_texts: Iterable[str], test_texts: Iterable[str]) -> dict:
+    """Share of the test scoring units (CJK characters, lower-cased words; `tokens`) that occur
+    in the training texts: {"tokens": n, "seen": k, "coverage": k / n} (coverage 1.0 when n = 0)."""
+    seen_units = {u for t in train_texts for u in tokens(t)}
+    units = [u for t in test_texts for u in tokens(t)]
+    seen = sum(u in seen_units for u in units)
+    return {"tokens": len(units), "seen": seen, "coverage": seen / len(units) if units else 1.0}

@@ -9,7 +9,7 @@ import threading
 
 import numpy as np
 import pytest
-from helpers.data import CharCTC, CharTokenizer, write_corpus, write_noise
+from helpers.data import CharCTC, CharTokenizer, assert_batches_equal, write_corpus, write_noise
 
 import funasr_jax.data.rows as rows_mod
 from funasr_jax.data.cache import MIB, SharedCache, frozen, nbytes
@@ -98,15 +98,6 @@ def _cfg(corpus, **kw):
     return DataConfig(**base)
 
 
-def _assert_batches_equal(a, b):
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-        x, y = x.arrays(), y.arrays()
-        assert x.keys() == y.keys()
-        for k in x:
-            np.testing.assert_array_equal(x[k], y[k], err_msg=k, strict=True)
-
-
 def _off(cfg):
     return dataclasses.replace(cfg, audio_cache_mb=0, feature_cache_mb=0)
 
@@ -128,7 +119,7 @@ def test_cache_on_equals_off_over_two_epochs(corpus, monkeypatch):
     # epoch 0 in a scrambled order (as threads may produce it), epoch 1 in order
     order = list(np.random.default_rng(0).permutation(spe)) + list(range(spe, 2 * spe))
     got = {s: td_on.loader(s) for s in order}
-    _assert_batches_equal([got[s] for s in range(2 * spe)], expected)
+    assert_batches_equal([got[s] for s in range(2 * spe)], expected)
     audio = [p for p in decoded if not p.startswith(corpus["noise"])]
     assert sorted(audio) == sorted(ex.audio_path for ex in exs)  # each utterance decoded once, in epoch 0
     loader = td_on.loader
@@ -136,7 +127,7 @@ def test_cache_on_equals_off_over_two_epochs(corpus, monkeypatch):
     for feats, n_samples in loader._feature_cache._items.values():
         assert not feats.flags.writeable and isinstance(n_samples, int)
     # the cached epoch-1 features of clean rows equal the cold path's (masks applied after the cache)
-    _assert_batches_equal([td_on.loader(s) for s in range(spe, 2 * spe)], expected[spe:])
+    assert_batches_equal([td_on.loader(s) for s in range(spe, 2 * spe)], expected[spe:])
 
 
 def test_cache_on_iterator_and_resume_equal_cache_off(corpus):
@@ -147,10 +138,10 @@ def test_cache_on_iterator_and_resume_equal_cache_off(corpus):
     it = make_train_iterator(cfg, exs, tok, ctc)  # grain, num_threads=2, one shared cache
     first = [next(it) for _ in range(spe + 1)]
     state = json.loads(json.dumps(it.get_state()))
-    _assert_batches_equal(first + [next(it) for _ in range(spe - 1)], expected)
+    assert_batches_equal(first + [next(it) for _ in range(spe - 1)], expected)
     it2 = make_train_iterator(cfg, exs, tok, ctc)  # resumed with a cold cache
     it2.set_state(state)
-    _assert_batches_equal([next(it2) for _ in range(spe - 1)], expected[spe + 1:])
+    assert_batches_equal([next(it2) for _ in range(spe - 1)], expected[spe + 1:])
 
 
 def test_tiny_cache_budget_still_equal(corpus):
@@ -161,7 +152,7 @@ def test_tiny_cache_budget_still_equal(corpus):
     td_on.loader._wave_cache = SharedCache(max_bytes=60_000)  # ~2 s of float32 audio
     td_on.loader._feature_cache = SharedCache(max_bytes=60_000)
     steps = range(2 * td_off.steps_per_epoch)
-    _assert_batches_equal([td_on.loader(s) for s in steps], [td_off.loader(s) for s in steps])
+    assert_batches_equal([td_on.loader(s) for s in steps], [td_off.loader(s) for s in steps])
     assert 0 < td_on.loader._wave_cache.bytes <= 60_000
 
 

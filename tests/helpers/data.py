@@ -103,3 +103,13 @@ def write_noise(folder, seconds=0.7, seed=123):
              SR, subtype="FLOAT")
     sf.write(os.path.join(folder, "n1.wav"), tone(1.3, 3000.0, seed + 1), SR, subtype="FLOAT")
     return folder
+
+
+def assert_batches_equal(a, b, strict: bool = True):
+    """Two lists of `Batch`es hold the same fields and the same arrays (dtype and shape too)."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        x, y = x.arrays(), y.arrays()
+        assert x.keys() == y.keys()
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k], err_msg=k, strict=strict)
