@@ -19,11 +19,18 @@ def test_quickstart_chain_runs(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "quickstart: test error rate" in r.stdout
     scores = json.loads((out / "test_scores.json").read_text())
-    assert set(scores) == {"joint", "llm", "ctc"} and scores["joint"]["ctc_weight"] == 0.5
-    assert all(v["utterances"] == 6 for v in scores.values())
+    results = scores["results"]
+    assert set(results) == {"joint", "llm", "ctc"} and results["joint"]["ctc_weight"] == 0.5
+    assert all(v["utterances"] == 6 for v in results.values())
+    for v in results.values():  # noise-only clips are counted apart from the error rates
+        assert v["noise_only"]["utterances"] + v["breakdown"]["overall"]["utterances"] == 6
+        assert set(v["per_subset"]) <= {"free", "template"}
+    assert 0.0 < scores["coverage"]["free"]["coverage"] <= 1.0
+    assert {"ctc_warmup", "first_pass", "sft_llm", "test_decode"} <= set(scores["timing"])
     # the first-pass manifests cover the training split and the LLM stage trained on them
+    train_lines = (ROOT / "data" / "demo" / "train.jsonl").read_text().splitlines()
     fp = (out / "first_pass" / "train.jsonl").read_text().splitlines()
-    assert len(fp) == 2000 and all("first_pass" in json.loads(l) for l in fp[:5])
+    assert len(fp) == len(train_lines) and all("first_pass" in json.loads(l) for l in fp[:5])
     cfg = json.loads((out / "sft_llm" / "train_config.json").read_text())
     assert cfg["data"]["train_files"] == [str(out / "first_pass" / "train.jsonl")]
     meta = json.loads((out / "sft_llm" / "funasr_jax.json").read_text())
