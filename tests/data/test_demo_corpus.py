@@ -24,7 +24,7 @@ SPLITS = ("train", "dev", "test")
 SUBSETS = ("free", "template", "noise")
 INSTRUCTIONS = {"语音转写：", "语音转写成中文：", "语音转写成英文：", "Speech transcription:",
                 "Transcribe speech into Chinese:"}
-USER_RE = re.compile(r"^(.*?)<\|startofspeech\|>!(.+?)<\|endofspeech\|>$", re.S)
+USER_RE = re.compile(r"^(.*?)<\|startofspeech\|>!(.+?)<\|endofspeech\|>$", re.DOTALL)
 CJK = r"\u4e00-\u9fff"
 
 
@@ -110,7 +110,8 @@ def test_coverage_figure(manifests, summary):
     """Share of test scoring units (Chinese characters, English words) seen in train, recounted here
     and compared with the figure in summary.json and README.md."""
     zh_train, en_train = (set(u) for u in _units([text(r) for r in manifests["train"]]))
-    readme = open(os.path.join(DEMO, "README.md"), encoding="utf-8").read()
+    with open(os.path.join(DEMO, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
     for s in ("dev", "test"):
         for subset in ("free", "template"):
             zh, en = _units([text(r) for r in manifests[s] if r["subset"] == subset])
