@@ -23,6 +23,8 @@ import demo_lexicon as L
 import demo_templates as T
 import numpy as np
 
+from funasr_jax.text.join import join_texts
+
 NEAR_DUPLICATE = 85.0  # rapidfuzz ratio (0-100) at or above which two sentences count as one
 HELD_OUT_FRAMES = 0.3  # share of free-form frames kept out of train (dev/test draw from them)
 LANGS = ("zh", "en", "cs")
@@ -36,13 +38,9 @@ def is_cjk(ch: str) -> bool:
 
 
 def normalize_text(text: str) -> str:
-    """No spaces between Chinese characters, single spaces around/between Latin words."""
-    out = ""
-    for tok in _TOKEN_RE.findall(text):
-        if out and not (is_cjk(out[-1]) and is_cjk(tok[0])):
-            out += " "
-        out += tok
-    return out
+    """No spaces between Chinese characters, single spaces around/between Latin words
+    (the library's segment-joining rule, `funasr_jax.text.join.join_texts`, over the tokens)."""
+    return join_texts(_TOKEN_RE.findall(text))
 
 
 @dataclass

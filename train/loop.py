@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funasr_jax import configtools
-from funasr_jax.io.checkpoint import CheckpointError, load_model, write_meta
+from funasr_jax.io.checkpoint import TRAIN_CONFIG_FILE, CheckpointError, load_model, write_meta
 from funasr_jax.models.funasr import component_counts, init_params
 from sharding.paths import flatten, unflatten
 from train import setup
@@ -86,7 +86,7 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
             raise SystemExit(f"error: run.init_from: {e}") from None
     model_cfg = merged_model_config(cfg, None if source is None else source.cfg)
     cfg = dataclasses.replace(cfg, model=model_cfg)
-    (out / "train_config.json").write_text(json.dumps(configtools.to_dict(cfg), indent=2, ensure_ascii=False))
+    (out / TRAIN_CONFIG_FILE).write_text(json.dumps(configtools.to_dict(cfg), indent=2, ensure_ascii=False))
 
     data = TrainData(cfg)
     write_meta(out, model_cfg, tokenizer_path=cfg.data.tokenizer, ctc_tokenizer_path=cfg.data.ctc_tokenizer,

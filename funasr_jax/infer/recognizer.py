@@ -33,7 +33,7 @@ from funasr_jax.audio.frontend import FrontendConfig, extract_features, load_cmv
 from funasr_jax.audio.io import load_audio
 from funasr_jax.data.rows import pad_batch, pad_feats
 from funasr_jax.decode.generate import CausalDecoder, greedy_generate
-from funasr_jax.io.checkpoint import META_FILE, CheckpointError, LoadedModel, load_model
+from funasr_jax.io.checkpoint import META_FILE, TRAIN_CONFIG_FILE, CheckpointError, LoadedModel, load_model
 from funasr_jax.models.batch import AUDIO_PLACEHOLDER_ID
 from funasr_jax.models.config import FunASRConfig, audio_token_count
 from funasr_jax.models.ctc_head import ctc_greedy
@@ -55,7 +55,6 @@ DEFAULT_MAX_SEGMENT_S = 30.0  # without a training run's buckets (FunASR's VAD c
 # fastest line takes 11.2 (31 pieces + EOS in 2.86 s, its small vocabulary splits English finely).
 DEFAULT_TOKENS_PER_SECOND = 15.0
 DEFAULT_TOKEN_SLACK = 8
-TRAIN_CONFIG_FILE = "train_config.json"  # written by the trainer into a run directory
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -32,6 +32,7 @@ from funasr_jax.models.config import FunASRConfig
 from funasr_jax.models.funasr import abstract_params
 
 META_FILE = "funasr_jax.json"
+TRAIN_CONFIG_FILE = "train_config.json"  # in a run directory: the resolved TrainConfig (train.loop)
 POINTER_FILE = "latest_params.json"  # in a run directory: {"params": <dir relative to the run>, "step": n}
 
 
