@@ -34,6 +34,8 @@ class DataConfig:
       applied to the features after CMVN; each time mask zeroes up to spec_time_mask_frames whole
       LFR rows (60 ms each), each frequency mask up to spec_freq_mask_bins of the n_mels mel bins
       (the same bins in all lfr_m stacked frames). Widths are drawn uniformly in 0..max per mask.
+    max_train_utts: 0 = every training example; N > 0 = only the first N of the train manifests
+      (in file order), e.g. a small seed set a curriculum memorises before the whole corpus.
     audio_cache_mb / feature_cache_mb: memory (MiB) for decoded waveforms (float32, as decoded)
       and for the final features of rows without waveform augmentation in that epoch (before
       SpecAugment masks); least recently used entries go first; 0 = off. Per process: each grain
@@ -69,6 +71,7 @@ class DataConfig:
     spec_time_mask_frames: int = 5
     spec_freq_masks: int = 0
     spec_freq_mask_bins: int = 30
+    max_train_utts: int = 0
     audio_cache_mb: int = 2048
     feature_cache_mb: int = 1024
 
@@ -110,6 +113,8 @@ class DataConfig:
             bad("zero_pad_max_s", "must be >= 0 seconds")
         if not all(isinstance(f, (int, float)) and 0.5 <= f <= 2.0 for f in self.speed_factors):
             bad("speed_factors", "must be factors in [0.5, 2.0]")
+        if not isinstance(self.max_train_utts, int) or self.max_train_utts < 0:
+            bad("max_train_utts", "must be a non-negative integer (0 = all)")
         if self.on_error not in ("skip", "raise"):
             bad("on_error", "must be 'skip' or 'raise'")
         if not isinstance(self.seed, int) or self.seed < 0:

@@ -59,10 +59,11 @@ def load_text_tools(cfg: DataConfig):
 
 
 def read_train_examples(cfg: DataConfig) -> list[Example]:
-    """The examples of cfg.train_files (bad lines per cfg.on_error)."""
+    """The examples of cfg.train_files (bad lines per cfg.on_error); the first cfg.max_train_utts if > 0."""
     if not cfg.train_files:
         raise ValueError("DataConfig.train_files: no training manifests given")
-    return read_manifests(cfg.train_files, on_error=cfg.on_error)
+    examples = read_manifests(cfg.train_files, on_error=cfg.on_error)
+    return examples[: cfg.max_train_utts] if cfg.max_train_utts else examples
 
 
 def _noise_files(noise_dir: str | None) -> list[str]:

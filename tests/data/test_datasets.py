@@ -27,6 +27,7 @@ from funasr_jax.data.datasets import (
     load_text_tools,
     make_train_data,
     make_train_iterator,
+    read_train_examples,
 )
 from funasr_jax.data.manifest import read_manifests
 
@@ -66,7 +67,7 @@ def test_config_validate_names_field(corpus):
                       ({"noise_prob": 1.5}, "noise_prob"), ({"on_error": "ignore"}, "on_error"),
                       ({"speed_factors": (3.0,)}, "speed_factors"), ({"train_files": ["a"]}, "train_files"),
                       ({"snr_std": -1.0}, "snr_std"), ({"token_multiple": 0}, "token_multiple"),
-                      ({"num_workers": -1}, "num_workers")]:
+                      ({"num_workers": -1}, "num_workers"), ({"max_train_utts": -3}, "max_train_utts")]:
         with pytest.raises(ValueError, match=f"DataConfig.{field}"):
             _cfg(corpus, **kw).validate()
     with pytest.raises(ValueError, match="process_count"):
@@ -240,3 +241,10 @@ def test_demo_corpus_with_real_tokenizers():
             assert n == math.ceil(b.feat_lengths[r] / 8)
             seen.append(int(b.example_index[r]))
     assert sorted(seen) == list(range(6))
+
+
+def test_max_train_utts_keeps_the_first_examples_in_file_order(corpus):
+    keys = [ex.key for ex in corpus["examples"]]
+    assert [ex.key for ex in read_train_examples(_cfg(corpus))] == keys
+    assert [ex.key for ex in read_train_examples(_cfg(corpus, max_train_utts=5))] == keys[:5]
+    assert [ex.key for ex in read_train_examples(_cfg(corpus, max_train_utts=10_000))] == keys
