@@ -5,6 +5,9 @@ into ~30% of utterances at SNR ~ N(10 dB, 5 dB) (the caller draws the SNR); zero
 applied *before* the noise so the model sees noise-only stretches it must transcribe as nothing.
 All signals are [S] float32 samples at 16 kHz in [-1, 1].
 
+`corrupt_text` simulates first-pass (CTC) recognition errors in a transcript, so that an LLM trained
+with the hypothesis in its prompt learns to correct it rather than copy it.
+
 SpecAugment-style masking (`draw_spec_masks` + `apply_spec_masks`) works on the encoder input
 after CMVN: LFR features [T, lfr_m * n_mels] (60 ms rows of lfr_m stacked n_mels-bin frames). A time
 mask zeroes whole LFR rows; a frequency mask zeroes the same mel bins in every stacked frame.
@@ -15,11 +18,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import re
+
 import numpy as np
 import soxr
 
-__all__ = ["SpecMasks", "apply_spec_masks", "draw_spec_masks", "mix_noise", "noise_segment", "speed_perturb",
-           "zero_pad"]
+from funasr_jax.text.join import CJK_CHARS, join_texts
+
+__all__ = ["SpecMasks", "TextUnits", "apply_spec_masks", "corrupt_text", "draw_spec_masks", "mix_noise",
+           "noise_segment", "speed_perturb", "zero_pad"]
 
 SAMPLE_RATE = 16000
 
@@ -125,3 +132,55 @@ def apply_spec_masks(feats: np.ndarray, masks: SpecMasks, n_mels: int) -> np.nda
     for start, width in masks.freq:
         view[:, :, start:start + width] = 0.0
     return out
+
+
+# --------------------------------------------------------------------------- first-pass errors
+
+_UNIT = re.compile(f"[{CJK_CHARS}]|[^\\s{CJK_CHARS}]+")
+
+
+@dataclass(frozen=True)
+class TextUnits:
+    """Substitution pools of `corrupt_text`: the distinct CJK characters and the distinct
+    non-CJK words of some texts (e.g. the training transcripts), each sorted."""
+
+    cjk: tuple[str, ...]
+    words: tuple[str, ...]
+
+    @classmethod
+    def of(cls, texts) -> TextUnits:
+        units = {u for t in texts for u in _UNIT.findall(t)}
+        return cls(cjk=tuple(sorted(u for u in units if re.fullmatch(f"[{CJK_CHARS}]", u))),
+                   words=tuple(sorted(u for u in units if not re.fullmatch(f"[{CJK_CHARS}]", u))))
+
+
+def corrupt_text(text: str, rate: float, rng: np.random.Generator, pool: TextUnits) -> str:
+    """`text` with simulated recognition errors, about `rate` of its units touched.
+
+    Units are CJK characters and whitespace-separated words. Each unit independently, with
+    probability `rate`: half the time it is substituted by a unit of the same kind drawn from
+    `pool` (uniformly), a quarter of the time deleted, a quarter of the time kept and followed by
+    an inserted pool unit of its kind. The result is re-joined with `text.join.join_texts` (no space
+    between two CJK characters, one space otherwise). rate 0 returns `text` unchanged.
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"corrupt_text: rate must be in [0, 1], got {rate}")
+    units = _UNIT.findall(text)
+    if rate == 0.0 or not units:
+        return text
+    touched = rng.random(len(units)) < rate
+    kind = rng.random(len(units))
+    picks = rng.random(len(units))
+    out: list[str] = []
+    for u, hit, k, pick in zip(units, touched, kind, picks):
+        same = pool.cjk if re.fullmatch(f"[{CJK_CHARS}]", u) else pool.words
+        drawn = same[int(pick * len(same))] if same else u
+        if not hit:
+            out.append(u)
+        elif k < 0.5:
+            out.append(drawn)
+        elif k < 0.75:
+            continue
+        else:
+            out += [u, drawn]
+    return join_texts(out)

@@ -30,6 +30,15 @@ class DataConfig:
     instruction_override: None -> each example's manifest instruction; a string -> used for all.
     first_pass_prompt: put each example's manifest `first_pass` hypothesis in front of its
       instruction (`prompt.with_first_pass`); every example must have one.
+    first_pass_noise: with first_pass_prompt, the mean share of the hypothesis's units (CJK
+      characters, words) given simulated recognition errors (`augment.corrupt_text`) in training
+      rows; each utterance and epoch draws its own share uniformly in [0, 2 * first_pass_noise]
+      (capped at 1), so the LLM sees clean and noisy hypotheses and learns to correct, not copy.
+      0 = the manifest hypothesis as is. A corrupted line that would not fit the planned token
+      length is left clean for that row.
+    text_only: the LLM sees no audio (no audio is read: each row's feats are one zero frame with
+      feat_lengths 0 and no audio rows in the prompt) — text pre-training of an untrained LLM on
+      the transcripts, e.g. learning to correct a noisy first-pass line before it learns to listen.
     spec_time_masks / spec_freq_masks: SpecAugment-style masks per training utterance (0 = none),
       applied to the features after CMVN; each time mask zeroes up to spec_time_mask_frames whole
       LFR rows (60 ms each), each frequency mask up to spec_freq_mask_bins of the n_mels mel bins
@@ -67,6 +76,8 @@ class DataConfig:
     prefetch_buffer: int = 4
     instruction_override: str | None = None
     first_pass_prompt: bool = False
+    first_pass_noise: float = 0.0
+    text_only: bool = False
     spec_time_masks: int = 0
     spec_time_mask_frames: int = 5
     spec_freq_masks: int = 0
@@ -119,7 +130,11 @@ class DataConfig:
             bad("on_error", "must be 'skip' or 'raise'")
         if not isinstance(self.seed, int) or self.seed < 0:
             bad("seed", "must be a non-negative integer")
-        for f in ("shuffle", "drop_remainder", "first_pass_prompt"):
+        if not isinstance(self.first_pass_noise, (int, float)) or not 0.0 <= self.first_pass_noise <= 0.5:
+            bad("first_pass_noise", "must be a share in [0, 0.5]")
+        if self.first_pass_noise and not self.first_pass_prompt:
+            bad("first_pass_noise", "needs data.first_pass_prompt (there is no first-pass line to corrupt)")
+        for f in ("shuffle", "drop_remainder", "first_pass_prompt", "text_only"):
             if not isinstance(getattr(self, f), bool):
                 bad(f, "must be a bool")
         if not isinstance(self.num_workers, int) or self.num_workers < 0:

@@ -139,7 +139,7 @@ def make_train_data(cfg: DataConfig, examples: Sequence[Example], tokenizer, ctc
         raise ValueError("make_train_data: no training examples")
     text, target, ctc = count_tokens(cfg, examples, tokenizer, ctc_vocab)
     frames = np.asarray([ex.speech_length for ex in examples], np.int64)
-    too_long = lfr_estimate(frames) > cfg.bucket_frames[-1]
+    too_long = (lfr_estimate(frames) > cfg.bucket_frames[-1]) & (not cfg.text_only)
     too_many = target > cfg.max_target_tokens
     _warn_skipped(f"longer than the largest bucket ({cfg.bucket_frames[-1]} LFR frames)",
                   [examples[i] for i in np.flatnonzero(too_long)])

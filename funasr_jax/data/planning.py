@@ -89,7 +89,8 @@ class Planner:
         self.has_noise = has_noise
         lfr = lfr_estimate(self.fbank_frames[self.kept])
         self.bucket_of = np.full(self.n, -1, np.int64)
-        self.bucket_of[self.kept] = np.searchsorted(self.edges, lfr, side="left")
+        # text_only: no audio is read, so every example shares the first bucket
+        self.bucket_of[self.kept] = 0 if cfg.text_only else np.searchsorted(self.edges, lfr, side="left")
         counts = np.bincount(self.bucket_of[self.kept], minlength=len(self.edges))
         b = cfg.batch_size
         per_bucket = counts // b if cfg.drop_remainder else -(-counts // b)
@@ -150,7 +151,7 @@ class Planner:
         real = rows >= 0
         safe = np.maximum(rows, 0)
         text_max = np.where(real, self.text_tokens[safe], 0).max(axis=1, initial=0)
-        n_audio = np.asarray([audio_token_count(int(e)) for e in self.edges], np.int64)[bucket]
+        n_audio = np.asarray([0 if cfg.text_only else audio_token_count(int(e)) for e in self.edges], np.int64)[bucket]
         tokens = self._lengths(text_max + n_audio)
         if self.ctc_tokens is not None:
             ctc_tokens = self._lengths(np.where(real, self.ctc_tokens[safe], 0).max(axis=1, initial=0))

@@ -50,7 +50,9 @@ from funasr_jax.audio.frontend import (
 )
 from funasr_jax.audio.io import AudioError, load_audio
 from funasr_jax.data.augment import (
+    TextUnits,
     apply_spec_masks,
+    corrupt_text,
     draw_spec_masks,
     mix_noise,
     speed_perturb,
@@ -77,6 +79,7 @@ SAMPLE_RATE = 16000
 TRUNCATE_TOLERANCE = 2  # LFR frames an utterance may exceed its bucket by and be truncated
 ROW_TAG = 1  # SeedSequence tag of per-row draws (plan draws use planning.PLAN_TAG)
 SPEC_TAG = 2  # seed-key tag of SpecAugment mask draws
+TEXT_TAG = 3  # SeedSequence tag of first-pass corruption draws
 
 
 # --------------------------------------------------------------------------- padding
@@ -161,15 +164,16 @@ def pad_batch(feats: Sequence[np.ndarray | None], prompts: Sequence[PromptIds | 
 # --------------------------------------------------------------------------- prompt text
 
 
-def example_instruction(cfg: DataConfig, ex: Example) -> str:
-    """The user instruction of `ex`'s prompt under `cfg` (override, first-pass line)."""
+def example_instruction(cfg: DataConfig, ex: Example, first_pass: str | None = None) -> str:
+    """The user instruction of `ex`'s prompt under `cfg` (override, first-pass line: `first_pass`
+    if given, else the manifest's)."""
     base = cfg.instruction_override if cfg.instruction_override is not None else ex.instruction
     if not cfg.first_pass_prompt:
         return base
     if ex.first_pass is None:
         raise DataError(f"{ex.where} (key {ex.key!r}): no 'first_pass' field, but data.first_pass_prompt is set; "
                         "write it with `python -m funasr_jax.first_pass --checkpoint CKPT --data FILE`")
-    return with_first_pass(base, ex.first_pass)
+    return with_first_pass(base, ex.first_pass if first_pass is None else first_pass)
 
 
 def count_tokens(cfg: DataConfig, examples: Sequence[Example], tokenizer, ctc_vocab):
@@ -213,6 +217,7 @@ class BatchLoader:
         self._noise_cache = SharedCache(max_items=64)
         self._wave_cache = SharedCache(max_bytes=cfg.audio_cache_mb * MIB)
         self._feature_cache = SharedCache(max_bytes=cfg.feature_cache_mb * MIB)
+        self._units = TextUnits.of(ex.target for ex in self.examples) if cfg.first_pass_noise else None
         if cfg.spec_freq_masks and cfg.spec_freq_mask_bins > self.frontend_cfg.n_mels:
             raise ValueError(f"DataConfig.spec_freq_mask_bins: at most the {self.frontend_cfg.n_mels} mel bins "
                              f"of the front end, got {cfg.spec_freq_mask_bins}")
@@ -294,6 +299,21 @@ class BatchLoader:
                              f"speech_length {ex.speech_length} put it in the {edge}-frame bucket")
         return feats[:edge]
 
+    def _prompt(self, ex: Example, i: int, epoch: int, n_audio: int, max_tokens: int) -> PromptIds:
+        """Example i's training prompt in `epoch`; the first-pass line corrupted per
+        cfg.first_pass_noise (left clean if the corrupted prompt would exceed max_tokens)."""
+        def build(first_pass=None):
+            return build_prompt(self.tokenizer, system=ex.system, n_audio=n_audio, target=ex.target,
+                                instruction=example_instruction(self.cfg, ex, first_pass))
+
+        if self._units is not None and ex.first_pass:
+            rng = np.random.default_rng(np.random.SeedSequence([self.cfg.seed, epoch, i, TEXT_TAG]))
+            rate = min(1.0, float(rng.uniform(0.0, 2.0 * self.cfg.first_pass_noise)))
+            p = build(corrupt_text(ex.first_pass, rate, rng, self._units))
+            if len(p.input_ids) <= max_tokens:
+                return p
+        return build()
+
     def _row_failed(self, ex: Example, err: Exception) -> None:
         msg = f"{ex.where} (key {ex.key!r}, audio {ex.audio_path}): {err}"
         if self.cfg.on_error == "raise":
@@ -313,20 +333,23 @@ class BatchLoader:
             if i < 0:
                 continue
             ex = self.examples[i]
-            try:
-                f, n_samples = self._row_features(i, epoch, plan, edge)
-            except (AudioError, FrontendError) as e:
-                self._row_failed(ex, e)
-                continue
-            f = self._masked(f, i, epoch)
-            p = build_prompt(self.tokenizer, system=ex.system, instruction=example_instruction(self.cfg, ex),
-                             n_audio=int(audio_token_count(f.shape[0])), target=ex.target)
+            if self.cfg.text_only:
+                f, n_samples = np.zeros((0, self.frontend_cfg.feature_dim), np.float32), 0
+            else:
+                try:
+                    f, n_samples = self._row_features(i, epoch, plan, edge)
+                except (AudioError, FrontendError) as e:
+                    self._row_failed(ex, e)
+                    continue
+                f = self._masked(f, i, epoch)
+            p = self._prompt(ex, i, epoch, int(audio_token_count(f.shape[0])) if f.shape[0] else 0, lt)
             if len(p.input_ids) > lt:  # the plan's token count is an upper bound by construction
                 raise DataError(f"{ex.where}: {len(p.input_ids)} tokens exceed the planned {lt}")
             feats[r], prompts[r], index[r], seconds[r] = f, p, i, n_samples / SAMPLE_RATE
             if self.ctc_vocab is not None:
                 ctc[r] = list(self.ctc_vocab.encode(ex.target))
-        return pad_batch(feats, prompts, pad_id=self.tokenizer.pad_id, feat_length=edge, token_length=lt,
+        return pad_batch(feats, prompts, pad_id=self.tokenizer.pad_id, feat_length=1 if self.cfg.text_only else edge,
+                         token_length=lt,
                          feat_dim=self.frontend_cfg.feature_dim,
                          ctc_labels=ctc if self.ctc_vocab is not None else None, ctc_length=int(plan.ctc_tokens[s]),
                          example_index=index, audio_seconds=seconds)

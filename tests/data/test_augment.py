@@ -83,3 +83,30 @@ def test_speed_perturb_length_and_pitch(factor):
     np.testing.assert_array_equal(speed_perturb(x, 1.0), x)
     with pytest.raises(ValueError):
         speed_perturb(x, 0.0)
+
+
+def test_corrupt_text_error_share_matches_the_rate():
+    """The unit edit distance (rapidfuzz, an independent Levenshtein) between a text and its
+    corrupted copy averages the rate per unit; 0 keeps the text; the result is re-joined."""
+    from rapidfuzz.distance import Levenshtein
+
+    from funasr_jax.data.augment import TextUnits, corrupt_text
+    from funasr_jax.text.metrics import tokens
+
+    texts = ["我们明天下午三点在北京开会", "my brother arrived so oliver was dirty", "中午郑彤准备来火车站讨论 video 的事情"]
+    pool = TextUnits.of(texts + ["他她它你您是的了在有和就不人都一上也很到说要去会着没看好自己这"])
+    assert "video" in pool.words and "我" in pool.cjk and " " not in "".join(pool.words)
+    rng = np.random.default_rng(0)
+    for t in texts:
+        assert corrupt_text(t, 0.0, rng, pool) == t
+    for rate in (0.1, 0.3, 0.6):
+        errs = units = 0
+        for _ in range(400):
+            for t in texts:
+                out = corrupt_text(t, rate, rng, pool)
+                assert "  " not in out and out == out.strip()
+                errs += Levenshtein.distance(tokens(t), tokens(out))
+                units += len(tokens(t))
+        assert abs(errs / units - rate) < 0.04 + 0.1 * rate, (rate, errs / units)
+    with pytest.raises(ValueError, match="rate"):
+        corrupt_text("x", 1.5, rng, pool)

@@ -248,3 +248,54 @@ def test_max_train_utts_keeps_the_first_examples_in_file_order(corpus):
     assert [ex.key for ex in read_train_examples(_cfg(corpus))] == keys
     assert [ex.key for ex in read_train_examples(_cfg(corpus, max_train_utts=5))] == keys[:5]
     assert [ex.key for ex in read_train_examples(_cfg(corpus, max_train_utts=10_000))] == keys
+
+
+def _first_pass_corpus(tmp_path, n=12):
+    """A manifest whose audio does not exist, with `first_pass` = the target (text-only rows)."""
+    from helpers.data import WORDS, line
+    lines = [line(f"u{i}", f"missing/{i}.wav", " ".join(WORDS[(i + k) % len(WORDS)] for k in range(3 + i % 4)),
+                  500 + 10 * i, first_pass=" ".join(WORDS[(i + k) % len(WORDS)] for k in range(3 + i % 4)))
+             for i in range(n)]
+    path = tmp_path / "fp.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path), read_manifests([str(path)])
+
+
+def test_text_only_rows_read_no_audio_and_corrupt_the_first_pass(tmp_path):
+    tok = CharTokenizer()
+    path, exs = _first_pass_corpus(tmp_path)
+    cfg = DataConfig(train_files=(path,), batch_size=4, bucket_frames=EDGES, token_multiple=16, seed=3,
+                     text_only=True, first_pass_prompt=True, first_pass_noise=0.3, on_error="raise")
+    td = make_train_data(cfg, exs, tok, num_epochs=2)
+    assert len(td.kept) == len(exs)  # no audio-length filter: 83+ LFR frames > EDGES[-1]
+    batches = list(td.iterator())
+    assert len(batches) == 2 * td.steps_per_epoch == 6
+    lines = {}
+    for step, b in enumerate(batches):
+        assert b.feats.shape == (4, 1, 560) and not b.feats.any()
+        assert (b.feat_lengths == 0).all() and (b.audio_tokens == 0).all()
+        for r in np.flatnonzero(b.weight > 0):
+            ex = exs[int(b.example_index[r])]
+            ids, labels, ln = b.input_ids[r], b.labels[r], int(b.token_lengths[r])
+            assert tok.decode(labels[labels != -100].tolist()) == ex.target + "<|im_end|>"
+            text = tok.decode(ids[:ln].tolist())
+            head = "<|im_start|>user\n一遍解码结果："
+            fp = text[text.index(head) + len(head):].split("\n")[0]
+            assert text.endswith("<|im_end|>\n<|im_start|>assistant\n" + ex.target + "<|im_end|>")
+            lines[(step // td.steps_per_epoch, ex.key)] = fp
+    assert len(lines) == 2 * len(exs)
+    changed = [k for k, fp in lines.items() if fp != exs[[e.key for e in exs].index(k[1])].target]
+    assert 0 < len(changed) < len(lines)  # shares are drawn in [0, 0.6]: some rows stay clean
+    assert any(lines[(0, ex.key)] != lines[(1, ex.key)] for ex in exs)  # redrawn every epoch
+    again = list(make_train_data(cfg, exs, tok, num_epochs=2).iterator())
+    assert_batches_equal(batches, again)
+    clean = list(make_train_data(dataclasses.replace(cfg, first_pass_noise=0.0), exs, tok, num_epochs=1).iterator())
+    for b in clean:
+        for r in np.flatnonzero(b.weight > 0):
+            ex = exs[int(b.example_index[r])]
+            assert f"一遍解码结果：{ex.first_pass}\n" in tok.decode(b.input_ids[r, :b.token_lengths[r]].tolist())
+    for kw, field in [({"first_pass_noise": 0.7}, "first_pass_noise"),
+                      ({"first_pass_noise": 0.2, "first_pass_prompt": False}, "first_pass_noise"),
+                      ({"text_only": 1}, "text_only")]:
+        with pytest.raises(ValueError, match=f"DataConfig.{field}"):
+            dataclasses.replace(cfg, **kw).validate()
