@@ -127,12 +127,14 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
         print(f"\nsignal {signum}: saving a checkpoint at the end of this step", file=sys.stderr)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    window = {"steps": 0, "audio": 0.0, "t": time.time(), "sums": {}}
+    window = {"steps": 0, "audio": 0.0, "t": time.time(), "data_s": 0.0, "sums": {}}
     accum = cfg.optim.accum_steps
     step = start
     try:
         while step < cfg.run.steps:
+            t_data = time.time()
             micro = [data.next_train() for _ in range(accum)]
+            window["data_s"] += time.time() - t_data
             norms = [batch_counts(b) for b in micro]
             norm = replicate({k: np.float32(max(1.0, sum(n[k] for n in norms))) for k in ("tokens", "utts")}, mesh)
             if accum == 1:
@@ -151,14 +153,17 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
             step += 1
             window["steps"] += 1
             window["audio"] += float(sum(np.asarray(b.audio_seconds).sum() for b in micro))
+            # Metrics stay on the device until the log line: reading them every step would wait for
+            # the step to finish, so the host could not load the next batch while it runs.
             for m in metric_list:
                 for k, v in m.items():
-                    window["sums"][k] = window["sums"].get(k, 0.0) + float(v)
+                    window["sums"][k] = window["sums"].get(k, 0.0) + v
             if step % cfg.run.log_every == 0 or step == cfg.run.steps:
+                window["sums"] = {k: float(v) for k, v in jax.device_get(window["sums"]).items()}
                 row = _summarise(window, step, cfg)
                 log.write(row)
                 progress.update(step, row)
-                window = {"steps": 0, "audio": 0.0, "t": time.time(), "sums": {}}
+                window = {"steps": 0, "audio": 0.0, "t": time.time(), "data_s": 0.0, "sums": {}}
             if cfg.run.eval_every and step % cfg.run.eval_every == 0 and step < cfg.run.steps:
                 _evaluate(cfg, model_cfg, state["params"], data, log, step)
             if cfg.run.save_every and step % cfg.run.save_every == 0:
@@ -191,7 +196,8 @@ def _summarise(window, step, cfg) -> dict:
     s = window["sums"]
     dt = max(time.time() - window["t"], 1e-9)
     row = {"step": step, "split": "train", "time": time.time(), "loss": s.get("loss", 0.0) / max(window["steps"], 1),
-           "steps_per_s": window["steps"] / dt, "audio_s_per_s": window["audio"] / dt}
+           "steps_per_s": window["steps"] / dt, "audio_s_per_s": window["audio"] / dt,
+           "data_share": window["data_s"] / dt}  # of the wall time, spent waiting for the host's batches
     if s.get("llm_count"):
         row["llm_loss"] = s["llm_sum"] / s["llm_count"]
         row["llm_acc"] = s["llm_correct"] / s["llm_count"]

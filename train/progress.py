@@ -39,8 +39,10 @@ class Progress:
             parts.append(f"acc {row['llm_acc']:.3f}")
         if "ctc_loss" in row:
             parts.append(f"ctc {row['ctc_loss']:.3f}")
-        parts += [f"{row.get('steps_per_s', 0):.2f} steps/s", f"{row.get('audio_s_per_s', 0):.1f} audio-s/s",
-                  f"ETA {_fmt(eta)}"]
+        parts += [f"{row.get('steps_per_s', 0):.2f} steps/s", f"{row.get('audio_s_per_s', 0):.1f} audio-s/s"]
+        if "data_share" in row:
+            parts.append(f"data wait {100 * row['data_share']:.0f}%")
+        parts.append(f"ETA {_fmt(eta)}")
         line = " | ".join(parts)
         print(("\r" + line + " " * 8) if self.tty else line, end="" if self.tty else "\n", file=self.stream,
               flush=True)

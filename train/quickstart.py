@@ -12,11 +12,16 @@ starts untrained:
      recipe's encoder pre-training, which needs far more data than a demo);
   2. first pass — the CTC head decodes the training split; its hypotheses go into the manifests
      (`funasr_jax.infer.first_pass`), as the recipe feeds the CTC hypothesis to the LLM;
-  3. sft_llm    — adaptor + whole LLM on the frozen encoder, the prompt carrying the first pass
+  3. llm_text   — the LLM alone on text (no audio read): each training utterance's first pass,
+     given further simulated errors, in the prompt and its transcript as the answer, so the
+     untrained LLM learns to copy and repair the hypothesis before it sees audio (the recipe
+     starts from a pre-trained text LLM); not decoded on dev (it has never seen audio);
+  4. sft_llm    — adaptor + whole LLM on the frozen encoder, the prompt carrying the first pass
      (stages sft1-sft4 assume a pre-trained LLM; sft5, the CTC head alone, would only repeat
      what ctc_warmup trained).
-The seed stage trains without noise; the others add noise to 20 % of utterances, half of those
-zero-padded first (noise-only stretches), besides the noise-only clips of the corpus (target ""). Then the test split is decoded three ways and
+The seed stage trains without noise; the audio stages after it add noise to 20 % of utterances,
+half of those zero-padded first (noise-only stretches), besides the noise-only clips of the corpus
+(target ""). Then the test split is decoded three ways and
 scored (CER for zh, WER for en, MER for code-switched; overall, per language, per subset): the
 LLM decoded jointly with the CTC head's prefix scores (weight 0.5, the model's recorded
 default), plain LLM greedy and CTC greedy. The headline is the `free` subset (sentences of
@@ -43,12 +48,13 @@ from train.loop import train
 from train.main import load_config
 
 # Steps per stage and the data settings the quickstart gives each (see the README for the why).
-SEED_UTTS, SEED_STEPS, CTC_STEPS, LLM_STEPS = 96, 500, 800, 600
+SEED_UTTS, SEED_STEPS, CTC_STEPS, TEXT_STEPS, LLM_STEPS = 96, 500, 800, 400, 600
 STAGE_DATA = {
     "ctc_seed": {"data.batch_size": 8, "data.noise_prob": 0.0, "data.max_train_utts": SEED_UTTS,
                  "optim.warmup_steps": 50},
     "ctc_warmup": {"data.batch_size": 32, "optim.lr": 4e-3, "data.noise_prob": 0.2, "data.zero_pad_prob": 0.5,
                    "optim.warmup_steps": 50},
+    "llm_text": {"data.batch_size": 32, "run.eval_at_end": False},
     "sft_llm": {"data.batch_size": 8, "data.noise_prob": 0.2, "data.zero_pad_prob": 0.5,
                 "optim.warmup_steps": 50},
 }
@@ -92,7 +98,8 @@ def main(argv=None) -> int:
     fp = write_first_pass_manifests(Recognizer.from_checkpoint(warm.run.out_dir), warm.data.train_files,
                                     out / "first_pass", batch_size=32)
     timing["first_pass"] = {"wall_s": round(time.time() - t, 1)}
-    cfg = run_stage("sft_llm", LLM_STEPS, warm.run.out_dir, **{"data.train_files": tuple(fp["files"])})
+    text = run_stage("llm_text", TEXT_STEPS, warm.run.out_dir, **{"data.train_files": tuple(fp["files"])})
+    cfg = run_stage("sft_llm", LLM_STEPS, text.run.out_dir, **{"data.train_files": tuple(fp["files"])})
 
     t = time.time()
     rec = Recognizer.from_checkpoint(cfg.run.out_dir)  # first-pass prompt + joint weight from the checkpoint

@@ -187,6 +187,24 @@ def test_tokenizer_spells_unseen_english_words():
         assert len(ids) > 1
 
 
+def test_prompt_phrases_are_single_pieces(manifests):
+    """The fixed parts of every training prompt (system prompt, role names, the instructions, the
+    first-pass label) are one piece each, and whole prompts still round-trip."""
+    from funasr_jax.text.prompt import DEFAULT_SYSTEM_PROMPT, FIRST_PASS_LABEL
+
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(DEMO, "tokenizer.model"))
+    for phrase in (DEFAULT_SYSTEM_PROMPT, "system", "user", "assistant", FIRST_PASS_LABEL, *INSTRUCTIONS):
+        assert len(sp.encode(phrase)) == 1, phrase
+    r = manifests["train"][0]
+    prompt = (f"<|im_start|>system\n{r['messages'][0]['content']}<|im_end|>\n<|im_start|>user\n{FIRST_PASS_LABEL}"
+              f"{text(r)}\n{r['messages'][1]['content']}<|im_end|>\n<|im_start|>assistant\n{text(r)}<|im_end|>")
+    ids = sp.encode(prompt)
+    assert sp.decode(ids) == prompt
+    # a transcript that merely contains a phrase's words is still spelt losslessly
+    for t in ("the user said you are a helpful assistant", "system user assistant"):
+        assert sp.decode(sp.encode(t)) == t
+
+
 def test_sentences_regenerate_deterministically(manifests):
     """The generator's text pool for seed 0 (no audio needed) is exactly the committed split, twice."""
     sys.path.insert(0, TOOLS)

@@ -26,7 +26,7 @@ def test_quickstart_chain_runs(tmp_path):
         assert v["noise_only"]["utterances"] + v["breakdown"]["overall"]["utterances"] == 6
         assert set(v["per_subset"]) <= {"free", "template"}
     assert 0.0 < scores["coverage"]["free"]["coverage"] <= 1.0
-    assert {"ctc_seed", "ctc_warmup", "first_pass", "sft_llm", "test_decode"} <= set(scores["timing"])
+    assert {"ctc_seed", "ctc_warmup", "first_pass", "llm_text", "sft_llm", "test_decode"} <= set(scores["timing"])
     # the first-pass manifests cover the training split and the LLM stage trained on them
     train_lines = (ROOT / "data" / "demo" / "train.jsonl").read_text().splitlines()
     fp = (out / "first_pass" / "train.jsonl").read_text().splitlines()
@@ -35,8 +35,12 @@ def test_quickstart_chain_runs(tmp_path):
     assert seed_cfg["data"]["max_train_utts"] == 96 and seed_cfg["run"]["init_from"] is None
     warm_cfg = json.loads((out / "ctc_warmup" / "train_config.json").read_text())
     assert warm_cfg["data"]["max_train_utts"] == 0 and warm_cfg["run"]["init_from"] == str(out / "ctc_seed")
+    text_cfg = json.loads((out / "llm_text" / "train_config.json").read_text())
+    assert text_cfg["data"]["text_only"] and text_cfg["data"]["first_pass_noise"] > 0
+    assert text_cfg["run"]["init_from"] == str(out / "ctc_warmup") and text_cfg["stage"]["trainable"] == ["llm"]
     cfg = json.loads((out / "sft_llm" / "train_config.json").read_text())
     assert cfg["data"]["train_files"] == [str(out / "first_pass" / "train.jsonl")]
+    assert cfg["run"]["init_from"] == str(out / "llm_text")
     meta = json.loads((out / "sft_llm" / "funasr_jax.json").read_text())
     assert meta["prompt"]["first_pass"] is True
     rows = [json.loads(l) for l in (out / "test_hyps_joint.jsonl").read_text().splitlines()]

@@ -187,6 +187,7 @@ def test_every_stage_runs_as_a_subprocess(stage, base_checkpoint, tmp_path):
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2]
     assert all(np.isfinite(r["loss"]) for r in rows if r["split"] == "train")
+    assert all(0.0 <= r["data_share"] <= 1.0 for r in rows if r["split"] == "train")  # host batch wait
     assert (out / "curves.png").exists() and (out / "checkpoints" / "2" / "params").exists()
     if stage in ("sft4", "sft5", "sft_llm"):
         assert summary["eval"]["utterances"] == 2
