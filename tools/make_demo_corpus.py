@@ -46,6 +46,7 @@ from demo_templates import EN_TEMPLATES, ZH_TEMPLATES
 from demo_text import LANGS, Sentence, coverage, is_cjk, make_splits, normalize_text, vocabulary_strings
 
 from funasr_jax.text.prompt import DEFAULT_SYSTEM_PROMPT as SYSTEM_PROMPT
+from funasr_jax.text.prompt import FIRST_PASS_LABEL
 
 SAMPLE_RATE = 16000
 SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|startofspeech|>", "<|endofspeech|>"]
@@ -56,13 +57,16 @@ INSTRUCTIONS = {
     "en": [("语音转写：", 0.6), ("语音转写成英文：", 0.25), ("Speech transcription:", 0.15)],
     "cs": [("语音转写：", 0.8), ("Speech transcription:", 0.2)],
 }
-# Extra strings the tokenizer must cover without byte fallback (prompts of §6.3).
-PROMPT_STRINGS = [
-    SYSTEM_PROMPT, "system", "user", "assistant",
+# Every instruction of §6.3 (the corpus uses those of INSTRUCTIONS).
+INSTRUCTION_STRINGS = [
     "语音转写：", "语音转写成中文：", "语音转写成英文：", "语音转写成日文：", "语音转写，不进行文本规整：",
     "Speech transcription:", "Transcribe speech into Chinese:",
     "Speech transcription without text normalization:",
-    "请结合上下文信息，更加准确地完成语音转写任务。如果没有相关信息，我们会留空。",
+]
+HOTWORD_INSTRUCTION = "请结合上下文信息，更加准确地完成语音转写任务。如果没有相关信息，我们会留空。"
+# Extra strings the tokenizer must cover without byte fallback (prompts of §6.3).
+PROMPT_STRINGS = [
+    SYSTEM_PROMPT, "system", "user", "assistant", *INSTRUCTION_STRINGS, HOTWORD_INSTRUCTION,
     "**上下文信息：**", "热词列表：[a, b, c]", "请结合下面提供的上下文信息", "历史转写结果", "一遍解码结果",
     # so paths, numbers and ASCII punctuation are single pieces rather than byte fallbacks
     "0123456789", "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", "!audio/train/00000.ogg",
@@ -72,9 +76,8 @@ PROMPT_STRINGS = [
 # Qwen's vocabulary. Spelt out in the demo's small vocabulary they would be ~45 of the ~70 tokens
 # of a training row, most of the tiny LLM's compute.
 PROMPT_SYMBOLS = [
-    SYSTEM_PROMPT, "system", "user", "assistant", "一遍解码结果：",
-    *PROMPT_STRINGS[4:12],
-    "请结合上下文信息，更加准确地完成语音转写任务。如果没有相关信息，我们会留空。", "**上下文信息：**", "热词列表：",
+    SYSTEM_PROMPT, "system", "user", "assistant", FIRST_PASS_LABEL, *INSTRUCTION_STRINGS,
+    HOTWORD_INSTRUCTION, "**上下文信息：**", "热词列表：",
 ]
 
 # ----------------------------------------------------------------------------- voices

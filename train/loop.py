@@ -127,7 +127,7 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
         print(f"\nsignal {signum}: saving a checkpoint at the end of this step", file=sys.stderr)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    window = {"steps": 0, "audio": 0.0, "t": time.time(), "data_s": 0.0, "sums": {}}
+    window = _new_window()
     accum = cfg.optim.accum_steps
     step = start
     try:
@@ -163,7 +163,7 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
                 row = _summarise(window, step, cfg)
                 log.write(row)
                 progress.update(step, row)
-                window = {"steps": 0, "audio": 0.0, "t": time.time(), "data_s": 0.0, "sums": {}}
+                window = _new_window()
             if cfg.run.eval_every and step % cfg.run.eval_every == 0 and step < cfg.run.steps:
                 _evaluate(cfg, model_cfg, state["params"], data, log, step)
             if cfg.run.save_every and step % cfg.run.save_every == 0:
@@ -190,6 +190,12 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
         for s, h in old.items():
             signal.signal(s, h)
         ckpt.close()
+
+
+def _new_window() -> dict:
+    """Accumulators of one log interval: steps, audio seconds, start time, seconds waiting for
+    batches, and metric sums (device scalars until the log line)."""
+    return {"steps": 0, "audio": 0.0, "t": time.time(), "data_s": 0.0, "sums": {}}
 
 
 def _summarise(window, step, cfg) -> dict:
