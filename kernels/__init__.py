@@ -1,1 +1,5 @@
+"""Attention and CTC kernels behind one dispatch each (see kernels/README.md)."""
 
+from kernels._partition import KernelLayout, current_layout, kernel_layout
+
+__all__ = ["KernelLayout", "current_layout", "kernel_layout"]

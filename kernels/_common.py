@@ -14,6 +14,11 @@ class KernelUnsupportedError(NotImplementedError):
     """An implementation cannot run this call here (backend, dtype, head_dim, missing library)."""
 
 
+class KernelNumericsError(RuntimeError):
+    """A compiled kernel disagrees with the XLA implementation on the probe input (a bug: never
+    answered by falling back)."""
+
+
 def validate_attention_inputs(q, k, v, mask=None) -> None:
     """q [B, T, Hq, D], k/v [B, S, Hkv, D] with Hq % Hkv == 0, optional mask [B, T, S];
     raises KernelInputError naming the offending shapes."""

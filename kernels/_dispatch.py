@@ -1,22 +1,35 @@
 """Implementation dispatch shared by the kernel entry points (attention, CTC).
 
 A `Dispatcher` holds one op's implementation names and preference tables and picks the
-implementation for a call: candidates are tried in order, a candidate the op's `check` rejects
-(`KernelUnsupportedError`) is skipped with its reason, and each distinct fallback is warned about
-once. `compile_probe` turns "build a tiny fwd+bwd for this signature" into a cached
-"does it compile here?" check (used on GPU, where a Triton/cuDNN lowering can fail).
+implementation for a call:
+- an implementation asked for BY NAME either serves the call or raises `KernelUnsupportedError`
+  naming why — it never silently becomes another one;
+- `implementation=None` (the backend's preference) or a tuple of names tries the candidates in
+  order; a candidate the op's `check` refuses (`KernelUnsupportedError`) is skipped with its
+  reason, and each distinct fallback is warned about once.
+
+Two cached accelerator checks back `check` (`accelerator_checks()` says when they run: on GPU and
+TPU, or everywhere with FUNASR_JAX_KERNEL_PROBES=1):
+- `compile_probe`: "does the tiling this call will use lower and compile here?" (a Triton or
+  cuDNN lowering can fail) -> refusal, so `None` falls back;
+- `numerics_probe`: "does the compiled kernel, at that tiling, agree with `xla` on a small
+  input?" -> `KernelNumericsError` when not, which is never turned into a fallback.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 import jax
+import numpy as np
 
-from kernels._common import KernelUnsupportedError, device_kind
+from kernels._common import KernelNumericsError, KernelUnsupportedError, device_kind
+
+PROBE_ENV = "FUNASR_JAX_KERNEL_PROBES"   # "1": run the accelerator checks on CPU too (tests)
 
 Implementation = str | Sequence[str] | None   # a name, names tried in order, or None (preference)
 
@@ -64,27 +77,45 @@ class Dispatcher:
 
     def select(self, implementation: Implementation, check: Callable[[str], None] | None = None,
                *, stacklevel: int = 2) -> str:
-        """The first candidate that is known and passes `check(name)` (which raises
-        `KernelUnsupportedError(reason)` to refuse; the reason is used verbatim). If an earlier
-        candidate was refused, or none is usable (-> `fallback`), warns once per distinct message
-        "<op>: using '<name>' (<reasons>)". `stacklevel` as for `warnings.warn` in the caller."""
+        """The implementation for this call.
+
+        A name (str): that implementation if it is known and `check(name)` passes, else
+        `KernelUnsupportedError("<op>: <name> was requested but cannot serve this call: <why>")`.
+        None / a sequence: the first candidate that is known and passes `check(name)` (which
+        raises `KernelUnsupportedError(reason)` to refuse; the reason is used verbatim). If an
+        earlier candidate was refused, or none is usable (-> `fallback`), warns once per distinct
+        message "<op>: using '<name>' (<reasons>)". `stacklevel` as for `warnings.warn` in the
+        caller. Other exceptions from `check` (bad input, `KernelNumericsError`) propagate.
+        """
+        if isinstance(implementation, str):
+            reason = self._refusal(implementation, check)
+            if reason is not None:
+                raise KernelUnsupportedError(
+                    f"{self.op}: {implementation!r} was requested but cannot serve this call: {reason}")
+            return implementation
         reasons = []
         for name in self.candidates(implementation):
-            if name not in self.names:
-                reasons.append(self.unknown(name) if self.unknown else
-                               f"{name!r} is not a {self.op} implementation ({sorted(self.names)})")
-                continue
-            try:
-                if check is not None:
-                    check(name)
-            except KernelUnsupportedError as e:
-                reasons.append(str(e))
+            reason = self._refusal(name, check)
+            if reason is not None:
+                reasons.append(reason)
                 continue
             if reasons:
                 self.warn_once(f"{self.op}: using {name!r} ({'; '.join(reasons)})", stacklevel + 1)
             return name
         self.warn_once(f"{self.op}: using {self.fallback!r} ({'; '.join(reasons)})", stacklevel + 1)
         return self.fallback
+
+    def _refusal(self, name: str, check) -> str | None:
+        """Why `name` cannot serve the call (None: it can)."""
+        if name not in self.names:
+            return (self.unknown(name) if self.unknown else
+                    f"{name!r} is not a {self.op} implementation ({sorted(self.names)})")
+        try:
+            if check is not None:
+                check(name)
+        except KernelUnsupportedError as e:
+            return str(e)
+        return None
 
     def warn_once(self, msg: str, stacklevel: int = 2) -> None:
         """`warnings.warn(msg)` the first time this dispatcher sees `msg`; `stacklevel` counts
@@ -121,3 +152,53 @@ def require_compiled(name: str, err: str | None) -> None:
     """Raise `KernelUnsupportedError("<name> failed to compile here (<err>)")` when a probe failed."""
     if err:
         raise KernelUnsupportedError(f"{name} failed to compile here ({err})")
+
+
+def accelerator_checks() -> bool:
+    """Whether the compile and numerics probes run: on GPU/TPU, or when FUNASR_JAX_KERNEL_PROBES=1
+    (so CPU tests exercise them on interpreted kernels)."""
+    return jax.default_backend() in ("gpu", "tpu") or os.environ.get(PROBE_ENV, "") == "1"
+
+
+def numerics_probe(build: Callable[..., tuple[Callable, Callable, Sequence, Callable]]):
+    """Decorator: `build(*key) -> (fn, reference_fn, args, compare)` becomes an lru-cached
+    `probe(*key) -> None | str`: both functions are jitted and RUN on the concrete `args`
+    (numpy arrays) — also when called while another function is being traced, since a compiled
+    executable is called directly — and `compare(outputs, reference_outputs)` returns None or
+    a message saying what differs. A function that fails to run returns its error line."""
+
+    @functools.cache
+    @functools.wraps(build)
+    def probe(*key) -> str | None:
+        fn, ref_fn, args, compare = build(*key)
+        specs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in args]
+        with jax.ensure_compile_time_eval():
+            try:
+                got = jax.jit(fn).lower(*specs).compile()(*args)
+            except Exception as e:  # noqa: BLE001 - reported, then raised by require_accurate
+                return f"it failed to run ({error_line(e)})"
+            want = jax.jit(ref_fn).lower(*specs).compile()(*args)
+        return compare(got, want)
+
+    return probe
+
+
+def require_accurate(name: str, err: str | None, what: str) -> None:
+    """Raise `KernelNumericsError` when a numerics probe failed (never a fallback: a kernel that
+    compiles but computes wrong numbers is a bug to report, not a preference)."""
+    if err:
+        raise KernelNumericsError(f"{name} disagrees with 'xla' on {what}: {err}")
+
+
+def max_rel_error(got, want) -> float:
+    """max |got - want| / max(max |want|, 1e-6) over a pytree of arrays (in f32)."""
+    worst = 0.0
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        g = np.asarray(g, np.float32)
+        w = np.asarray(w, np.float32)
+        if g.shape != w.shape:
+            return float("inf")
+        scale = max(float(np.abs(w).max()) if w.size else 0.0, 1e-6)
+        err = float(np.abs(g - w).max()) / scale if w.size else 0.0
+        worst = max(worst, err if np.isfinite(err) else float("inf"))
+    return worst

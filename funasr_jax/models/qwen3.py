@@ -152,8 +152,9 @@ class Qwen3Attention(_Qwen3Part):
             cv = lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (zero, idx, zero, zero))
             new_cache = {"k": ck, "v": cv}
             s_max = ck.shape[1]
-            # Explicit masks are served by the XLA kernel; asking for it avoids a fallback warning.
-            impl = self.attention_impl or "xla"
+            # Only "xla" (and the "reference" oracle) take an explicit mask: the KV-cache paths use
+            # it whatever kernel training asked for (an explicit kernel name would raise).
+            impl = self.attention_impl if self.attention_impl in ("xla", "reference") else "xla"
             kvm = jnp.ones((b, s_max), bool) if ctx.kv_mask is None else ctx.kv_mask.astype(bool)
             if ctx.mode == "decode":
                 slot = jnp.arange(s_max)[None, None, :]

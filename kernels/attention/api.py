@@ -12,17 +12,29 @@ tried in order:
 - "pallas_gpu": our Pallas/Triton flash attention (forward + backward; interpreted off-GPU);
 - "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")` (bf16/f16, head_dim <= 128);
 - "splash": JAX's Pallas TPU splash attention (TPU only).
-When the requested/preferred implementation cannot serve a call (backend, dtype, head_dim, mask,
-a failed compile probe on GPU) the next candidate is used and ONE warning per cause is issued.
+A name asked for explicitly either serves the call or raises `KernelUnsupportedError` saying why;
+`None` or a tuple tries the candidates in order and warns ONCE per cause when it moves on.
+On an accelerator (`_dispatch.accelerator_checks()`), the first call per signature of
+"pallas_gpu" / "cudnn" / "splash" compiles the tiling the real call uses (failure -> refusal) and
+checks its forward and gradients against "xla" on a small input at that tiling (failure ->
+`KernelNumericsError`, never a fallback).
+
+Under a `kernels.kernel_layout(mesh, batch_axes, head_axes)` context (the trainer enters it) the
+non-XLA implementations run per shard (`jax.shard_map`): q/k/v split as
+P(batch_axes, None, head_axes, None), lengths as P(batch_axes); sequence and head_dim local
+(`kernels/_partition.py`). "xla" and "reference" are left to XLA's partitioner.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from kernels._common import KernelUnsupportedError, validate_attention_inputs
-from kernels._dispatch import Dispatcher, compile_probe, require_compiled
+from kernels._common import KernelUnsupportedError, lengths_or_full, validate_attention_inputs
+from kernels._dispatch import (Dispatcher, accelerator_checks, compile_probe, max_rel_error, numerics_probe,
+                               require_accurate, require_compiled)
+from kernels._partition import attention_specs, current_layout, per_shard
 from kernels.attention import cudnn, pallas_gpu, reference, tpu, xla
 
 IMPLEMENTATIONS = {
@@ -60,41 +72,116 @@ def default_implementation(backend: str | None = None) -> str:
     return preference(backend)[0]
 
 
-@compile_probe
-def _compiles(name: str, dtype, d: int, group: int, causal: bool):
-    """On GPU: a tiny fwd+bwd of `name` (q [1, 128, group, D], k/v [1, 128, 1, D]) per signature."""
+PROBED = ("pallas_gpu", "cudnn", "splash")   # compiled and checked on the first call per signature
+
+
+def _tiling(name: str, dtype, t: int, s: int, d: int):
+    """What the compiled kernel specialises on besides dtype/group/causal: the resolved Pallas
+    block sizes (which depend on T, S and the padded head_dim), or nothing."""
+    if name == "pallas_gpu":
+        return pallas_gpu.resolve_blocks(t, s, d, dtype)
+    return None
+
+
+def _probe_inputs(dtype, tiling, d: int, group: int, seed: int = 0):
+    """q [2, T, group, D], k/v [2, S, 1, D], do, lengths: T/S span two tiles of the resolved
+    tiling (a partial one included) and row 1 is shorter than row 0."""
+    rows = 2 * max(tiling.block_q, tiling.block_q_dq, tiling.block_q_dkv) - 3 if tiling else 200
+    cols = 2 * max(tiling.block_k, tiling.block_k_dq, tiling.block_k_dkv) - 5 if tiling else 190
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((2, rows, group, d), np.float32).astype(dtype)
+    k = rng.standard_normal((2, cols, 1, d), np.float32).astype(dtype)
+    v = rng.standard_normal((2, cols, 1, d), np.float32).astype(dtype)
+    do = rng.standard_normal((2, rows, group, d), np.float32).astype(dtype)
+    return q, k, v, do, np.array([rows, rows // 2 + 1], np.int32), np.array([cols, cols // 3 + 1], np.int32)
+
+
+def _fwd_bwd(name, causal, tiling):
     fn = IMPLEMENTATIONS[name]
-    qs = jax.ShapeDtypeStruct((1, 128, group, d), dtype)
-    ks = jax.ShapeDtypeStruct((1, 128, 1, d), dtype)
-    ls = jax.ShapeDtypeStruct((1,), jnp.int32)
+    extra = {"block_sizes": tiling} if tiling is not None else {}
 
-    def loss(q, k, v, ln):
-        out = fn(q, k, v, q_lengths=ln, kv_lengths=ln, causal=causal)
-        return out.astype(jnp.float32).sum()
+    def run(q, k, v, do, ql, kl):
+        def loss(q, k, v):
+            out = fn(q, k, v, q_lengths=ql, kv_lengths=kl, causal=causal, **extra)
+            return jnp.sum(out.astype(jnp.float32) * do.astype(jnp.float32)), out
+        (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
+        return out, grads
 
-    return jax.grad(loss, argnums=(0, 1, 2)), (qs, ks, ks, ls)
+    return run
+
+
+@compile_probe
+def _compiles(name: str, dtype, d: int, group: int, causal: bool, tiling, precision):
+    """fwd+bwd of `name` at the call's tiling (two tiles of it; compiling is what can fail)."""
+    del precision   # part of the cache key: it changes the lowering
+    args = _probe_inputs(dtype, tiling, d, group)
+    return _fwd_bwd(name, causal, tiling), [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in args]
+
+
+def numerics_tolerance(dtype, precision) -> float:
+    """Max error relative to each tensor's largest |xla| value that the probe accepts: bf16/f16
+    inputs 3e-2 (8/11 mantissa bits, p rounded to the input dtype inside the kernels); f32 at
+    'highest' 1e-4; f32 at any lower precision (TF32 on NVIDIA, bf16 passes on TPU) 2e-2."""
+    if jnp.dtype(dtype) != jnp.float32:
+        return 3e-2
+    return 1e-4 if precision in ("highest", "float32") else 2e-2
+
+
+@numerics_probe
+def _agrees(name: str, dtype, d: int, group: int, causal: bool, tiling, precision):
+    tol = numerics_tolerance(dtype, precision)
+
+    def compare(got, want):
+        err = max_rel_error(got, want)
+        return None if err <= tol else f"max error {err:.3g} x max|xla| > {tol:g} ({jnp.dtype(dtype).name}, " \
+                                       f"precision {precision})"
+
+    return _fwd_bwd(name, causal, tiling), _fwd_bwd("xla", causal, None), _probe_inputs(dtype, tiling, d, group), \
+        compare
 
 
 def _check(name, q, k, v, mask, causal):
-    """Raises KernelUnsupportedError("<name>: <why>") when `name` cannot serve this call here."""
+    """Raises KernelUnsupportedError("<name>: <why>") when `name` cannot serve this call here
+    (q/k/v: the per-shard shapes); KernelNumericsError when it compiles but computes wrongly."""
     try:
         if name in _SUPPORT_CHECKS:
             _SUPPORT_CHECKS[name](q, k, v, mask=mask)
-        if name in ("pallas_gpu", "cudnn") and jax.default_backend() == "gpu":
-            require_compiled(name, _compiles(name, jnp.dtype(q.dtype), q.shape[-1], q.shape[2] // k.shape[2],
-                                             bool(causal)))
+        if name in PROBED and accelerator_checks():
+            dtype = jnp.dtype(q.dtype)
+            key = (name, dtype, q.shape[-1], q.shape[2] // k.shape[2], bool(causal),
+                   _tiling(name, dtype, q.shape[1], k.shape[1], q.shape[-1]),
+                   jax.config.jax_default_matmul_precision or "default")
+            require_compiled(name, _compiles(*key))
+            require_accurate(name, _agrees(*key), f"a {dtype.name} probe input (head_dim {key[2]}, group {key[3]}, "
+                                                  f"causal {key[4]}, tiling {key[5]})")
     except KernelUnsupportedError as e:
         raise KernelUnsupportedError(f"{name}: {e}") from None
 
 
 def select(q, k, v, *, mask=None, causal=False, implementation=None) -> str:
-    """The implementation `attention` will use for these inputs (warns once when falling back)."""
+    """The implementation `attention` will use for inputs shaped like q/k/v (arrays or
+    ShapeDtypeStructs of the per-shard shapes); warns once when falling back."""
     return _DISPATCH.select(implementation, lambda name: _check(name, q, k, v, mask, causal))
 
 
 def attention(q, k, v, *, q_lengths=None, kv_lengths=None, causal=False, scale=None, mask=None,
               implementation: str | tuple[str, ...] | None = None):
     validate_attention_inputs(q, k, v, mask)
-    name = select(q, k, v, mask=mask, causal=causal, implementation=implementation)
-    return IMPLEMENTATIONS[name](q, k, v, q_lengths=q_lengths, kv_lengths=kv_lengths, causal=causal,
-                                 scale=scale, mask=mask)
+    b, t, hq, d = q.shape
+    s, hkv = k.shape[1], k.shape[2]
+    layout = current_layout()
+    qkv_spec, len_spec, b_loc, hq_loc, hkv_loc = attention_specs(layout, b, hq, hkv)
+    local_q = jax.ShapeDtypeStruct((b_loc, t, hq_loc, d), q.dtype)
+    local_kv = jax.ShapeDtypeStruct((b_loc, s, hkv_loc, d), k.dtype)
+    name = select(local_q, local_kv, local_kv, mask=mask, causal=causal, implementation=implementation)
+    fn = IMPLEMENTATIONS[name]
+    if name in ("xla", "reference") or layout is None:
+        return fn(q, k, v, q_lengths=q_lengths, kv_lengths=kv_lengths, causal=causal, scale=scale, mask=mask)
+    q_len = lengths_or_full(q_lengths, b, t, "q_lengths")
+    kv_len = lengths_or_full(kv_lengths, b, s, "kv_lengths")
+
+    def local(q, k, v, ql, kl):
+        return fn(q, k, v, q_lengths=ql, kv_lengths=kl, causal=causal, scale=scale)
+
+    return per_shard(local, layout, (qkv_spec, qkv_spec, qkv_spec, len_spec, len_spec), qkv_spec)(
+        q, k, v, q_len, kv_len)

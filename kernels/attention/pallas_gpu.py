@@ -30,7 +30,7 @@ from jax.experimental.pallas import triton as pltriton
 
 from kernels._common import (KernelUnsupportedError, default_interpret, device_kind,
                              lengths_or_full, next_pow2, pad_axis, round_up, validate_attention_inputs)
-from kernels.attention.config import BlockSizes, block_sizes_for
+from kernels.attention.config import BlockSizes, block_sizes_for, tiling_problem
 
 _LOG2E = math.log2(math.e)
 _NEG = -1e30  # finite "minus infinity" for masked logits (keeps exp2(m_old - m_new) finite)
@@ -303,8 +303,9 @@ def _flash_bwd(st, res, do):
 _flash.defvjp(_flash_fwd, _flash_bwd)
 
 
-def check_supported(q, k, v, *, mask=None):
-    """Raise KernelUnsupportedError when this kernel cannot serve the call (KernelInputError on bad shapes)."""
+def check_supported(q, k, v, *, mask=None, block_sizes: BlockSizes | None = None):
+    """Raise KernelUnsupportedError when this kernel cannot serve the call (KernelInputError on
+    bad shapes). On a GPU this includes a tiling whose shared memory exceeds the device's."""
     validate_attention_inputs(q, k, v)
     if mask is not None:
         raise KernelUnsupportedError("pallas_gpu attention takes lengths, not a general mask")
@@ -312,32 +313,52 @@ def check_supported(q, k, v, *, mask=None):
         raise KernelUnsupportedError(f"pallas_gpu attention: dtype {q.dtype}/{k.dtype}/{v.dtype}")
     if q.shape[3] > 256:
         raise KernelUnsupportedError(f"pallas_gpu attention: head_dim {q.shape[3]} > 256")
+    if jax.default_backend() == "gpu":
+        bs = resolve_blocks(q.shape[1], k.shape[1], q.shape[3], q.dtype, block_sizes)
+        problem = tiling_problem(bs, padded_head_dim(q.shape[3]), q.dtype, device_kind())
+        if problem:
+            raise KernelUnsupportedError(f"pallas_gpu attention: {problem}")
 
 
 def _clamp_block(block: int, n: int) -> int:
     return max(16, min(block, next_pow2(n)))
 
 
+def padded_head_dim(d: int) -> int:
+    return max(16, next_pow2(d))
+
+
+def resolve_blocks(t: int, s: int, d: int, dtype, block_sizes: BlockSizes | None = None) -> BlockSizes:
+    """The tiles a call with T queries, S keys and head_dim D uses: `block_sizes` or the table's
+    entry for this device, dtype and padded D, each clamped to [16, next_pow2(T or S)]."""
+    bs = block_sizes or block_sizes_for(device_kind(), padded_head_dim(d), dtype)
+    return dataclasses.replace(
+        bs, block_q=_clamp_block(bs.block_q, t), block_q_dq=_clamp_block(bs.block_q_dq, t),
+        block_q_dkv=_clamp_block(bs.block_q_dkv, t), block_k=_clamp_block(bs.block_k, s),
+        block_k_dq=_clamp_block(bs.block_k_dq, s), block_k_dkv=_clamp_block(bs.block_k_dkv, s))
+
+
 def flash_attention(q, k, v, *, q_lengths=None, kv_lengths=None, causal=False, scale=None, mask=None,
                     block_sizes: BlockSizes | None = None, interpret: bool | None = None):
-    """Flash attention (Pallas GPU kernels; interpreted off-GPU). Same contract as `reference.attention`."""
-    check_supported(q, k, v, mask=mask)
+    """Flash attention (Pallas GPU kernels; interpreted off-GPU). Same contract as `reference.attention`.
+
+    The matmuls follow `jax_default_matmul_precision` (as XLA's do): f32 inputs run TF32 on
+    NVIDIA tensor cores at 'default'/'high' and IEEE f32 at 'highest'."""
+    check_supported(q, k, v, mask=mask, block_sizes=block_sizes)
     b, t, hq, d = q.shape
     s, hkv = k.shape[1], k.shape[2]
     scale = float(d ** -0.5 if scale is None else scale)
-    dp = max(16, next_pow2(d))
-    bs = block_sizes or block_sizes_for(device_kind(), dp)
-    bq, bq_dq, bq_dkv = (_clamp_block(x, t) for x in (bs.block_q, bs.block_q_dq, bs.block_q_dkv))
-    bk, bk_dq, bk_dkv = (_clamp_block(x, s) for x in (bs.block_k, bs.block_k_dq, bs.block_k_dkv))
-    st = _Static(scale=scale, causal=bool(causal), group=hq // hkv, bq=bq, bk=bk, bq_dq=bq_dq,
-                 bk_dq=bk_dq, bq_dkv=bq_dkv, bk_dkv=bk_dkv, num_warps=bs.num_warps,
-                 num_stages=bs.num_stages, num_warps_bwd=bs.num_warps_bwd,
+    dp = padded_head_dim(d)
+    bs = resolve_blocks(t, s, d, q.dtype, block_sizes)
+    st = _Static(scale=scale, causal=bool(causal), group=hq // hkv, bq=bs.block_q, bk=bs.block_k,
+                 bq_dq=bs.block_q_dq, bk_dq=bs.block_k_dq, bq_dkv=bs.block_q_dkv, bk_dkv=bs.block_k_dkv,
+                 num_warps=bs.num_warps, num_stages=bs.num_stages, num_warps_bwd=bs.num_warps_bwd,
                  num_stages_bwd=bs.num_stages_bwd,
                  interpret=default_interpret() if interpret is None else bool(interpret))
     q_len = lengths_or_full(q_lengths, b, t, "q_lengths")
     kv_len = lengths_or_full(kv_lengths, b, s, "kv_lengths")
-    tp = round_up(t, max(bq, bq_dq, bq_dkv))
-    sp = round_up(s, max(bk, bk_dq, bk_dkv))
+    tp = round_up(t, max(st.bq, st.bq_dq, st.bq_dkv))
+    sp = round_up(s, max(st.bk, st.bk_dq, st.bk_dkv))
     qp = pad_axis(pad_axis(q, 3, dp), 1, tp)
     kp = pad_axis(pad_axis(k, 3, dp), 1, sp)
     vp = pad_axis(pad_axis(v, 3, dp), 1, sp)

@@ -12,16 +12,27 @@ implementation)`:
   and their gradient 0 (not NaN). Losses are clamped at >= 0 (f32 rounding).
 - implementation: None (best for the backend: "pallas_gpu" on GPU, "xla" elsewhere), "xla",
   "pallas_gpu" (interpreted off-GPU), "reference" (brute force, tiny inputs, concrete labels), or
-  a tuple tried in order. Unavailable choices fall back to "xla" with one warning.
+  a tuple tried in order. A name asked for explicitly serves the call or raises
+  `KernelUnsupportedError`; None / a tuple falls back to "xla" with one warning. On an accelerator
+  the first call per (dtype, tiling, states) compiles that tiling and checks loss and gradient
+  against "xla" on a small input (`KernelNumericsError` when they differ, never a fallback).
+
+Under `kernels.kernel_layout(mesh, batch_axes)` "pallas_gpu" runs per shard (`jax.shard_map`):
+logits [B, T, V] split as P(batch_axes, None, None), labels and lengths by rows; frames and the
+vocabulary stay local (`kernels/_partition.py`).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from kernels._common import KernelInputError
-from kernels._dispatch import Dispatcher, compile_probe, require_compiled
+from kernels._dispatch import (Dispatcher, accelerator_checks, compile_probe, max_rel_error, numerics_probe,
+                               require_accurate, require_compiled)
+from kernels._partition import current_layout, per_shard, rows_spec
 from kernels.ctc import pallas_gpu, reference, xla
 
 IMPLEMENTATIONS = ("pallas_gpu", "xla", "reference")
@@ -46,24 +57,58 @@ def _validate(logits, logit_lengths, labels, label_lengths, reduction):
         raise KernelInputError(f"ctc_loss: reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
 
 
+def _probe_case(dtype, blocks, n_states: int, v: int, seed: int = 0):
+    """logits [2, T, V] (T spans two frame tiles and fits the longest label sequence), labels
+    [2, L] with L the most labels `n_states` holds; row 1 is shorter in frames and labels."""
+    n_labels = (n_states - 1) // 2
+    t = max(2 * blocks.bt + 5, 2 * n_labels + 3)
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((2, t, v), np.float32).astype(dtype)
+    labels = rng.integers(0, v - 1, (2, n_labels)).astype(np.int32)   # class v - 1 is the blank
+    return logits, np.array([t, t - 4], np.int32), labels, np.array([n_labels, n_labels // 2], np.int32)
+
+
+def _nll_and_grad(name: str, n_states: int, blocks):
+    def run(logits, t_len, labels, u_len):
+        v = logits.shape[-1]
+
+        def total(x):
+            ext, skip, valid = xla.extended_labels(labels, u_len, v - 1, n_states)
+            if name == "pallas_gpu":
+                return pallas_gpu.ctc_nll(x, ext, skip, valid, t_len, u_len, blocks=blocks).sum()
+            return xla.ctc_nll(x, ext, skip, valid, t_len, u_len).sum()
+        return jax.value_and_grad(total)(logits)
+
+    return run
+
+
 @compile_probe
-def _gpu_compile_error(dtype):
-    """On GPU: a tiny Pallas CTC fwd+bwd (logits [2, 40, 300], labels [2, 7]) per logits dtype."""
-    x = jax.ShapeDtypeStruct((2, 40, 300), dtype)
-    lab = jax.ShapeDtypeStruct((2, 7), jnp.int32)
-    ln = jax.ShapeDtypeStruct((2,), jnp.int32)
-
-    def loss(x, t_len, labels, u_len):
-        ext, skip, valid = xla.extended_labels(labels, u_len, 0, pallas_gpu.num_states(7))
-        return pallas_gpu.ctc_nll(x, ext, skip, valid, t_len, u_len).sum()
-
-    return jax.grad(loss), (x, ln, lab, ln)
+def _compiles(dtype, blocks, n_states: int, v: int):
+    """Pallas CTC fwd+bwd at the call's tiles, states and vocabulary (two frame tiles)."""
+    args = _probe_case(dtype, blocks, n_states, v)
+    return _nll_and_grad("pallas_gpu", n_states, blocks), [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in args]
 
 
-def _check(name: str, dtype) -> None:
-    """Only the compiled Pallas kernel can be refused (on GPU, when its probe fails to compile)."""
-    if name == "pallas_gpu" and jax.default_backend() == "gpu":
-        require_compiled(name, _gpu_compile_error(jnp.dtype(dtype)))
+NUMERICS_TOLERANCE = 1e-3   # max error relative to max |xla| (loss and gradient; the math is f32 in both)
+
+
+@numerics_probe
+def _agrees(dtype, blocks, n_states: int, v: int):
+    def compare(got, want):
+        err = max_rel_error(got, want)
+        return None if err <= NUMERICS_TOLERANCE else f"max error {err:.3g} x max|xla| > {NUMERICS_TOLERANCE:g}"
+
+    return (_nll_and_grad("pallas_gpu", n_states, blocks), _nll_and_grad("xla", 2 * ((n_states - 1) // 2) + 1, None),
+            _probe_case(dtype, blocks, n_states, v), compare)
+
+
+def _check(name: str, dtype, t: int, v: int, max_labels: int) -> None:
+    """The compiled Pallas kernel is refused when its probe does not compile; it raises
+    KernelNumericsError when it compiles but disagrees with xla."""
+    if name == "pallas_gpu" and accelerator_checks():
+        key = (jnp.dtype(dtype), pallas_gpu.resolve_blocks(t, v), pallas_gpu.num_states(max_labels), v)
+        require_compiled(name, _compiles(*key))
+        require_accurate(name, _agrees(*key), f"a {key[0].name} probe input (tiles {key[1]}, {key[2]} states, V {v})")
 
 
 def ctc_loss(logits, logit_lengths, labels, label_lengths, *, blank_id: int, reduction: str = "none",
@@ -75,14 +120,20 @@ def ctc_loss(logits, logit_lengths, labels, label_lengths, *, blank_id: int, red
     blank = blank_id % v
     t_len = jnp.clip(jnp.asarray(logit_lengths).astype(jnp.int32), 0, t)
     u_len = jnp.clip(jnp.asarray(label_lengths).astype(jnp.int32), 0, labels.shape[1])
-    name = _DISPATCH.select(implementation, lambda name: _check(name, logits.dtype))
+    name = _DISPATCH.select(implementation, lambda name: _check(name, logits.dtype, t, v, labels.shape[1]))
     if name == "reference":
         nll = jnp.maximum(reference.ctc_loss(logits, logit_lengths, labels, label_lengths, blank_id=blank), 0.0)
     else:
         n_states = pallas_gpu.num_states(labels.shape[1]) if name == "pallas_gpu" else 2 * labels.shape[1] + 1
         safe = jnp.clip(labels.astype(jnp.int32), 0, v - 1)
         ext, skip, valid = xla.extended_labels(safe, u_len, blank, n_states)
-        fn = pallas_gpu.ctc_nll if name == "pallas_gpu" else xla.ctc_nll
+        if name == "pallas_gpu":
+            rows, _ = rows_spec(current_layout(), logits.shape[0])
+            fn = per_shard(pallas_gpu.ctc_nll, current_layout(),
+                           (P(rows, None, None), P(rows, None), P(rows, None), P(rows, None), P(rows), P(rows)),
+                           P(rows))
+        else:
+            fn = xla.ctc_nll
         nll = fn(logits, ext, skip, valid, t_len, u_len)
     if zero_infinity:
         nll = jnp.where(jnp.isinf(nll), 0.0, nll)

@@ -296,6 +296,14 @@ def _bwd(st, res, g):
 _ctc_nll.defvjp(_fwd, _bwd)
 
 
+def resolve_blocks(t: int, v: int, blocks: CTCBlocks | None = None) -> CTCBlocks:
+    """The tiles a call with T frames and V classes uses: `blocks` (default `CTCBlocks()`) with
+    bt clamped to [16, next_pow2(T)] and bv to [16, next_pow2(V)]."""
+    blocks = blocks or CTCBlocks()
+    return dataclasses.replace(blocks, bv=max(16, min(blocks.bv, next_pow2(v))),
+                               bt=max(16, min(blocks.bt, next_pow2(t))))
+
+
 def ctc_nll(logits, ext, skip, valid, t_len, u_len, *, blocks: CTCBlocks | None = None,
             interpret: bool | None = None):
     """Per-utterance -log p(labels | logits) [B] (clamped >= 0, inf if impossible).
@@ -305,9 +313,6 @@ def ctc_nll(logits, ext, skip, valid, t_len, u_len, *, blocks: CTCBlocks | None 
     s = ext.shape[1]
     if s & (s - 1):
         raise ValueError(f"pallas CTC needs a power-of-two number of states, got {s}")
-    blocks = blocks or CTCBlocks()
-    v = logits.shape[2]
-    blocks = dataclasses.replace(blocks, bv=max(16, min(blocks.bv, next_pow2(v))),
-                                 bt=max(16, min(blocks.bt, next_pow2(logits.shape[1]))))
+    blocks = resolve_blocks(logits.shape[1], logits.shape[2], blocks)
     st = _Static(blocks=blocks, interpret=default_interpret() if interpret is None else bool(interpret))
     return _ctc_nll(logits, ext, skip, valid, t_len.astype(jnp.int32), u_len.astype(jnp.int32), st)

@@ -19,8 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.lowering import custom_call_targets, lower_for_cuda, triton_calls
 
-from kernels._common import KernelInputError
+from kernels._common import KernelInputError, KernelUnsupportedError
 from kernels.attention import api, pallas_gpu, reference, tpu, xla
 from kernels.attention.config import BlockSizes
 
@@ -155,8 +156,8 @@ def test_pallas_gpu_lowers_to_triton():
         out = pallas_gpu.flash_attention(q, k, v, q_lengths=ln, kv_lengths=ln, causal=True, interpret=False)
         return out.astype(jnp.float32).sum()
 
-    lowered = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).trace(q, k, k, ln).lower(lowering_platforms=("cuda",))
-    assert lowered.as_text().count("__gpu$xla.gpu.triton") == 3
+    text = lower_for_cuda(jax.grad(loss, argnums=(0, 1, 2)), q, k, k, ln)
+    assert triton_calls(text) == 3, custom_call_targets(text)
 
 
 def test_splash_tpu_path_in_tpu_interpret_mode():
@@ -171,25 +172,32 @@ def test_splash_tpu_path_in_tpu_interpret_mode():
     assert max(errs) < 1e-4, f"seed={seed}: {errs}"
 
 
-def test_dispatch_cpu_and_fallbacks():
+def test_dispatch_cpu_explicit_and_fallbacks():
     seed = _seed()
     q, k, v, do, q_len, kv_len = _inputs(seed, 2, 12, 12, 2, 1, 8)
     assert api.default_implementation("cpu") == "xla"
     assert api.preference("gpu", "NVIDIA H100 80GB HBM3")[0] in ("cudnn", "pallas_gpu")
     assert api.preference("tpu")[0] == "splash"
     ref = reference.attention(q, k, v, kv_lengths=kv_len, causal=True)
+    # asked for by name and unable to serve: an error naming why, never another implementation
+    with pytest.raises(KernelUnsupportedError, match=r"'cudnn' was requested but cannot serve.*CUDA GPU"):
+        api.attention(q, k, v, kv_lengths=kv_len, causal=True, implementation="cudnn")
+    with pytest.raises(KernelUnsupportedError, match="not an attention implementation"):
+        api.attention(q, k, v, implementation="flash3")
+    mask = jax.random.bernoulli(jax.random.key(seed), 0.7, (2, 12, 12))
+    with pytest.raises(KernelUnsupportedError, match="general mask"):
+        api.attention(q, k, v, mask=mask, implementation="pallas_gpu")
+    # a tuple / None falls back, warning once per cause
     api._warned.clear()
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        for _ in range(3):   # unavailable here -> xla, warned once
-            out = api.attention(q, k, v, kv_lengths=kv_len, causal=True, implementation="cudnn")
-    assert len([x for x in w if "cudnn" in str(x.message)]) == 1
+        for _ in range(3):
+            out = api.attention(q, k, v, kv_lengths=kv_len, causal=True, implementation=("cudnn", "xla"))
+    assert [str(x.message) for x in w] == ["attention: using 'xla' (cudnn: cudnn attention needs a CUDA GPU)"]
     assert _max_err(out, ref) < F32_TOL
-    # a general mask goes to xla, even when a kernel is requested
-    mask = jax.random.bernoulli(jax.random.key(seed), 0.7, (2, 12, 12))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = api.attention(q, k, v, mask=mask, implementation="pallas_gpu")
+        warnings.simplefilter("error")   # the CPU preference needs no fallback
+        out = api.attention(q, k, v, mask=mask)
     assert _max_err(out, reference.attention(q, k, v, mask=mask)) < F32_TOL
     assert api.select(q, k, v, implementation="pallas_gpu") == "pallas_gpu"   # interpreted on CPU
     with pytest.raises(KernelInputError, match="kv heads"):

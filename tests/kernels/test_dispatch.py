@@ -66,7 +66,10 @@ def test_select_explicit_tuple_and_none():
     assert _select(d, None) == (d.preference()[0], [])
     name, msgs = _select(d, ("fast", "ok"), _refuse("fast"))         # next candidate, not the fallback
     assert name == "ok" and msgs == ["op: using 'ok' (fast cannot run here)"]
-    name, msgs = _select(d, "fast", _refuse("fast"))                 # nothing usable: the fallback
+    with pytest.raises(KernelUnsupportedError,                       # by name: an error, no fallback
+                       match=r"^op: 'fast' was requested but cannot serve this call: fast cannot run here$"):
+        _select(d, "fast", _refuse("fast"))
+    name, msgs = _select(d, ("fast",), _refuse("fast"))              # a tuple: nothing usable -> fallback
     assert name == "xla" and msgs == ["op: using 'xla' (fast cannot run here)"]
     name, msgs = _select(d, (), None)
     assert name == "xla" and msgs == ["op: using 'xla' ()"]
@@ -100,14 +103,16 @@ def test_unknown_names_give_a_reason():
     assert name == "ok"
     assert msgs == ["op: using 'ok' ('nope' is not a op implementation (['fast', 'ok', 'xla']))"]
     custom = _dispatcher(unknown=lambda n: f"{n} is unheard of")
-    assert _select(custom, "nope") == ("xla", ["op: using 'xla' (nope is unheard of)"])
+    assert _select(custom, ("nope",)) == ("xla", ["op: using 'xla' (nope is unheard of)"])
+    with pytest.raises(KernelUnsupportedError, match="nope is unheard of"):
+        custom.select("nope")
 
 
 def test_warning_points_at_the_callers_caller():
     d = _dispatcher()
 
     def entry_point():
-        return d.select("nope")
+        return d.select(("nope",))
 
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
