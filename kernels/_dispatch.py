@@ -18,6 +18,8 @@ TPU, or everywhere with FUNASR_JAX_KERNEL_PROBES=1):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import os
@@ -32,6 +34,27 @@ from kernels._common import KernelNumericsError, KernelUnsupportedError, device_
 PROBE_ENV = "FUNASR_JAX_KERNEL_PROBES"   # "1": run the accelerator checks on CPU too (tests)
 
 Implementation = str | Sequence[str] | None   # a name, names tried in order, or None (preference)
+
+_RECORD: contextvars.ContextVar = contextvars.ContextVar("funasr_jax_kernel_record", default=None)
+
+
+@contextlib.contextmanager
+def record_selections(into: dict[str, list[str]]):
+    """Within this block every `Dispatcher.select` appends the implementation it chose to
+    `into[op]` (once per distinct name, in order of first use) — what a trainer reports as the
+    implementation each op actually ran."""
+    token = _RECORD.set(into)
+    try:
+        yield into
+    finally:
+        _RECORD.reset(token)
+
+
+def _note(op: str, name: str) -> str:
+    into = _RECORD.get()
+    if into is not None and name not in into.setdefault(op, []):
+        into[op].append(name)
+    return name
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -92,7 +115,7 @@ class Dispatcher:
             if reason is not None:
                 raise KernelUnsupportedError(
                     f"{self.op}: {implementation!r} was requested but cannot serve this call: {reason}")
-            return implementation
+            return _note(self.op, implementation)
         reasons = []
         for name in self.candidates(implementation):
             reason = self._refusal(name, check)
@@ -101,9 +124,9 @@ class Dispatcher:
                 continue
             if reasons:
                 self.warn_once(f"{self.op}: using {name!r} ({'; '.join(reasons)})", stacklevel + 1)
-            return name
+            return _note(self.op, name)
         self.warn_once(f"{self.op}: using {self.fallback!r} ({'; '.join(reasons)})", stacklevel + 1)
-        return self.fallback
+        return _note(self.op, self.fallback)
 
     def _refusal(self, name: str, check) -> str | None:
         """Why `name` cannot serve the call (None: it can)."""

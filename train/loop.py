@@ -38,14 +38,15 @@ class StopRequested(Exception):
 
 
 def merged_model_config(cfg: TrainConfig, source_cfg):
-    """Architecture from the init source; LoRA, dtype, attention and remat from this run."""
+    """Architecture from the init source; LoRA, dtype, attention, remat and matmul precision from this run."""
     if source_cfg is None:
         return cfg.model
     run = cfg.model
     llm = dataclasses.replace(source_cfg.llm, lora=run.llm.lora)
     ctc = dataclasses.replace(source_cfg.ctc, detach_encoder=run.ctc.detach_encoder)
     return source_cfg.replace(llm=llm, ctc=ctc, dtype=run.dtype, attention_impl=run.attention_impl,
-                              ctc_loss_impl=run.ctc_loss_impl, remat=run.remat)
+                              ctc_loss_impl=run.ctc_loss_impl, remat=run.remat,
+                              matmul_precision=run.matmul_precision)
 
 
 def initial_params(cfg: TrainConfig, model_cfg, rng, source=None):
@@ -178,7 +179,8 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
                   if cfg.run.eval_at_end else {})
         plot_curves(out / "metrics.jsonl", out / "curves.png")
         summary = {"stage": cfg.stage.name, "steps": step, "out_dir": str(out), "resumed_from": resumed_from,
-                   **init_info, "mesh": dict(mesh.shape), "compiles": dict(steps.counter.by_name), "eval": result}
+                   **init_info, "mesh": dict(mesh.shape), "compiles": dict(steps.counter.by_name),
+                   "kernels": dict(steps.counter.kernels), "eval": result}
         (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
         return summary
     except StopRequested:

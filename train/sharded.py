@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding
 
 from funasr_jax.models.axes import logical_axes_for
 from funasr_jax.models.batch import Batch
+from kernels import kernel_layout, record_selections
 from sharding.context import activation_sharding
 from sharding.mesh import make_mesh
 from sharding.rules import ShardingRules, get_rules
@@ -42,12 +43,15 @@ class BatchShapeError(ValueError):
 
 @dataclass
 class CompileCounter:
-    """Counts traces of the wrapped step functions: `count` in all, `by_name[name]`, and the
-    batch-shape signature of every trace in `signatures` (name, ((key, shape), ...))."""
+    """Counts traces of the wrapped step functions: `count` in all, `by_name[name]`, the
+    batch-shape signature of every trace in `signatures` (name, ((key, shape), ...)), and in
+    `kernels` the implementation each kernel op ran in those traces (op -> names, e.g.
+    {"attention": ["xla"], "ctc_loss": ["pallas_gpu"]})."""
 
     count: int = 0
     by_name: dict = field(default_factory=dict)
     signatures: list = field(default_factory=list)
+    kernels: dict = field(default_factory=dict)
 
     def record(self, name: str, batch) -> None:
         self.count += 1
@@ -93,7 +97,8 @@ def _traced(fn: Callable, name: str, counter: CompileCounter, mesh, rules, batch
     @functools.wraps(fn)
     def run(*args):
         counter.record(name, args[batch_arg] if batch_arg is not None else None)
-        with activation_sharding(mesh, rules):
+        with activation_sharding(mesh, rules), record_selections(counter.kernels), kernel_layout(
+                mesh, batch_axes=rules.activation_axes("batch"), head_axes=rules.activation_axes("heads")):
             return fn(*args)
 
     return run

@@ -203,7 +203,8 @@ class Recognizer:
         self.cmvn = load_cmvn(frontend.cmvn_file) if frontend.cmvn_file else None
         self.model = FunASRNano(cfg)
         self.decoder = CausalDecoder(Qwen3ForCausalLM(cfg.llm, dtype=jnp.dtype(cfg.dtype),
-                                                      attention_impl=cfg.attention_impl))
+                                                      attention_impl=cfg.attention_impl,
+                                                      matmul_precision=cfg.matmul_precision))
 
     @classmethod
     def from_checkpoint(cls, path, tokenizer_path=None, ctc_tokenizer_path=None, **kw) -> Recognizer:

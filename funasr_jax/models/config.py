@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from funasr_jax.models.precision import check_matmul_precision
 from funasr_jax.models.remat import parse_remat
 
 
@@ -100,6 +101,9 @@ class FunASRConfig:
     dtype: compute dtype of matmuls ("float32" | "bfloat16"); params stay float32.
     attention_impl: name passed to `kernels.attention.attention(implementation=...)`
       (None = best available for the backend); ctc_loss_impl likewise for the CTC loss.
+    matmul_precision: "default" | "high" | "highest" (`funasr_jax.models.precision`), applied to
+      every matmul of the model, XLA and Pallas alike. "default" lets f32 matmuls run as TF32 on
+      GPU; parity with PyTorch f32 needs "highest".
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -110,6 +114,7 @@ class FunASRConfig:
     attention_impl: str | None = None
     ctc_loss_impl: str | None = None  # `kernels.ctc.ctc_loss(implementation=...)`; None = best available
     remat: str = "none"  # "none" | "block" | policy | "encoder:block,llm:dots_saveable" (funasr_jax.models.remat)
+    matmul_precision: str = "default"
 
     def replace(self, **kw) -> "FunASRConfig":
         return dataclasses.replace(self, **kw)
@@ -131,6 +136,7 @@ class FunASRConfig:
             if not ok:
                 raise ValueError(msg)
         parse_remat(self.remat)  # RematConfigError (a ValueError) naming model.remat
+        check_matmul_precision(self.matmul_precision)
         return self
 
 

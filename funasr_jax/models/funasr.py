@@ -20,6 +20,7 @@ from funasr_jax.models.config import FunASRConfig, audio_token_count
 from funasr_jax.models.ctc_head import CTCLo
 from funasr_jax.models.encoder import SenseVoiceEncoderSmall
 from funasr_jax.models.qwen3 import Qwen3ForCausalLM
+from funasr_jax.models.precision import with_matmul_precision
 from funasr_jax.models.remat import parse_remat
 from sharding.context import constrain
 
@@ -39,6 +40,9 @@ def splice_audio(token_embeds, audio_embeds, audio_start, audio_tokens):
     return jnp.where(inside[:, :, None], gathered.astype(token_embeds.dtype), token_embeds)
 
 
+_precision = with_matmul_precision(lambda self: self.cfg.matmul_precision)
+
+
 class FunASRNano(nn.Module):
     """Fun-ASR(-Nano). Methods can be called separately through `apply(..., method=...)`."""
 
@@ -51,19 +55,22 @@ class FunASRNano(nn.Module):
         kw = dict(dtype=dtype, attention_impl=cfg.attention_impl)
         self.audio_encoder = SenseVoiceEncoderSmall(cfg.encoder, remat=remat["encoder"], **kw)
         self.audio_adaptor = Transformer(cfg.adaptor, remat=remat["adaptor"], **kw)
-        self.llm = Qwen3ForCausalLM(cfg.llm, remat=remat["llm"], **kw)
+        self.llm = Qwen3ForCausalLM(cfg.llm, remat=remat["llm"], matmul_precision=cfg.matmul_precision, **kw)
         if cfg.ctc.enabled:
             self.ctc_decoder = Transformer(cfg.ctc.decoder, remat=remat["ctc"], **kw)
             self.ctc = CTCLo(cfg.ctc.vocab_size, dtype=dtype)
 
+    @_precision
     def encode(self, feats, feat_lengths, deterministic: bool = True):
         """[B, T, 560] -> encoder output [B, T, D_enc] (f32), lengths [B]."""
         return self.audio_encoder(feats, feat_lengths, deterministic=deterministic)
 
+    @_precision
     def adapt(self, enc, enc_lengths, deterministic: bool = True):
         """Encoder output -> LLM-width audio rows [B, T', D_llm], lengths [B]."""
         return self.audio_adaptor(enc, enc_lengths, deterministic=deterministic)
 
+    @_precision
     def ctc_logits(self, enc, enc_lengths, deterministic: bool = True):
         """Encoder output -> CTC logits [B, T, V_ctc] (f32, unnormalized)."""
         if self.cfg.ctc.detach_encoder:
@@ -71,17 +78,20 @@ class FunASRNano(nn.Module):
         h, _ = self.ctc_decoder(enc, enc_lengths, deterministic=deterministic)
         return self.ctc(h)
 
+    @_precision
     def embed_prompt(self, input_ids, audio_embeds, audio_start, audio_tokens):
         """Token ids [B, L] (placeholders 0 or negative) + audio rows -> LLM inputs [B, L, D]."""
         ids = jnp.maximum(input_ids, 0)
         return splice_audio(self.llm.embed(ids), audio_embeds, audio_start, audio_tokens)
 
+    @_precision
     def audio_embeds(self, feats, feat_lengths, deterministic: bool = True):
         """feats -> (adaptor rows [B, T', D_llm], encoder output, encoder lengths)."""
         enc, enc_lengths = self.encode(feats, feat_lengths, deterministic)
         adapted, _ = self.adapt(enc, enc_lengths, deterministic)
         return adapted, enc, enc_lengths
 
+    @_precision
     def __call__(self, batch: Batch, deterministic: bool = True, with_llm: bool = True, with_ctc: bool = True):
         """Teacher-forced forward of `batch` (its model-input fields; targets are not read).
 

@@ -31,6 +31,7 @@ from jax import lax
 from funasr_jax.models.batch import IGNORE_INDEX
 from funasr_jax.models.config import Qwen3Config
 from funasr_jax.models.lora import LoRADense
+from funasr_jax.models.precision import with_matmul_precision
 from funasr_jax.models.remat import remat_layer
 from funasr_jax.models.stack import LayerStack
 from kernels.attention.api import attention
@@ -250,6 +251,9 @@ def init_cache(cfg: Qwen3Config, batch: int, max_len: int, dtype=jnp.float32):
                  for _ in range(cfg.num_hidden_layers))
 
 
+_precision = with_matmul_precision(lambda self: self.matmul_precision)
+
+
 class Qwen3ForCausalLM(_Qwen3Part):
     """Qwen3 causal LM. Params f32; matmul inputs in `dtype`; logits f32.
 
@@ -262,6 +266,7 @@ class Qwen3ForCausalLM(_Qwen3Part):
     """
 
     remat: bool | str = False  # False/"none", True/"block", or a funasr_jax.models.remat policy name
+    matmul_precision: str | None = None  # funasr_jax.models.precision; None: JAX's current setting
 
     def setup(self):
         self.model = Qwen3Model(self.cfg, self.dtype, self.attention_impl, self.remat)
@@ -270,10 +275,12 @@ class Qwen3ForCausalLM(_Qwen3Part):
                                     param_dtype=jnp.float32,
                                     kernel_init=nn.initializers.normal(stddev=0.02))
 
+    @_precision
     def embed(self, input_ids):
         """input_ids [B, L] int -> [B, L, D] in `dtype`."""
         return self.model.embed(input_ids)
 
+    @_precision
     def logits_from_hidden(self, h):
         """Final-normed hidden [..., D] -> logits [..., V] f32 (tied: h @ embedding.T)."""
         if self.cfg.tie_word_embeddings:
@@ -285,6 +292,7 @@ class Qwen3ForCausalLM(_Qwen3Part):
         """Zero KV cache for `batch` rows of `max_len` slots (default dtype: the compute dtype)."""
         return init_cache(self.cfg, batch, max_len, self.dtype if dtype is None else dtype)
 
+    @_precision
     def __call__(self, inputs_embeds, *, positions=None, lengths=None, cache=None, cache_index=None,
                  kv_mask=None, deterministic: bool = True, return_hidden: bool = False):
         """Forward pass.

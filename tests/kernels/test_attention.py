@@ -2,9 +2,13 @@
 
 Pallas GPU kernels run in interpret mode on CPU (small tiles of 16 so every shape spans several
 tiles and ends in a partial one). Seeds are fresh per run and printed in failure messages.
-Tolerances: f32 max abs error 2e-5 (outputs and gradients are O(1)); bf16 inputs: max abs error
-<= 2e-2 * max |reference| per tensor (bf16 keeps 8 mantissa bits and the kernels round p and the
-outputs to bf16; the reference runs in f32 from the same rounded inputs).
+The oracle always runs at matmul precision "highest"; the kernel under test runs at the
+precision each test names (`jax.default_matmul_precision`, as `model.matmul_precision` applies it).
+Tolerances, per precision: f32 inputs at "highest" (and at "default" on CPU, which computes f32
+exactly): max abs error 2e-5 (outputs and gradients are O(1)); f32 at "default" on a GPU (TF32,
+10 mantissa bits) and bf16 inputs at any precision: max abs error <= 2e-2 * max |reference| per
+tensor (bf16 keeps 8 mantissa bits and the kernels round p and the outputs to bf16; the reference
+runs in f32 from the same rounded inputs).
 """
 
 from __future__ import annotations
@@ -25,11 +29,15 @@ from kernels._common import KernelInputError, KernelUnsupportedError
 from kernels.attention import api, pallas_gpu, reference, tpu, xla
 from kernels.attention.config import BlockSizes
 
-jax.config.update("jax_default_matmul_precision", "highest")
-
 SMALL = BlockSizes(16, 16, 16, 16, 16, 16)
 F32_TOL = 2e-5
 BF16_REL_TOL = 2e-2
+PRODUCTION_PRECISION = "default"   # FunASRConfig.matmul_precision's default
+
+
+def _f32_is_exact(precision: str) -> bool:
+    """Whether f32 matmuls at `precision` are full f32 here (CPU always is)."""
+    return precision == "highest" or jax.default_backend() == "cpu"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -66,19 +74,24 @@ def _max_err(a, b):
     return float(jnp.max(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32))))
 
 
-def _compare(fn, seed, shape, causal, dtype, tol, **extra):
+def _compare(fn, seed, shape, causal, dtype, tol=None, precision="highest", **extra):
+    """`fn` at matmul `precision` vs the f32 oracle at "highest"; tol None: the module's table."""
     b, t, s, hq, hkv, d = shape
     q, k, v, do, q_len, kv_len = _inputs(seed, b, t, s, hq, hkv, d, dtype)
     kw = dict(q_lengths=q_len, kv_lengths=kv_len, causal=causal)
     # The oracle sees the same (rounded) inputs, in f32.
     f32 = [x.astype(jnp.float32) for x in (q, k, v, do)]
-    ref_out, ref_g = _jit_value_and_grads(reference.attention, *f32, **kw)
-    out, g = _jit_value_and_grads(lambda q, k, v, **kw: fn(q, k, v, **kw, **extra), q, k, v, do, **kw)
+    with jax.default_matmul_precision("highest"):
+        ref_out, ref_g = _jit_value_and_grads(reference.attention, *f32, **kw)
+    with jax.default_matmul_precision(precision):
+        out, g = _jit_value_and_grads(lambda q, k, v, **kw: fn(q, k, v, **kw, **extra), q, k, v, do, **kw)
     errs = [_max_err(out, ref_out)] + [_max_err(a, r) for a, r in zip(g, ref_g)]
-    if dtype != jnp.float32:   # relative to each tensor's largest reference magnitude
+    relative = dtype != jnp.float32 or not _f32_is_exact(precision)
+    if relative:   # relative to each tensor's largest reference magnitude
         errs = [e / float(jnp.abs(r).max()) for e, r in zip(errs, (ref_out, *ref_g))]
+    tol = tol if tol is not None else BF16_REL_TOL if relative else F32_TOL
     assert out.dtype == q.dtype and out.shape == q.shape
-    assert max(errs) < tol, f"seed={seed} shape={shape} causal={causal} {dtype}: errors {errs}"
+    assert max(errs) < tol, f"seed={seed} shape={shape} causal={causal} {dtype} {precision}: errors {errs}"
     # rows past q_lengths are exactly zero
     rows = jnp.arange(t)[None, :] >= q_len[:, None]
     assert float(jnp.abs(jnp.where(rows[:, :, None, None], out.astype(jnp.float32), 0)).max()) == 0.0
@@ -102,6 +115,14 @@ def test_xla_matches_reference_bf16():
 def test_pallas_gpu_matches_reference_f32(shape, causal):
     _compare(pallas_gpu.flash_attention, _seed(), shape, causal, jnp.float32, F32_TOL,
              block_sizes=SMALL, interpret=True)
+
+
+@pytest.mark.parametrize("impl", ["xla", "pallas_gpu"])
+def test_f32_at_the_production_precision(impl):
+    """f32 inputs at `model.matmul_precision`'s default, not only at "highest"."""
+    fn, extra = ((xla.attention, {}) if impl == "xla" else
+                 (pallas_gpu.flash_attention, dict(block_sizes=SMALL, interpret=True)))
+    _compare(fn, _seed(), SHAPES[1], True, jnp.float32, precision=PRODUCTION_PRECISION, **extra)
 
 
 def test_pallas_gpu_matches_reference_bf16():
@@ -224,13 +245,15 @@ def test_bench_smoke(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="compiled Triton kernels need a GPU")
 @pytest.mark.parametrize("impl", ["pallas_gpu", "cudnn"])
-def test_compiled_kernels_on_gpu(impl):
-    """On a GPU session: the compiled kernels (default block table) against the f32 reference."""
+@pytest.mark.parametrize("precision", [PRODUCTION_PRECISION, "highest"])
+def test_compiled_kernels_on_gpu(impl, precision):
+    """On a GPU session: the compiled kernels (default block table) against the f32 reference,
+    at the production matmul precision (f32 as TF32) and at "highest"."""
     fn = api.IMPLEMENTATIONS[impl]
     for shape, causal, dtype in [((2, 300, 300, 8, 2, 128), True, jnp.bfloat16),
                                  ((3, 257, 190, 4, 4, 64), False, jnp.bfloat16),
                                  ((2, 130, 130, 4, 1, 64), True, jnp.float32)]:
         if impl == "cudnn" and dtype == jnp.float32:
             continue
-        tol = F32_TOL * 10 if dtype == jnp.float32 else BF16_REL_TOL
-        _compare(fn, _seed(), shape, causal, dtype, tol)
+        tol = F32_TOL * 10 if dtype == jnp.float32 and precision == "highest" else None
+        _compare(fn, _seed(), shape, causal, dtype, tol, precision=precision)
