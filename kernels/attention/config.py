@@ -53,7 +53,8 @@ _TABLE: list[tuple[str, int, int, BlockSizes]] = [
     ("A100", 4, 64, BlockSizes(64, 64, 64, 32, 32, 64, num_warps=4, num_stages=2)),
     ("A100", 4, 128, BlockSizes(64, 32, 32, 32, 32, 32, num_warps=8, num_stages=2, num_warps_bwd=8)),
     ("", 2, 64, BlockSizes(64, 64, 32, 32, 32, 32)),
-    ("", 2, 1 << 30, BlockSizes(64, 32, 32, 32, 32, 32)),
+    ("", 2, 128, BlockSizes(64, 32, 32, 32, 32, 32)),
+    ("", 2, 1 << 30, BlockSizes(32, 32, 32, 32, 32, 32, num_stages_bwd=1)),   # head_dim 256 in 99 KiB
     ("", 4, 64, BlockSizes(64, 32, 32, 32, 32, 32)),
     ("", 4, 1 << 30, BlockSizes(32, 16, 16, 16, 16, 16)),
 ]

@@ -7,6 +7,7 @@ XLA_FLAGS=--xla_force_host_platform_device_count=8, so no other test's jax is af
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -232,7 +233,7 @@ def test_compilation_cache_and_cluster_settings(tmp_path):
 # ----------------------------------------------------------------------------- 8 fake devices
 
 
-def _run_worker(mode: str, timeout=240) -> dict:
+def _run_worker(mode: str, timeout=480) -> dict:
     # LLVM -O0: halves XLA:CPU compile time; both sides of every comparison use it.
     env = dict(os.environ, JAX_PLATFORMS="cpu", FUNASR_JAX_NO_COMPILE_CACHE="1",
                XLA_FLAGS="--xla_backend_optimization_level=0")
@@ -269,6 +270,40 @@ def test_sharded_params_are_laid_out_as_ruled(equivalence):
     assert lay["llm/model/layers/0/self_attn/q_proj/kernel"] == [[64, 32], 8]  # shard shape, #devices
     assert lay["llm/model/embed_tokens/embedding"][0] == [lay["vocab"] // 4, 64]
     assert lay["mu:audio_encoder/encoders/0/feed_forward/w_1/kernel"] == [[64, 64], 8]
+
+
+@pytest.fixture(scope="module")
+def kernels_run():
+    return _run_worker("kernels")
+
+
+def test_pallas_attention_runs_per_shard(kernels_run):
+    """GQA with padding, batch over data and heads over tensor: one shard_map region per call
+    (forward, and the backward's), and the same numbers as on one device."""
+    r = kernels_run["attention"]
+    assert r["regions"] >= 2, r
+    assert r["vs_single"] <= 1e-5 and r["vs_reference"] <= 2e-5, r
+    assert "'data'" in r["out_sharding"] and "'tensor'" in r["out_sharding"], r   # [B, T, H, D] stays split
+
+
+def test_pallas_ctc_runs_per_shard(kernels_run):
+    r = kernels_run["ctc"]
+    assert r["regions"] >= 1, r
+    assert r["vs_single"] <= 1e-5 and r["vs_reference"] <= 1e-4 * max(1.0, r["max_abs"]), r
+
+
+def test_sharded_step_wraps_every_kernel_call(kernels_run):
+    """The train step on a 2 fsdp x 4 tensor mesh: a manual region around every attention layer
+    and the CTC loss, and the step records which implementation each op ran."""
+    from funasr_jax.models.config import FunASRConfig
+
+    r = kernels_run["step"]
+    assert r["kernels"] == {"attention": ["pallas_gpu"], "ctc_loss": ["pallas_gpu"]}, r
+    m = slim_cfg().model
+    assert isinstance(m, FunASRConfig)
+    layers = (m.encoder.num_blocks + m.encoder.tp_blocks + m.adaptor.n_layer + m.llm.num_hidden_layers
+              + (m.ctc.decoder.n_layer if m.ctc.enabled else 0))
+    assert r["regions"] >= layers + 1, (r["regions"], layers)
 
 
 def worker_equivalence():
@@ -328,5 +363,98 @@ def worker_equivalence():
     print(json.dumps(out))
 
 
+def _manual_regions(text: str) -> int:
+    """shard_map regions in a lowered module (Shardy's op, or GSPMD's full-to-shard markers)."""
+    return text.count("sdy.manual_computation") or text.count("@SPMDFullToShardShape")
+
+
+def worker_kernels():
+    """Pallas kernels (interpreted on CPU) under `kernels.kernel_layout` on 8 devices vs one."""
+    jax.config.update("jax_default_matmul_precision", "highest")
+    import jax.numpy as jnp
+    from jax.sharding import Mesh, NamedSharding
+
+    from funasr_jax.models.funasr import abstract_params
+    from kernels import kernel_layout
+    from kernels.attention import attention, reference
+    from kernels.ctc import ctc_loss
+    from train import bench
+
+    assert jax.device_count() == 8, jax.devices()
+    mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "tensor"))
+    rng = np.random.default_rng(0)
+    out = {}
+
+    # attention: GQA (4 query heads, 2 kv heads), right padding, batch over data, heads over tensor
+    b, t, hq, hkv, d = 4, 24, 4, 2, 16
+    q, do = (rng.standard_normal((b, t, hq, d)).astype(np.float32) for _ in range(2))
+    k, v = (rng.standard_normal((b, t, hkv, d)).astype(np.float32) for _ in range(2))
+    lens = np.array([24, 17, 9, 1], np.int32)
+
+    def attn_fwd_bwd(impl, layout):
+        def loss(q, k, v):
+            with (kernel_layout(mesh, ("data",), ("tensor",)) if layout else contextlib.nullcontext()):
+                o = attention(q, k, v, q_lengths=lens, kv_lengths=lens, causal=True, implementation=impl)
+            return jnp.sum(o * do), o
+        return jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)
+
+    sharded = NamedSharding(mesh, P("data"))
+    args = [jax.device_put(x, sharded) for x in (q, k, v)]
+    fn = jax.jit(attn_fwd_bwd("pallas_gpu", True))
+    text = fn.lower(*args).as_text()
+    (_, o_sh), g_sh = fn(*args)
+    (_, o_1), g_1 = jax.jit(attn_fwd_bwd("pallas_gpu", False))(q, k, v)
+    (_, o_ref), g_ref = jax.jit(lambda q, k, v: jax.value_and_grad(
+        lambda q, k, v: (jnp.sum(reference.attention(q, k, v, q_lengths=lens, kv_lengths=lens, causal=True) * do),
+                         reference.attention(q, k, v, q_lengths=lens, kv_lengths=lens, causal=True)),
+        argnums=(0, 1, 2), has_aux=True)(q, k, v))(q, k, v)
+    diff = lambda a, b: float(max(np.abs(np.asarray(x) - np.asarray(y)).max()
+                                  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
+    out["attention"] = {"regions": _manual_regions(text), "vs_single": diff((o_sh, g_sh), (o_1, g_1)),
+                        "vs_reference": diff((o_sh, g_sh), (o_ref, g_ref)),
+                        "out_sharding": str(o_sh.sharding.spec)}
+
+    # CTC: padded labels (lengths 0..5 of 5), rows over data x tensor (8-way)
+    b, t, vocab, u = 8, 12, 7, 5
+    logits = rng.standard_normal((b, t, vocab)).astype(np.float32)
+    t_len = np.array([12, 12, 11, 10, 9, 8, 6, 12], np.int32)
+    labels = rng.integers(1, vocab, (b, u)).astype(np.int32)
+    u_len = np.array([5, 4, 3, 2, 1, 0, 3, 5], np.int32)
+    labels = np.where(np.arange(u)[None] < u_len[:, None], labels, -1)
+
+    def ctc_fwd_bwd(impl, layout):
+        def loss(x):
+            with (kernel_layout(mesh, ("data", "tensor")) if layout else contextlib.nullcontext()):
+                nll = ctc_loss(x, t_len, labels, u_len, blank_id=0, implementation=impl)
+            return jnp.sum(nll), nll
+        return jax.value_and_grad(loss, has_aux=True)
+
+    x_sh = jax.device_put(logits, NamedSharding(mesh, P(("data", "tensor"))))
+    fn = jax.jit(ctc_fwd_bwd("pallas_gpu", True))
+    text = fn.lower(x_sh).as_text()
+    (_, n_sh), gc_sh = fn(x_sh)
+    (_, n_1), gc_1 = jax.jit(ctc_fwd_bwd("pallas_gpu", False))(logits)
+    import optax   # an independent CTC (paddings: 1.0 on padded frames / labels)
+
+    pad_t = (np.arange(t)[None] >= t_len[:, None]).astype(np.float32)
+    pad_u = (np.arange(u)[None] >= u_len[:, None]).astype(np.float32)
+    (_, n_ref), gc_ref = jax.jit(jax.value_and_grad(lambda x: (
+        jnp.sum(optax.ctc_loss(x, pad_t, np.maximum(labels, 0), pad_u, blank_id=0)),
+        optax.ctc_loss(x, pad_t, np.maximum(labels, 0), pad_u, blank_id=0)), has_aux=True))(logits)
+    out["ctc"] = {"regions": _manual_regions(text), "vs_single": diff((n_sh, gc_sh), (n_1, gc_1)),
+                  "vs_reference": diff((n_sh, gc_sh), (n_ref, gc_ref)), "max_abs": float(np.abs(n_ref).max())}
+
+    # a whole sharded train step with both kernels requested by name: lowered only (interpreted
+    # Pallas makes running it slow); the trainer's step records what each op ran
+    cfg = slim_cfg(["model.attention_impl=pallas_gpu", "model.ctc_loss_impl=pallas_gpu"])
+    mesh2, _, steps, state, batch, norm, _ = bench.prepare(
+        cfg, batch=8, seconds=1.0, text_tokens=8, mesh_preset="2fsdp-4tensor",
+        params=host_params(abstract_params(cfg.model)))
+    text = steps.train.lower(state, batch, norm).as_text()
+    out["step"] = {"regions": _manual_regions(text), "kernels": steps.counter.kernels,
+                   "mesh": dict(mesh2.shape)}
+    print(json.dumps(out))
+
+
 if __name__ == "__main__":
-    {"equivalence": worker_equivalence}[sys.argv[1]]()
+    {"equivalence": worker_equivalence, "kernels": worker_kernels}[sys.argv[1]]()
