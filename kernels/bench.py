@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from kernels._common import device_kind
-from kernels.attention import cudnn, pallas_gpu, xla
+from kernels._dispatch import record_selections
+from kernels.attention import attention
 from kernels.ctc import ctc_loss
 
 ON_GPU = jax.default_backend() == "gpu"
@@ -77,6 +78,12 @@ def _torch_device():
 
 # ----------------------------------------------------------------------------- attention
 
+def _ran(recorded: dict, name: str) -> str:
+    """What a row actually ran: the dispatch's choices, or the row's own name for a direct call."""
+    chosen = sorted({n for names in recorded.values() for n in names})
+    return "+".join(chosen) if chosen else name
+
+
 def attention_shapes(smoke: bool):
     if smoke:
         return [("tiny_causal", 1, 32, 2, 1, 16, True)]
@@ -85,10 +92,14 @@ def attention_shapes(smoke: bool):
 
 
 def attention_impls(causal: bool, hq: int, hkv: int, smoke: bool):
-    impls = {"ours": lambda q, k, v: pallas_gpu.flash_attention(q, k, v, causal=causal),
-             "xla": lambda q, k, v: xla.attention(q, k, v, causal=causal)}
+    # ours / xla / cudnn go through the dispatch by name: a kernel that cannot serve raises (an
+    # error row), it is never silently replaced; the row's `ran` says what the dispatch chose.
+    def dispatched(name):
+        return lambda q, k, v: attention(q, k, v, causal=causal, implementation=name)
+
+    impls = {"ours": dispatched("pallas_gpu"), "xla": dispatched("xla")}
     if ON_GPU:
-        impls["cudnn"] = lambda q, k, v: cudnn.attention(q, k, v, causal=causal)
+        impls["cudnn"] = dispatched("cudnn")
     try:
         from jax.experimental.pallas.ops.gpu import attention as jax_mha
         rep = hq // hkv
@@ -126,7 +137,11 @@ def bench_attention(smoke: bool, iters: int, rows: list):
         ref = None
         for name, fn in attention_impls(causal, hq, hkv, smoke).items():
             row = dict(op="attention", shape=shape, label=label, impl=name)
+            ran: dict = {}
             try:
+                with record_selections(ran):
+                    fwd = jax.jit(fn)
+                    out = fwd(q, k, v).astype(jnp.float32)
                 fwd = jax.jit(fn)
                 out = fwd(q, k, v).astype(jnp.float32)
                 if name == "xla":
@@ -138,12 +153,15 @@ def bench_attention(smoke: bool, iters: int, rows: list):
                     out, pull = jax.vjp(fn, q, k, v)
                     return pull(do)
                 fb = jax.jit(vjp)
+                with record_selections(ran):
+                    fb(q, k, v, do)
                 row["fwdbwd_ms"] = _time(fb, q, k, v, do, iters=iters) * 1e3
                 row["fwdbwd_tflops"] = 3.5 * flops / row["fwdbwd_ms"] / 1e9
                 row["_out"] = out
             except Exception as e:  # noqa: BLE001
                 row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
                 traceback.print_exc(limit=2, file=sys.stderr)
+            row["ran"] = _ran(ran, name)
             rows.append(row)
         for row in rows:
             if row.get("label") == label and "_out" in row:
@@ -157,7 +175,7 @@ def _torch_attention(label, shape, b, t, hq, hkv, d, causal, flops, smoke, iters
     dev = _torch_device()
     if dev is None:
         return
-    row = dict(op="attention", shape=shape, label=label, impl="torch_sdpa")
+    row = dict(op="attention", shape=shape, label=label, impl="torch_sdpa", ran="torch_sdpa")
     try:
         import torch
         import torch.nn.functional as F
@@ -213,9 +231,12 @@ def bench_ctc(smoke: bool, iters: int, rows: list):
         ref = None
         for name, fn in impls.items():
             row = dict(op="ctc", shape=shape, label=label, impl=name)
+            ran: dict = {}
             try:
                 f = jax.jit(fn)
-                val = float(f(logits))
+                with record_selections(ran):
+                    val = float(f(logits))
+                    jax.jit(jax.value_and_grad(fn))(logits)
                 ref = val if name == "xla" else ref
                 row["loss"] = val
                 row["fwd_ms"] = _time(f, logits, iters=iters) * 1e3
@@ -223,6 +244,7 @@ def bench_ctc(smoke: bool, iters: int, rows: list):
             except Exception as e:  # noqa: BLE001
                 row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
                 traceback.print_exc(limit=2, file=sys.stderr)
+            row["ran"] = _ran(ran, name)
             rows.append(row)
         _torch_ctc(label, shape, np.asarray(logits), np.asarray(labels), t, n, iters, rows)
         for row in rows:
@@ -234,7 +256,7 @@ def _torch_ctc(label, shape, logits, labels, t, n, iters, rows):
     dev = _torch_device()
     if dev is None:
         return
-    row = dict(op="ctc", shape=shape, label=label, impl="torch")
+    row = dict(op="ctc", shape=shape, label=label, impl="torch", ran="torch")
     try:
         import torch
         import torch.nn.functional as F
@@ -274,7 +296,7 @@ def add_ratios(rows):
 
 
 def print_table(rows):
-    cols = ["op", "label", "impl", "fwd_ms", "fwdbwd_ms", "fwd_tflops", "fwdbwd_tflops",
+    cols = ["op", "label", "impl", "ran", "fwd_ms", "fwdbwd_ms", "fwd_tflops", "fwdbwd_tflops",
             "speedup_of_ours_fwd", "speedup_of_ours_fwdbwd"]
 
     def fmt(x):
@@ -282,7 +304,7 @@ def print_table(rows):
             return ""
         return f"{x:.3f}" if isinstance(x, float) else str(x)
 
-    table = [cols] + [[fmt(r.get(c)) if "error" not in r or c in ("op", "label", "impl")
+    table = [cols] + [[fmt(r.get(c)) if "error" not in r or c in ("op", "label", "impl", "ran")
                        else ("ERROR" if c == "fwd_ms" else "") for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     for i, row in enumerate(table):

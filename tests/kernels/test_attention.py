@@ -239,7 +239,9 @@ def test_bench_smoke(tmp_path):
     ours = [r for r in rows if r["impl"] == "ours"]
     assert {r["op"] for r in ours} == {"attention", "ctc"}
     assert all("error" not in r and r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0 for r in ours), ours
+    assert all(r["ran"] == "pallas_gpu" for r in ours), ours   # what the dispatch actually ran
     assert any(r["impl"] == "xla" and "speedup_of_ours_fwd" in r for r in rows)
+    assert all(r.get("ran") for r in rows), rows
 
 
 @pytest.mark.gpu
