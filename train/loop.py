@@ -38,7 +38,7 @@ class StopRequested(Exception):
 
 
 def merged_model_config(cfg: TrainConfig, source_cfg):
-    """Architecture from the init source; LoRA, dtype, attention, remat and matmul precision from this run."""
+    """Architecture from the init source; LoRA, dtype, attention, remat, matmul precision and layer scanning from this run."""
     if source_cfg is None:
         return cfg.model
     run = cfg.model
@@ -46,7 +46,7 @@ def merged_model_config(cfg: TrainConfig, source_cfg):
     ctc = dataclasses.replace(source_cfg.ctc, detach_encoder=run.ctc.detach_encoder)
     return source_cfg.replace(llm=llm, ctc=ctc, dtype=run.dtype, attention_impl=run.attention_impl,
                               ctc_loss_impl=run.ctc_loss_impl, remat=run.remat,
-                              matmul_precision=run.matmul_precision)
+                              matmul_precision=run.matmul_precision, scan_layers=run.scan_layers)
 
 
 def initial_params(cfg: TrainConfig, model_cfg, rng, source=None):

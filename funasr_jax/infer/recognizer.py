@@ -204,7 +204,8 @@ class Recognizer:
         self.model = FunASRNano(cfg)
         self.decoder = CausalDecoder(Qwen3ForCausalLM(cfg.llm, dtype=jnp.dtype(cfg.dtype),
                                                       attention_impl=cfg.attention_impl,
-                                                      matmul_precision=cfg.matmul_precision))
+                                                      matmul_precision=cfg.matmul_precision,
+                                                      scan_layers=cfg.scan_layers))
 
     @classmethod
     def from_checkpoint(cls, path, tokenizer_path=None, ctc_tokenizer_path=None, **kw) -> Recognizer:

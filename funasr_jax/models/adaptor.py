@@ -85,6 +85,7 @@ class Transformer(nn.Module):
     dtype: jnp.dtype = jnp.float32
     attention_impl: str | None = None
     remat: bool | str = False
+    scan_layers: bool = False   # LayerStack(scan=True): see funasr_jax.models.stack
 
     @nn.compact
     def __call__(self, x, lengths=None, deterministic: bool = True):
@@ -109,5 +110,5 @@ class Transformer(nn.Module):
             # `n_layer` EncoderLayer children blocks/0, blocks/1, ... (a torch ModuleList).
             layer_cls = remat_layer(EncoderLayer, self.remat, static_argnames=("deterministic",))
             args = ((cfg, self.dtype, self.attention_impl),) * cfg.n_layer
-            x = LayerStack(layer_cls, args, name="blocks")(x, lengths, deterministic)
+            x = LayerStack(layer_cls, args, scan=self.scan_layers, name="blocks")(x, lengths, deterministic)
         return x, lengths

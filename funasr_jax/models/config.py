@@ -115,6 +115,7 @@ class FunASRConfig:
     ctc_loss_impl: str | None = None  # `kernels.ctc.ctc_loss(implementation=...)`; None = best available
     remat: str = "none"  # "none" | "block" | policy | "encoder:block,llm:dots_saveable" (funasr_jax.models.remat)
     matmul_precision: str = "default"
+    scan_layers: bool = False  # run each stack of identical layers as one lax.scan (names unchanged)
 
     def replace(self, **kw) -> "FunASRConfig":
         return dataclasses.replace(self, **kw)

@@ -194,7 +194,8 @@ class EncoderLayerSANM(nn.Module):
         return x + nn.Dropout(cfg.dropout_rate)(f, deterministic=deterministic)
 
 
-def sanm_stack(cfg: EncoderConfig, in_size: int, count: int, *, dtype, attention_impl, remat, name: str) -> LayerStack:
+def sanm_stack(cfg: EncoderConfig, in_size: int, count: int, *, dtype, attention_impl, remat, name: str,
+               scan: bool = False) -> LayerStack:
     """`count` EncoderLayerSANM children "0", ... (a torch ModuleList); the first takes `in_size`
     features, the rest output_size. Call it inside a compact method; apply it as
     (x [B, T, in_size], mask [B, T] f32, lengths [B], deterministic) -> [B, T, output_size] f32.
@@ -202,7 +203,7 @@ def sanm_stack(cfg: EncoderConfig, in_size: int, count: int, *, dtype, attention
     """
     layer_cls = remat_layer(EncoderLayerSANM, remat, static_argnames=("deterministic",))
     args = tuple((cfg, in_size if i == 0 else cfg.output_size, dtype, attention_impl) for i in range(count))
-    return LayerStack(layer_cls, args, name=name)
+    return LayerStack(layer_cls, args, scan=scan, name=name)
 
 
 class SenseVoiceEncoderSmall(nn.Module):
@@ -216,6 +217,7 @@ class SenseVoiceEncoderSmall(nn.Module):
     dtype: jnp.dtype = jnp.float32
     attention_impl: str | None = None
     remat: bool | str = False
+    scan_layers: bool = False   # LayerStack(scan=True): see funasr_jax.models.stack
 
     def _check_config(self):
         cfg = self.cfg
@@ -243,7 +245,7 @@ class SenseVoiceEncoderSmall(nn.Module):
         x = x + sinusoidal_position_encoding(t, cfg.input_size)[None]
 
         stack = functools.partial(sanm_stack, cfg, dtype=self.dtype, attention_impl=self.attention_impl,
-                                  remat=self.remat)
+                                  remat=self.remat, scan=self.scan_layers)
         x = stack(cfg.input_size, 1, name="encoders0")(x, mask, lengths, deterministic)
         if cfg.num_blocks > 1:
             x = stack(cfg.output_size, cfg.num_blocks - 1, name="encoders")(x, mask, lengths, deterministic)

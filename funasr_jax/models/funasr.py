@@ -52,7 +52,7 @@ class FunASRNano(nn.Module):
         cfg = self.cfg
         dtype = jnp.dtype(cfg.dtype)
         remat = parse_remat(cfg.remat)  # per block type: "none" | policy name
-        kw = dict(dtype=dtype, attention_impl=cfg.attention_impl)
+        kw = dict(dtype=dtype, attention_impl=cfg.attention_impl, scan_layers=cfg.scan_layers)
         self.audio_encoder = SenseVoiceEncoderSmall(cfg.encoder, remat=remat["encoder"], **kw)
         self.audio_adaptor = Transformer(cfg.adaptor, remat=remat["adaptor"], **kw)
         self.llm = Qwen3ForCausalLM(cfg.llm, remat=remat["llm"], matmul_precision=cfg.matmul_precision, **kw)

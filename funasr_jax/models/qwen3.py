@@ -212,6 +212,7 @@ class Qwen3Model(_Qwen3Part):
     """
 
     remat: bool | str = False
+    scan_layers: bool = False   # LayerStack(scan=True): see funasr_jax.models.stack
 
     def setup(self):
         cfg = self.cfg
@@ -219,7 +220,8 @@ class Qwen3Model(_Qwen3Part):
                                      param_dtype=jnp.float32,
                                      embedding_init=nn.initializers.normal(stddev=0.02))
         layer_args = ((cfg, self.dtype, self.attention_impl),) * cfg.num_hidden_layers
-        self.layers = LayerStack(remat_layer(Qwen3DecoderLayer, self.remat), layer_args, collect=True)
+        self.layers = LayerStack(remat_layer(Qwen3DecoderLayer, self.remat), layer_args, collect=True,
+                                 scan=self.scan_layers)
         self.norm = RMSNorm(cfg.rms_norm_eps, self.dtype)
 
     def embed(self, input_ids):
@@ -267,9 +269,10 @@ class Qwen3ForCausalLM(_Qwen3Part):
 
     remat: bool | str = False  # False/"none", True/"block", or a funasr_jax.models.remat policy name
     matmul_precision: str | None = None  # funasr_jax.models.precision; None: JAX's current setting
+    scan_layers: bool = False   # LayerStack(scan=True): see funasr_jax.models.stack
 
     def setup(self):
-        self.model = Qwen3Model(self.cfg, self.dtype, self.attention_impl, self.remat)
+        self.model = Qwen3Model(self.cfg, self.dtype, self.attention_impl, self.remat, scan_layers=self.scan_layers)
         if not self.cfg.tie_word_embeddings:
             self.lm_head = nn.Dense(self.cfg.vocab_size, use_bias=False, dtype=self.dtype,
                                     param_dtype=jnp.float32,
