@@ -128,8 +128,9 @@ def ctc_loss(logits, logit_lengths, labels, label_lengths, *, blank_id: int, red
         safe = jnp.clip(labels.astype(jnp.int32), 0, v - 1)
         ext, skip, valid = xla.extended_labels(safe, u_len, blank, n_states)
         if name == "pallas_gpu":
-            rows, _ = rows_spec(current_layout(), logits.shape[0])
-            fn = per_shard(pallas_gpu.ctc_nll, current_layout(),
+            layout = current_layout()
+            rows, _ = rows_spec(layout, logits.shape[0])
+            fn = per_shard(pallas_gpu.ctc_nll, layout,
                            (P(rows, None, None), P(rows, None), P(rows, None), P(rows, None), P(rows), P(rows)),
                            P(rows))
         else:

@@ -146,3 +146,14 @@ def test_oversized_tiling_is_refused_by_name():
                       (BlockSizes(64, 64, 64, 64, 64, 64), 64, "float32")]:
         more = config.shared_memory_bytes(bs, d, dt)
         assert all(more[k] >= base[k] for k in base) and any(more[k] > base[k] for k in base)
+
+
+def test_kernel_layout_names_unknown_axes():
+    from jax.sharding import Mesh
+
+    from kernels import kernel_layout
+
+    mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+    with pytest.raises(ValueError, match=r"kernel_layout: axes \['fsdp'\] are not in the mesh"):
+        with kernel_layout(mesh, ("fsdp",)):
+            pass
