@@ -187,7 +187,7 @@ def run_bench(cfg, *, batch: int, seconds: float, steps: int = 5, warmup: int = 
         "device": kind, "devices": n_dev, "backend": jax.default_backend(), "jax": jax.__version__,
         "batch": batch, "audio_s": seconds, **shapes,
         "step_ms": round(step_s * 1e3, 2), "step_ms_mean": round(1e3 * statistics.mean(times), 2),
-        "step_ms_min": round(1e3 * min(times), 2), "eval_ms": None if eval_ms is None else round(eval_ms, 2),
+        "step_ms_min": round(1e3 * min(times), 2), "steps_per_s": round(1.0 / step_s, 4), "eval_ms": None if eval_ms is None else round(eval_ms, 2),
         "tokens_per_s": round(batch * shapes["llm_tokens"] / step_s, 1),
         "frames_per_s": round(batch * shapes["lfr_frames"] / step_s, 1),
         "audio_s_per_s": round(batch * seconds / step_s, 2),  # = audio-hours per wall-clock hour
@@ -219,6 +219,20 @@ def _table(rec: dict) -> str:
     return "\n".join([head, sep, row])
 
 
+def _with_torch(cfg, rec: dict, args) -> dict:
+    """rec + {"torch": FunASR's step record, "ratio": ours/torch}; prints the comparison table."""
+    from train import torch_compare
+
+    host = synthetic_batch(cfg.model, args.batch, args.seconds, text_tokens=args.text_tokens, seed=0,
+                           ctc=cfg.stage.ctc_weight > 0)
+    theirs = torch_compare.run_torch_bench(cfg, host, seconds=args.seconds, steps=args.steps,
+                                           warmup=args.warmup, text_tokens=args.text_tokens)
+    ratio = torch_compare.compare(rec, theirs)
+    print(torch_compare.table(rec, theirs, ratio))
+    print(json.dumps({"torch": theirs, "ratio": ratio}))
+    return {**rec, "torch": theirs, "ratio": ratio}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True, help="configs/<name>.py or a path")
@@ -235,10 +249,21 @@ def main(argv=None) -> int:
                    help="'all' trains every parameter without LoRA (the PyTorch anchor's setting)")
     p.add_argument("--no-eval", action="store_true")
     p.add_argument("--set", action="append", default=[], metavar="A.B=V")
+    p.add_argument("--compare-torch", action="store_true",
+                   help="then time FunASR's PyTorch FunASRNano step at the same size, batch, trainable set "
+                        "and dtype (needs torch, transformers, funasr) and report ours/torch")
     p.add_argument("--out", default=None, help="write the JSON record here")
     args = p.parse_args(argv)
     if args.batch < 1 or args.seconds <= 0 or args.steps < 1:
         raise SystemExit("error: --batch, --seconds and --steps must be positive")
+    if args.compare_torch:
+        from funasr_jax.io.torch_nano import TorchUnavailableError, require_torch_funasr
+
+        try:
+            require_torch_funasr()
+        except TorchUnavailableError as e:
+            print(f"error: --compare-torch: {e}", file=sys.stderr)
+            return 2
 
     initialize_distributed()
     try:
@@ -258,6 +283,8 @@ def main(argv=None) -> int:
                     text_tokens=args.text_tokens, mesh_preset=args.mesh, eval_step=not args.no_eval)
     print(_table(rec))
     print(json.dumps({k: v for k, v in rec.items() if k != "flops_breakdown"}))
+    if args.compare_torch:
+        rec = _with_torch(cfg, rec, args)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rec, f, indent=1)
