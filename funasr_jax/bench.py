@@ -130,7 +130,7 @@ def _row(impl: str, b: int, seconds: float, new: int, first: float, steady: floa
 
 
 def run(preset_name: str, batches, seconds: float, new_tokens: int, dtype: str = "float32", repeats: int = 3,
-        warmup: int = 1, with_torch: bool = True, seed: int = 0) -> dict:
+        warmup: int = 2, with_torch: bool = True, seed: int = 0) -> dict:
     """The benchmark record: {"config", "ours": [rows], "torch": [rows], "ratio": [rows]}."""
     cfg = preset(preset_name).replace(dtype=dtype).validate()
     rec = {"preset": preset_name, "dtype": dtype, "audio_s": seconds, "new_tokens": new_tokens,
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=40, help="greedy tokens generated per utterance (fixed)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--repeats", type=int, default=3, help="timed calls per batch size (median reported)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls first (the first one compiles)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls first (the first compiles; torch needs ~2 to settle)")
     p.add_argument("--no-torch", action="store_true", help="time ours only (no torch / funasr needed)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: tiny preset, 2 s, batch 1,2, 4 tokens")
     p.add_argument("--out", default=None, help="write the JSON record here")
@@ -229,7 +229,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.smoke:
-        args.preset, batches, args.seconds, args.new_tokens, args.repeats = "tiny", [1, 2], 2.0, 4, 1
+        args.preset, batches, args.seconds, args.new_tokens, args.repeats = "tiny", [1, 2], 2.0, 4, 2
     if not args.no_torch:
         from funasr_jax.io.torch_nano import TorchUnavailableError, require_torch_funasr
 
