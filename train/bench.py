@@ -101,6 +101,16 @@ def step_flops(model_cfg, params, mask, batch: int, shapes: dict, llm_weight: fl
             "flops_6nd_all": float(all6), "params": n_all, "trainable": n_train}
 
 
+def trainable_counts(params, mask) -> dict[str, int]:
+    """{top-level part: trainable parameter count} (every trained leaf, embeddings included)."""
+    out: dict[str, int] = {}
+    for (path, x), m in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(mask)):
+        if m:
+            c = path_str(path).split("/")[0]
+            out[c] = out.get(c, 0) + math.prod(x.shape)
+    return out
+
+
 def device_peak_flops(kind: str) -> float | None:
     for sub, peak in DEVICE_PEAK_FLOPS:
         if sub.lower() in kind.lower():
@@ -177,12 +187,14 @@ def run_bench(cfg, *, batch: int, seconds: float, steps: int = 5, warmup: int = 
     step_s = statistics.median(times)
     fl = step_flops(cfg.model, info["abstract_params"], info["mask"], batch, shapes, cfg.stage.llm_weight,
                     cfg.stage.ctc_weight)
+    trainable_params = trainable_counts(info["abstract_params"], info["mask"])
     devs = jax.devices()
     kind = devs[0].device_kind
     peak = device_peak_flops(kind) if jax.default_backend() != "cpu" else None
     n_dev = len(devs)
     rec = {
         "preset": cfg.preset, "stage": cfg.stage.name, "trainable": list(cfg.stage.trainable),
+        "trainable_params": trainable_params,
         "dtype": cfg.model.dtype, "remat": cfg.model.remat, "mesh": dict(mesh.shape), "rules": rules.name,
         "device": kind, "devices": n_dev, "backend": jax.default_backend(), "jax": jax.__version__,
         "batch": batch, "audio_s": seconds, **shapes,
@@ -228,6 +240,11 @@ def _with_torch(cfg, rec: dict, args) -> dict:
     theirs = torch_compare.run_torch_bench(cfg, host, seconds=args.seconds, steps=args.steps,
                                            warmup=args.warmup, text_tokens=args.text_tokens)
     ratio = torch_compare.compare(rec, theirs)
+    mismatch = torch_compare.trainable_mismatch(rec["trainable_params"], theirs["trainable_params"])
+    if mismatch:
+        print(f"warning: --compare-torch: the trainable sets differ ({mismatch}); the ratio compares "
+              "different work", file=sys.stderr)
+    ratio["same_trainable_params"] = not mismatch
     print(torch_compare.table(rec, theirs, ratio))
     print(json.dumps({"torch": theirs, "ratio": ratio}))
     return {**rec, "torch": theirs, "ratio": ratio}

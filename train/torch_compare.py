@@ -130,7 +130,7 @@ def run_torch_bench(cfg, host, *, seconds: float, steps: int, warmup: int, text_
         "tokens_per_s": round(b * shapes["llm_tokens"] / step_s, 1),
         "audio_s_per_s": round(b * seconds / step_s, 2),
         "first_step_s": round(first_s, 2), "setup_s": round(setup_s, 2), "steps": steps, "warmup": warmup,
-        "loss": round(float(loss), 4),
+        "loss": round(float(loss.detach()), 4),
     }
 
 
@@ -142,6 +142,13 @@ def compare(ours: dict, theirs: dict) -> dict:
 
     return {"audio_s_per_s": r("audio_s_per_s"), "steps_per_s": r("steps_per_s"),
             "tokens_per_s": r("tokens_per_s")}
+
+
+def trainable_mismatch(ours: dict, theirs: dict) -> str:
+    """'' when both sides train the same number of parameters per part, else what differs."""
+    parts = sorted(set(ours) | set(theirs))
+    diff = [f"{p}: ours {ours.get(p, 0)} vs torch {theirs.get(p, 0)}" for p in parts if ours.get(p, 0) != theirs.get(p, 0)]
+    return "; ".join(diff)
 
 
 def table(ours: dict, theirs: dict, ratio: dict) -> str:
