@@ -4,15 +4,16 @@
 
 Steps (each a subprocess under its own time cap, all under one overall budget; a step that fails
 or runs out of time is recorded and the next one runs):
-  install     `pip install --no-index --find-links wheels/ grain jiwer tokamax`, only the ones that
-              do not import (wheels/ is carried in the tree, ignored by git)
+  install     when one of INSTALLABLE does not import: `pip install --no-index --no-deps --target
+              /tmp/funasr_jax_site .whl/*.whl` (the wheels come from tools/fetch_gpu_wheels.sh, carried
+              with the tree, ignored by git); that folder is on every later step's PYTHONPATH
   gpu_tests   pytest -m gpu on the test files that carry the mark
   kernels     python -m kernels.bench
   train_*     python -m train.bench, nano sft4 bf16 at 16x10 s (with --compare-torch when FunASR's
               model code imports), 32x30 s, 48x30 s
   transcribe  python -m funasr_jax.bench (nano, bf16, batch 1,16)
   anchor_*    shared/tools/anchor_*.py (PYTHONPATH gets .torchref/ when present)
-Results: $OUT/gpu_check.json (every step: command, rc, status, wall_s, output tail, its JSON) and
+Exit status 1 when any step failed or timed out. Results: $OUT/gpu_check.json (every step: command, rc, status, wall_s, output tail, its JSON) and
 $OUT/gpu_check.md (a summary table plus the benchmark rows). OUT: --out, else $OUT, else ./out.
 --smoke: the same steps at tiny sizes on CPU (tiny preset, batch 1-2, SMOKE=1 for the anchors).
 """
@@ -29,7 +30,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-INSTALLABLE = ("grain", "jiwer", "tokamax")
+INSTALLABLE = ("grain", "jiwer", "soundfile", "soxr", "kaldi_native_fbank", "rapidfuzz")  # tokamax: see fetch_gpu_wheels.sh
+SITE = Path(os.environ.get("FUNASR_JAX_GPU_SITE", "/tmp/funasr_jax_site"))  # where carried wheels go
+
+
+def wheel_dir() -> Path | None:
+    """The carried wheels: .whl/ (the device tool's convention) or wheels/, whichever holds some."""
+    for d in (REPO / ".whl", REPO / "wheels"):
+        if d.is_dir() and any(d.glob("*.whl")):
+            return d
+    return None
 TAIL_CHARS = 3000
 
 
@@ -55,11 +65,14 @@ def plan(smoke: bool, out: Path, compare_torch: bool) -> list[dict]:
     tb = [py, "-m", "train.bench", "--config", "sft4.py", "--no-eval"]
     steps = []
     missing = [m for m in INSTALLABLE if importlib.util.find_spec(m) is None]
-    wheels = REPO / "wheels"
+    wheels = wheel_dir()
     if missing:
-        steps.append({"name": "install", "cap_s": 60, "json": None,
-                      "cmd": [py, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wheels), *missing],
-                      "skip": None if wheels.is_dir() else f"wheels/ missing; not importable: {missing}"})
+        files = sorted(str(w) for w in wheels.glob("*.whl")) if wheels else []
+        steps.append({"name": "install", "cap_s": 90, "json": None,
+                      "cmd": [py, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                              "--no-cache-dir", "--upgrade", "--target", str(SITE), *files],
+                      "skip": None if files else (f"not importable: {missing}, and no wheels in .whl/ or wheels/ "
+                                                  "(make them with tools/fetch_gpu_wheels.sh)")})
     gpu_files = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").rglob("test_*.py")
                        if "mark.gpu" in p.read_text())
     steps.append({"name": "gpu_tests", "cap_s": 60 if not smoke else 60, "json": None,
@@ -87,7 +100,7 @@ def plan(smoke: bool, out: Path, compare_torch: bool) -> list[dict]:
     for name, cap in (("anchor_gpu_bench", 45), ("anchor_torch_train_bench", 45), ("anchor_torch_infer_bench", 30)):
         res = {"anchor_gpu_bench": "anchors.json", "anchor_torch_train_bench": "torch_train.json",
                "anchor_torch_infer_bench": "torch_infer.json"}[name]
-        step = {"name": name, "cap_s": cap, "json": out / "anchors" / res,
+        step = {"name": name, "cap_s": cap * 2 if smoke else cap,  # smoke: the three run side by side on CPU "json": out / "anchors" / res,
                 "cmd": [py, str(tools / f"{name}.py")] if tools else [], "env": {"OUT": str(out / "anchors")}}
         if tools is None:
             step["skip"] = "shared/tools not found"
@@ -185,7 +198,7 @@ def main(argv=None) -> int:
     out = Path(args.out or os.environ.get("OUT") or REPO / "out").resolve()
     (out / "anchors").mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    paths = [str(REPO)] + ([str(REPO / ".torchref")] if (REPO / ".torchref").is_dir() else [])
+    paths = [str(REPO), str(SITE)] + ([str(REPO / ".torchref")] if (REPO / ".torchref").is_dir() else [])
     env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -213,7 +226,11 @@ def main(argv=None) -> int:
     md = markdown(report)
     (out / "gpu_check.md").write_text(md)
     print(md)
-    return 0
+    bad = [r["name"] for r in report["steps"] if r["status"] in ("failed", "timeout")]
+    if bad:
+        print(f"[gpu_check] failed or timed out: {', '.join(bad)} (details in {out / 'gpu_check.json'})",
+              file=sys.stderr)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
