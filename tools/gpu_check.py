@@ -100,7 +100,8 @@ def plan(smoke: bool, out: Path, compare_torch: bool) -> list[dict]:
     for name, cap in (("anchor_gpu_bench", 45), ("anchor_torch_train_bench", 45), ("anchor_torch_infer_bench", 30)):
         res = {"anchor_gpu_bench": "anchors.json", "anchor_torch_train_bench": "torch_train.json",
                "anchor_torch_infer_bench": "torch_infer.json"}[name]
-        step = {"name": name, "cap_s": cap * 2 if smoke else cap,  # smoke: the three run side by side on CPU "json": out / "anchors" / res,
+        # smoke: the three run side by side on 2 CPU cores
+        step = {"name": name, "cap_s": cap * 2 if smoke else cap, "json": out / "anchors" / res,
                 "cmd": [py, str(tools / f"{name}.py")] if tools else [], "env": {"OUT": str(out / "anchors")}}
         if tools is None:
             step["skip"] = "shared/tools not found"
