@@ -32,8 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from funasr_jax.audio.frontend import num_fbank_frames, num_lfr_frames
-from funasr_jax.decode.generate import greedy_generate
+from funasr_jax.decode.generate import CausalDecoder, greedy_generate
+from funasr_jax.infer.recognizer import prompt_embeds
+from funasr_jax.io.funasr_torch import params_from_torch
+from funasr_jax.io.torch_nano import TorchUnavailableError, build_torch_nano, require_torch_funasr
 from funasr_jax.models.config import audio_token_count, preset
+from funasr_jax.models.funasr import FunASRNano, init_params
+from funasr_jax.models.qwen3 import Qwen3ForCausalLM
 
 PREFIX_TOKENS = 18
 SUFFIX_TOKENS = 5
@@ -72,10 +77,6 @@ def _timed(fn, warmup: int, repeats: int) -> tuple[float, float, list]:
 
 def ours_transcribe(cfg, params, inputs: dict, new_tokens: int):
     """A no-argument callable: encoder + adaptor + greedy decode; returns tokens [B, new_tokens]."""
-    from funasr_jax.infer.recognizer import prompt_embeds
-    from funasr_jax.decode.generate import CausalDecoder
-    from funasr_jax.models.funasr import FunASRNano
-    from funasr_jax.models.qwen3 import Qwen3ForCausalLM
 
     model = FunASRNano(cfg)
     decoder = CausalDecoder(Qwen3ForCausalLM(cfg.llm, dtype=jnp.dtype(cfg.dtype), attention_impl=cfg.attention_impl))
@@ -140,8 +141,6 @@ def run(preset_name: str, batches, seconds: float, new_tokens: int, dtype: str =
     device = "cpu"
     t0 = time.perf_counter()
     if with_torch:
-        from funasr_jax.io.funasr_torch import params_from_torch
-        from funasr_jax.io.torch_nano import build_torch_nano, require_torch_funasr
 
         torch, _ = require_torch_funasr()
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -157,7 +156,6 @@ def run(preset_name: str, batches, seconds: float, new_tokens: int, dtype: str =
         rec.update(torch=[], torch_version=torch.__version__, torch_device=device,
                    torch_threads=torch.get_num_threads())
     else:
-        from funasr_jax.models.funasr import init_params
 
         params = jax.jit(lambda r: init_params(cfg, r))(jax.random.PRNGKey(seed))
     rec["setup_s"] = round(time.perf_counter() - t0, 2)
@@ -231,7 +229,6 @@ def main(argv=None) -> int:
     if args.smoke:
         args.preset, batches, args.seconds, args.new_tokens, args.repeats = "tiny", [1, 2], 2.0, 4, 2
     if not args.no_torch:
-        from funasr_jax.io.torch_nano import TorchUnavailableError, require_torch_funasr
 
         try:
             require_torch_funasr()

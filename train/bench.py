@@ -32,8 +32,9 @@ import jax
 import jax.numpy as jnp
 
 from funasr_jax.configtools import ConfigError
+from funasr_jax.io.torch_nano import TorchUnavailableError, require_torch_funasr
 from sharding.paths import path_str
-from train import setup
+from train import setup, torch_compare
 from train.distributed import enable_compilation_cache, initialize_distributed
 from train.main import load_config, with_model_overrides
 from train.sharded import replicate, shard_batch, shard_state
@@ -233,7 +234,6 @@ def _table(rec: dict) -> str:
 
 def _with_torch(cfg, rec: dict, args) -> dict:
     """rec + {"torch": FunASR's step record, "ratio": ours/torch}; prints the comparison table."""
-    from train import torch_compare
 
     host = synthetic_batch(cfg.model, args.batch, args.seconds, text_tokens=args.text_tokens, seed=0,
                            ctc=cfg.stage.ctc_weight > 0)
@@ -274,7 +274,6 @@ def main(argv=None) -> int:
     if args.batch < 1 or args.seconds <= 0 or args.steps < 1:
         raise SystemExit("error: --batch, --seconds and --steps must be positive")
     if args.compare_torch:
-        from funasr_jax.io.torch_nano import TorchUnavailableError, require_torch_funasr
 
         try:
             require_torch_funasr()

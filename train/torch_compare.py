@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from funasr_jax.io.torch_nano import build_torch_nano
+from funasr_jax.io.torch_nano import build_torch_nano, require_torch_funasr
 from train.synthetic import anchor_shapes
 
 LLM_DTYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
@@ -65,7 +65,6 @@ def run_torch_bench(cfg, host, *, seconds: float, steps: int, warmup: int, text_
     """
     model_cfg, stage, optim = cfg.model, cfg.stage, cfg.optim
     t0 = time.perf_counter()
-    from funasr_jax.io.torch_nano import require_torch_funasr
 
     torch, _ = require_torch_funasr()
     device = "cuda" if torch.cuda.is_available() else "cpu"
