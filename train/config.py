@@ -15,10 +15,11 @@ from funasr_jax.audio.frontend import FrontendConfig
 from funasr_jax.configtools import ConfigError
 from funasr_jax.data.config import DataConfig
 from funasr_jax.models.config import FunASRConfig
+from funasr_jax.rewards import DEFAULT_WEIGHTS, RewardError, check_weights
 from sharding.mesh import MeshError, parse_mesh_shape
 from sharding.rules import RulesError, get_rules
 
-__all__ = ["ConfigError", "MeshConfig", "OptimConfig", "RunConfig", "StageConfig", "TrainConfig"]
+__all__ = ["ConfigError", "GRPOConfig", "MeshConfig", "OptimConfig", "RunConfig", "StageConfig", "TrainConfig"]
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,14 @@ class StageConfig:
     """
 
     name: str = "sft"
+    kind: str = "sft"  # sft (teacher-forced losses) | grpo (reinforcement learning: the `grpo` settings)
     trainable: tuple[str, ...] = ("audio_adaptor",)
     llm_weight: float = 1.0  # weight of the LLM cross-entropy (0 skips the LLM forward)
     ctc_weight: float = 0.0  # weight of the CTC loss on the CTC head
 
     def validate(self):
+        if self.kind not in ("sft", "grpo"):
+            raise ConfigError(f"stage.kind must be 'sft' or 'grpo', got {self.kind!r}")
         if not self.trainable:
             raise ConfigError("stage.trainable is empty: nothing would be trained")
         if self.llm_weight < 0 or self.ctc_weight < 0 or self.llm_weight + self.ctc_weight == 0:
@@ -67,6 +71,60 @@ class StageConfig:
         for p in self.trainable:
             if p.split("/")[0].split(":")[0] not in known:
                 raise ConfigError(f"stage.trainable: {p!r} names no model part (one of {known})")
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    """Reinforcement learning (stage.kind = "grpo"; train/rl.py has the objective).
+
+    group_size: G samples per utterance. temperature / top_k (0 = off) / top_p (1 = off): the
+      rollout's sampling. max_new_tokens: N, the longest sample; each is also capped at
+      ceil(tokens_per_second x seconds) + token_slack. clip_eps: eps of the clipped ratio.
+    beta: weight of the KL to the reference policy (k3 estimator; 0 = no reference forward).
+    inner_steps: optimizer steps per rollout batch (mu). adv_eps: eps of (R - mean) / (std + eps).
+    rewards: (name, weight) pairs from `funasr_jax.rewards.REWARDS` (the language reward is an
+      override: -1 when the output's script does not fit the utterance's language).
+    """
+
+    group_size: int = 4
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    tokens_per_second: float = 15.0
+    token_slack: int = 8
+    clip_eps: float = 0.2
+    beta: float = 0.04
+    inner_steps: int = 1
+    adv_eps: float = 1e-4
+    rewards: tuple[tuple[str, float], ...] = DEFAULT_WEIGHTS
+
+    def validate(self):
+        if self.group_size < 2:
+            raise ConfigError(f"grpo.group_size must be >= 2 (advantages compare samples of one utterance), "
+                              f"got {self.group_size}")
+        if not self.temperature >= 0:
+            raise ConfigError(f"grpo.temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ConfigError(f"grpo.top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"grpo.top_p must lie in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"grpo.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0 < self.clip_eps < 1:
+            raise ConfigError(f"grpo.clip_eps must lie in (0, 1), got {self.clip_eps}")
+        if not self.beta >= 0:
+            raise ConfigError(f"grpo.beta must be >= 0, got {self.beta}")
+        if self.inner_steps < 1:
+            raise ConfigError(f"grpo.inner_steps must be >= 1, got {self.inner_steps}")
+        if not self.adv_eps > 0:
+            raise ConfigError(f"grpo.adv_eps must be > 0, got {self.adv_eps}")
+        if self.tokens_per_second <= 0 or self.token_slack < 0:
+            raise ConfigError("grpo.tokens_per_second must be > 0 and grpo.token_slack >= 0")
+        try:
+            check_weights(self.rewards)
+        except RewardError as e:
+            raise ConfigError(f"grpo.rewards: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -135,9 +193,11 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
 
     def validate(self):
-        for part in (self.data, self.optim, self.stage, self.run, self.mesh):
+        parts = (self.data, self.optim, self.stage, self.run, self.mesh)
+        for part in parts + ((self.grpo,) if self.stage.kind == "grpo" else ()):
             v = getattr(part, "validate", None)
             if v:
                 try:
@@ -154,4 +214,6 @@ class TrainConfig:
             raise ConfigError("stage.ctc_weight > 0 but model.ctc.enabled is false")
         if any(p.endswith(":lora") for p in self.stage.trainable) and self.model.llm.lora.rank <= 0:
             raise ConfigError("stage.trainable uses 'llm:lora' but model.llm.lora.rank is 0")
+        if self.stage.kind == "grpo" and self.optim.accum_steps != 1:
+            raise ConfigError("optim.accum_steps must be 1 for a grpo stage (each rollout batch is one update)")
         return self

@@ -21,6 +21,7 @@ import numpy as np
 from funasr_jax import configtools
 from funasr_jax.io.checkpoint import TRAIN_CONFIG_FILE, CheckpointError, load_model, write_meta
 from funasr_jax.models.funasr import component_counts, init_params
+from funasr_jax.models.lora import count_adapter_params, fold_lora
 from sharding.paths import flatten, unflatten
 from train import setup
 from train.checkpointing import TrainCheckpointer
@@ -29,6 +30,7 @@ from train.data import TrainData
 from train.distributed import enable_compilation_cache
 from train.evaluation import evaluate_split
 from train.progress import MetricsLog, Progress, plot_curves
+from train.rl_host import GRPOHost
 from train.sharded import replicate, restore_target, shard_batch, shard_state
 from train.step import batch_counts
 
@@ -74,6 +76,17 @@ def initial_params(cfg: TrainConfig, model_cfg, rng, source=None):
                             "tensors_fresh": len(kept_fresh)}
 
 
+def folded_source(source):
+    """`source` with its LoRA adapters merged into the base weights (a GRPO stage's reference is
+    its start model without the new adapters, so trained adapters must become part of the base)."""
+    if source is None or source.cfg.llm.lora.rank <= 0 or count_adapter_params(source.params) == 0:
+        return source
+    cfg = source.cfg.replace(llm=dataclasses.replace(source.cfg.llm, lora=dataclasses.replace(source.cfg.llm.lora,
+                                                                                             rank=0)))
+    print(f"init_from {source.source}: its LoRA adapters are folded into the base weights", file=sys.stderr)
+    return dataclasses.replace(source, params=fold_lora(source.params, source.cfg.llm.lora), cfg=cfg)
+
+
 def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
     """Run one stage. `stop_after` (tests): simulate an interruption after that many steps."""
     cfg.validate()
@@ -85,6 +98,8 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
             source = load_model(cfg.run.init_from)
         except CheckpointError as e:
             raise SystemExit(f"error: run.init_from: {e}") from None
+        if cfg.stage.kind == "grpo":
+            source = folded_source(source)
     model_cfg = merged_model_config(cfg, None if source is None else source.cfg)
     cfg = dataclasses.replace(cfg, model=model_cfg)
     (out / TRAIN_CONFIG_FILE).write_text(json.dumps(configtools.to_dict(cfg), indent=2, ensure_ascii=False))
@@ -98,6 +113,7 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
     enable_compilation_cache(cfg.mesh.compilation_cache)
     built = setup.prepare(cfg)
     steps, mesh, mask = built.steps, built.mesh, built.parts.mask
+    grpo = GRPOHost(cfg, steps, data.tokenizer, data.examples) if cfg.stage.kind == "grpo" else None
 
     resumed_from, init_info = None, {}
     if resuming:  # the checkpoint holds the params: only their shapes are needed
@@ -136,9 +152,19 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
             t_data = time.time()
             micro = [data.next_train() for _ in range(accum)]
             window["data_s"] += time.time() - t_data
-            norms = [batch_counts(b) for b in micro]
-            norm = replicate({k: np.float32(max(1.0, sum(n[k] for n in norms))) for k in ("tokens", "utts")}, mesh)
-            if accum == 1:
+            if grpo is not None:
+                state, metrics, host = grpo.step(state, micro[0])
+                metric_list = [metrics]
+                for k, v in host.items():
+                    if isinstance(v, float):
+                        window["sums"][k] = window["sums"].get(k, 0.0) + v
+                window["samples"] = host["samples"]
+            norms = [] if grpo is not None else [batch_counts(b) for b in micro]
+            norm = None if grpo is not None else replicate(
+                {k: np.float32(max(1.0, sum(n[k] for n in norms))) for k in ("tokens", "utts")}, mesh)
+            if grpo is not None:
+                pass
+            elif accum == 1:
                 state, metrics = steps.train(state, shard_batch(micro[0], mesh), norm)
                 metric_list = [metrics]
             else:
@@ -211,9 +237,20 @@ def _summarise(window, step, cfg) -> dict:
         row["llm_acc"] = s["llm_correct"] / s["llm_count"]
     if s.get("ctc_count"):
         row["ctc_loss"] = s["ctc_sum"] / s["ctc_count"]
+    n = max(1, window["steps"])
     if "grad_norm" in s:
-        row["grad_norm"] = s["grad_norm"] / max(1, window["steps"])
+        row["grad_norm"] = s["grad_norm"] / n
+    for key in s:  # per-step means of a grpo stage
+        if key in GRPO_MEANS or key.startswith("r/"):
+            row[key] = s[key] / n
+    if window.get("samples"):
+        row["samples"] = window["samples"]
     return row
+
+
+# Per-step metrics of a grpo stage averaged over the log interval (and "r/<name>": each reward component).
+GRPO_MEANS = ("reward", "kl", "clip_frac", "ratio", "entropy", "out_len", "adv_abs", "t_rollout", "t_reward",
+              "t_update")
 
 
 def _evaluate(cfg: TrainConfig, model_cfg, params, data, log, step, final=False):

@@ -39,6 +39,13 @@ class Progress:
             parts.append(f"acc {row['llm_acc']:.3f}")
         if "ctc_loss" in row:
             parts.append(f"ctc {row['ctc_loss']:.3f}")
+        if "reward" in row:  # a grpo stage
+            comps = " ".join(f"{k[2:]} {v:+.3f}" for k, v in row.items() if k.startswith("r/"))
+            parts.append(f"reward {row['reward']:+.3f} ({comps})")
+            parts.append(f"kl {row.get('kl', 0):.4f} clip {100 * row.get('clip_frac', 0):.1f}% "
+                         f"ent {row.get('entropy', 0):.2f} len {row.get('out_len', 0):.1f}")
+            t = [row.get(k, 0.0) for k in ("t_rollout", "t_reward", "t_update")]
+            parts.append("rollout/reward/update " + "/".join(f"{x:.2f}" for x in t) + " s")
         parts += [f"{row.get('steps_per_s', 0):.2f} steps/s", f"{row.get('audio_s_per_s', 0):.1f} audio-s/s"]
         if "data_share" in row:
             parts.append(f"data wait {100 * row['data_share']:.0f}%")
@@ -70,15 +77,19 @@ def plot_curves(metrics_path, png_path) -> Path | None:
     train = [r for r in rows if r.get("split") == "train"]
     dev = [r for r in rows if r.get("split") == "dev" and r.get("error_rate") is not None]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("loss", "llm_loss", "ctc_loss"):
+    rl = any("reward" in r for r in train)
+    keys = ["reward"] + sorted({k for r in train for k in r if k.startswith("r/")}) if rl else \
+        ["loss", "llm_loss", "ctc_loss"]
+    for key in keys:
         pts = [(r["step"], r[key]) for r in train if key in r]
         if pts:
             axes[0].plot(*zip(*pts), label=key)
     axes[0].set_xlabel("step")
-    axes[0].set_ylabel("loss")
-    axes[0].set_yscale("log")
+    axes[0].set_ylabel("mean reward" if rl else "loss")
+    if not rl:
+        axes[0].set_yscale("log")
     axes[0].legend()
-    axes[0].set_title("training loss")
+    axes[0].set_title("reward (GRPO)" if rl else "training loss")
     if dev:
         axes[1].plot([r["step"] for r in dev], [100 * r["error_rate"] for r in dev], marker="o", label="dev")
         axes[1].legend()

@@ -24,7 +24,10 @@ from funasr_jax.models.funasr import FunASRNano, abstract_params
 from sharding.rules import ShardingRules
 from train.config import TrainConfig
 from train.optimizer import make_optimizer
-from train.sharded import ShardedSteps, make_sharded_steps, mesh_and_rules
+from funasr_jax.data.datasets import load_text_tools
+from funasr_jax.decode.sample import SamplingConfig
+from train.rl import GRPOSettings, GRPOStepFns, make_grpo_steps, only_adapters_trained
+from train.sharded import ShardedSteps, make_sharded_grpo_steps, make_sharded_steps, mesh_and_rules
 from train.step import LossWeights, StepFns, init_state, loss_fn, make_steps, stop_frozen_gradients
 
 
@@ -43,6 +46,13 @@ class StageParts:
     mask: Any
     weights: LossWeights
     steps: StepFns
+    grpo: GRPOStepFns | None = None  # stage.kind == "grpo": rollout / update / init (train.rl)
+
+    def init_state(self, params, seed: int):
+        """The stage's train state from params (GRPO may add a frozen `ref_params` copy)."""
+        if self.grpo is not None:
+            return self.grpo.init(params, self.tx, seed)
+        return init_state(params, self.tx, seed)
 
     def frozen_loss(self, params, batch: Batch, rng, norm):
         """The scalar training loss with frozen parameters behind stop_gradient (what `grad` differentiates)."""
@@ -51,7 +61,7 @@ class StageParts:
 
     def abstract_state(self, seed: int):
         """ShapeDtypeStruct tree of `init_state(params, tx, seed)`."""
-        return jax.eval_shape(lambda p: init_state(p, self.tx, seed), self.abstract_params)
+        return jax.eval_shape(lambda p: self.init_state(p, seed), self.abstract_params)
 
 
 def loss_weights(cfg: TrainConfig) -> LossWeights:
@@ -68,7 +78,21 @@ def stage_parts(cfg: TrainConfig, *, total_steps: int | None = None) -> StagePar
     abstract = abstract_params(cfg.model)
     tx, mask = make_optimizer(cfg.optim, abstract, cfg.stage.trainable, total_steps or cfg.run.steps)
     weights = loss_weights(cfg)
-    return StageParts(cfg, model, abstract, tx, mask, weights, make_steps(model, tx, mask, weights))
+    grpo = make_grpo_steps(model, tx, mask, grpo_settings(cfg, mask)) if cfg.stage.kind == "grpo" else None
+    return StageParts(cfg, model, abstract, tx, mask, weights, make_steps(model, tx, mask, weights), grpo)
+
+
+def grpo_settings(cfg: TrainConfig, mask, tokenizer=None) -> GRPOSettings:
+    """`cfg.grpo` + the tokenizer's EOS / pad ids (read from `data.tokenizer` unless given) + the
+    reference policy: adapters switched off when only LoRA adapters train, else a frozen copy."""
+    g = cfg.grpo
+    tok = tokenizer if tokenizer is not None else load_text_tools(cfg.data)[0]
+    frame_s = cfg.frontend.lfr_n * cfg.frontend.frame_shift_ms / 1000.0
+    return GRPOSettings(group_size=g.group_size, sampling=SamplingConfig(g.temperature, g.top_k, g.top_p),
+                        max_new_tokens=g.max_new_tokens, clip_eps=g.clip_eps, beta=g.beta, inner_steps=g.inner_steps,
+                        adv_eps=g.adv_eps, eos_id=tok.eos_id, pad_id=tok.pad_id,
+                        tokens_per_second=g.tokens_per_second, token_slack=g.token_slack, frame_seconds=frame_s,
+                        reference="adapters_off" if only_adapters_trained(mask) else "copy")
 
 
 @dataclass(frozen=True)
@@ -80,12 +104,12 @@ class BuiltSteps:
     rules: ShardingRules
     seed: int  # the state's RNG seed (init_state)
     abstract_state: Any
-    steps: ShardedSteps
+    steps: ShardedSteps  # (train.sharded.ShardedGRPOSteps for a grpo stage)
 
     def init_state(self, params):
         """A fresh state on the mesh from params already laid out as `steps.state_shardings["params"]`."""
-        tx, seed = self.parts.tx, self.seed
-        return jax.jit(lambda p: init_state(p, tx, seed), out_shardings=self.steps.state_shardings)(params)
+        parts, seed = self.parts, self.seed
+        return jax.jit(lambda p: parts.init_state(p, seed), out_shardings=self.steps.state_shardings)(params)
 
 
 def build_steps(parts: StageParts, mesh, rules: ShardingRules, *, seed: int, min_sharded_size: int | None = None
@@ -93,7 +117,10 @@ def build_steps(parts: StageParts, mesh, rules: ShardingRules, *, seed: int, min
     """Jit `parts.steps` for `mesh` with explicit shardings (state donated)."""
     abstract = parts.abstract_state(seed)
     msz = parts.cfg.mesh.min_sharded_size if min_sharded_size is None else min_sharded_size
-    steps = make_sharded_steps(parts.steps, abstract, mesh, rules, min_sharded_size=msz)
+    if parts.grpo is not None:
+        steps = make_sharded_grpo_steps(parts.grpo, abstract, mesh, rules, min_sharded_size=msz)
+    else:
+        steps = make_sharded_steps(parts.steps, abstract, mesh, rules, min_sharded_size=msz)
     return BuiltSteps(parts, mesh, rules, seed, abstract, steps)
 
 

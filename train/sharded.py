@@ -162,6 +162,49 @@ def make_sharded_steps(steps, abstract_state, mesh, rules: ShardingRules, *, min
     return ShardedSteps(mesh, rules, sh, counter, train, grad, update, evaluate)
 
 
+@dataclass
+class ShardedGRPOSteps:
+    """`train.rl.GRPOStepFns` jitted for one mesh (rows of the batch and of the B x G samples
+    over data x fsdp)."""
+
+    mesh: jax.sharding.Mesh
+    rules: ShardingRules
+    state_shardings: dict
+    counter: CompileCounter
+    rollout: Callable  # (params, rng, batch) -> (completions [S, N], lengths [S])
+    update: Callable  # (state, batch, completions, lengths, rewards) -> (state, metrics); state donated
+
+
+def make_sharded_grpo_steps(steps, abstract_state, mesh, rules: ShardingRules, *,
+                            min_sharded_size: int = 1_000_000) -> ShardedGRPOSteps:
+    counter = CompileCounter()
+    sh = state_shardings(abstract_state, mesh, rules, min_sharded_size=min_sharded_size)
+    rep, bsh = replicated(mesh), batch_sharding(mesh)
+    rollout = jax.jit(_traced(steps.rollout, "rollout", counter, mesh, rules, 2), in_shardings=(sh["params"], rep, bsh),
+                      out_shardings=(bsh, bsh))
+    update = jax.jit(_traced(steps.update, "update", counter, mesh, rules, 1), in_shardings=(sh, bsh, bsh, bsh, bsh),
+                     out_shardings=(sh, rep), donate_argnums=(0,))
+    return ShardedGRPOSteps(mesh, rules, sh, counter, rollout, update)
+
+
+def local_rows(x) -> np.ndarray:
+    """This process's rows of a global array sharded along dim 0 (the whole array on one process)."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    seen, parts = set(), []
+    for shard in sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0):
+        start = shard.index[0].start or 0
+        if start not in seen:
+            seen.add(start)
+            parts.append(np.asarray(shard.data))
+    return np.concatenate(parts, axis=0)
+
+
+def shard_rows(x, mesh):
+    """This process's rows (numpy) -> a global array, rows over data x fsdp."""
+    return jax.make_array_from_process_local_data(batch_sharding(mesh), np.asarray(x))
+
+
 def _global_from_host(x, sharding: NamedSharding):
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])

@@ -160,14 +160,10 @@ def generated_lengths(tokens, eos_id: int):
     return jnp.where(jnp.any(is_eos, axis=1), first + 1, n).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("decoder", "max_new_tokens", "eos_id", "pad_id", "ctc_weight",
-                                             "ctc_blank"))
-def _greedy(decoder, params, prompt_embeds, prompt_lengths, ctc, limits, *, max_new_tokens, eos_id, pad_id,
-            ctc_weight, ctc_blank):
-    if ctc is None:
-        choose, aux = argmax_chooser, ()
-    else:
-        choose, aux = joint_ctc_chooser(*ctc, weight=ctc_weight, blank=ctc_blank, eos_id=eos_id)
+def run_generation(decoder, params, prompt_embeds, prompt_lengths, limits, *, max_new_tokens: int, eos_id: int,
+                   pad_id: int, choose=argmax_chooser, aux=()):
+    """The generation loop, untransformed (call it inside a jit): prefill, then one `decode_step`
+    per token in a `lax.while_loop` until every row is done. Returns (tokens [B, N], lengths [B])."""
     state = prefill(decoder, params, prompt_embeds, prompt_lengths, max_new_tokens=max_new_tokens,
                     pad_id=pad_id, eos_id=eos_id, choose=choose, aux=aux, limits=limits)
 
@@ -177,6 +173,18 @@ def _greedy(decoder, params, prompt_embeds, prompt_lengths, ctc, limits, *, max_
     state = jax.lax.while_loop(
         cond, lambda s: decode_step(decoder, params, s, eos_id=eos_id, pad_id=pad_id, choose=choose), state)
     return state.tokens, jnp.minimum(generated_lengths(state.tokens, eos_id), limits)
+
+
+@functools.partial(jax.jit, static_argnames=("decoder", "max_new_tokens", "eos_id", "pad_id", "ctc_weight",
+                                             "ctc_blank"))
+def _greedy(decoder, params, prompt_embeds, prompt_lengths, ctc, limits, *, max_new_tokens, eos_id, pad_id,
+            ctc_weight, ctc_blank):
+    if ctc is None:
+        choose, aux = argmax_chooser, ()
+    else:
+        choose, aux = joint_ctc_chooser(*ctc, weight=ctc_weight, blank=ctc_blank, eos_id=eos_id)
+    return run_generation(decoder, params, prompt_embeds, prompt_lengths, limits, max_new_tokens=max_new_tokens,
+                          eos_id=eos_id, pad_id=pad_id, choose=choose, aux=aux)
 
 
 def greedy_generate(decoder, params, prompt_embeds, prompt_lengths, *, max_new_tokens: int,

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from funasr_jax.audio.activity import frame_grid, speech_segments
@@ -37,8 +36,7 @@ from funasr_jax.io.checkpoint import META_FILE, TRAIN_CONFIG_FILE, CheckpointErr
 from funasr_jax.models.batch import AUDIO_PLACEHOLDER_ID
 from funasr_jax.models.config import FunASRConfig, audio_token_count
 from funasr_jax.models.ctc_head import ctc_greedy
-from funasr_jax.models.funasr import FunASRNano
-from funasr_jax.models.qwen3 import Qwen3ForCausalLM
+from funasr_jax.models.funasr import FunASRNano, llm_module
 from funasr_jax.text.join import join_texts
 from funasr_jax.text.prompt import (
     DEFAULT_SYSTEM_PROMPT,
@@ -202,10 +200,7 @@ class Recognizer:
         self.tokens_per_second, self.token_slack = tokens_per_second, int(token_slack)
         self.cmvn = load_cmvn(frontend.cmvn_file) if frontend.cmvn_file else None
         self.model = FunASRNano(cfg)
-        self.decoder = CausalDecoder(Qwen3ForCausalLM(cfg.llm, dtype=jnp.dtype(cfg.dtype),
-                                                      attention_impl=cfg.attention_impl,
-                                                      matmul_precision=cfg.matmul_precision,
-                                                      scan_layers=cfg.scan_layers))
+        self.decoder = CausalDecoder(llm_module(cfg))
 
     @classmethod
     def from_checkpoint(cls, path, tokenizer_path=None, ctc_tokenizer_path=None, **kw) -> Recognizer:

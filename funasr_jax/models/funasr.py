@@ -112,6 +112,12 @@ class FunASRNano(nn.Module):
         return out
 
 
+def llm_module(cfg: FunASRConfig) -> Qwen3ForCausalLM:
+    """The model's LLM as a standalone module (for generation over `params["llm"]`: no remat)."""
+    return Qwen3ForCausalLM(cfg.llm, dtype=jnp.dtype(cfg.dtype), attention_impl=cfg.attention_impl,
+                            matmul_precision=cfg.matmul_precision, scan_layers=cfg.scan_layers)
+
+
 def init_params(cfg: FunASRConfig, rng, batch: int = 1, frames: int = 16, tokens: int = 24):
     """Random f32 params for `cfg` (a nested dict, without the 'params' wrapper)."""
     model = FunASRNano(cfg)

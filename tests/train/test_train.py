@@ -16,49 +16,10 @@ import pytest
 from funasr_jax import configtools
 from funasr_jax.configtools import ConfigError
 from funasr_jax.io.names import flatten
+from helpers.train import DEMO, small_manifest, tiny_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "data" / "demo"
 STAGES = ["sft1", "sft2", "sft3", "sft4", "sft5", "ctc_warmup", "sft_full", "sft_llm"]
-
-
-def small_manifest(tmp_path, split="train", n=24, first_pass=False) -> str:
-    """The first n lines of a demo split, with absolute audio paths, as a new JSONL
-    (first_pass: with a `first_pass` field, the transcript less its last character)."""
-    lines = (DEMO / f"{split}.jsonl").read_text().splitlines()[:n]
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    out = tmp_path / f"{split}_{n}.jsonl"
-    fixed = []
-    for line in lines:
-        obj = json.loads(line)
-        user = obj["messages"][1]["content"]
-        head, rest = user.split("<|startofspeech|>!", 1)
-        path, tail = rest.split("<|endofspeech|>", 1)
-        obj["messages"][1]["content"] = f"{head}<|startofspeech|>!{DEMO / path}<|endofspeech|>{tail}"
-        if first_pass:
-            obj["first_pass"] = obj["messages"][2]["content"][:-1]
-        fixed.append(json.dumps(obj, ensure_ascii=False))
-    out.write_text("\n".join(fixed) + "\n")
-    return str(out)
-
-
-def tiny_cfg(stage: str, tmp_path, steps=3, **sets):
-    from train.main import load_config
-
-    cfg = load_config(stage, "tiny")
-    train_file = small_manifest(tmp_path, "train", 24, first_pass=cfg.data.first_pass_prompt)
-    dev_file = small_manifest(tmp_path, "dev", 4)
-    cfg = dataclasses.replace(
-        cfg,
-        data=dataclasses.replace(cfg.data, train_files=(train_file,), dev_files=(dev_file,), batch_size=4,
-                                 bucket_frames=(64, 128), noise_prob=0.5),
-        run=dataclasses.replace(cfg.run, out_dir=str(tmp_path / stage), steps=steps, log_every=1,
-                                save_every=0, decode_max_tokens=4, progress=False),
-        optim=dataclasses.replace(cfg.optim, warmup_steps=1),
-    )
-    for k, v in sets.items():
-        cfg = configtools.override(cfg, k, str(v))
-    return cfg.validate()
 
 
 @pytest.mark.parametrize("stage", STAGES)
