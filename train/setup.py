@@ -88,7 +88,7 @@ def grpo_settings(cfg: TrainConfig, mask, tokenizer=None) -> GRPOSettings:
     g = cfg.grpo
     tok = tokenizer if tokenizer is not None else load_text_tools(cfg.data)[0]
     frame_s = cfg.frontend.lfr_n * cfg.frontend.frame_shift_ms / 1000.0
-    return GRPOSettings(group_size=g.group_size, sampling=SamplingConfig(g.temperature, g.top_k, g.top_p),
+    return GRPOSettings(group_size=g.group_size, sampling=SamplingConfig(g.temperature, g.top_k, g.top_p, tok.vocab_size),
                         max_new_tokens=g.max_new_tokens, clip_eps=g.clip_eps, beta=g.beta, inner_steps=g.inner_steps,
                         adv_eps=g.adv_eps, eos_id=tok.eos_id, pad_id=tok.pad_id,
                         tokens_per_second=g.tokens_per_second, token_slack=g.token_slack, frame_seconds=frame_s,

@@ -5,7 +5,7 @@ step t from `jax.random.categorical(fold_in(row_keys[b], t), filtered logits)`, 
 depend only on its own key (not on the batch it sits in or on the mesh), and the same keys give the
 same tokens. Temperature 0 is plain greedy (argmax), and as temperature -> 0 sampling tends to it.
 
-Filters, applied to logits [B, V] in this order: divide by the temperature; top-k keeps the k
+Filters, applied to logits [B, V] in this order: ids past `vocab_size` removed (if set); divide by the temperature; top-k keeps the k
 largest logits (0 = all); top-p keeps the smallest set of most likely tokens whose probability
 reaches p (1.0 = all; the most likely token is always kept). Removed tokens get -inf.
 """
@@ -27,6 +27,7 @@ class SamplingConfig:
     temperature: float = 1.0
     top_k: int = 0  # 0 = no top-k filter
     top_p: float = 1.0  # 1.0 = no nucleus filter
+    vocab_size: int = 0  # > 0: ids >= vocab_size are never drawn (an LLM vocabulary padded past the tokenizer's)
 
     def validate(self):
         if not self.temperature >= 0:
@@ -35,7 +36,16 @@ class SamplingConfig:
             raise GenerateInputError(f"sampling top_k must be >= 0 (0 = off), got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
             raise GenerateInputError(f"sampling top_p must lie in (0, 1], got {self.top_p}")
+        if self.vocab_size < 0:
+            raise GenerateInputError(f"sampling vocab_size must be >= 0 (0 = all ids), got {self.vocab_size}")
         return self
+
+
+def restrict_vocab(logits, vocab_size: int):
+    """logits [B, V] with ids >= vocab_size (when 0 < vocab_size < V) at -inf."""
+    if 0 < vocab_size < logits.shape[-1]:
+        return jnp.where(jnp.arange(logits.shape[-1]) < vocab_size, logits, jnp.asarray(-jnp.inf, logits.dtype))
+    return logits
 
 
 def filter_logits(logits, cfg: SamplingConfig):
@@ -58,6 +68,7 @@ def filter_logits(logits, cfg: SamplingConfig):
 def sampling_chooser(row_keys, cfg: SamplingConfig):
     """(choose, initial aux) for `run_generation`: aux is the step counter t (int32 scalar)."""
     def choose(logits, t):
+        logits = restrict_vocab(logits, cfg.vocab_size)
         if cfg.temperature == 0:
             return jnp.argmax(logits, axis=-1).astype(jnp.int32), t + 1
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, t)
@@ -89,7 +100,7 @@ def row_keys_for(rng, n: int):
 
 def sample_generate(decoder, params, prompt_embeds, prompt_lengths, rng, *, max_new_tokens: int, eos_id: int,
                     pad_id: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                    row_max_new_tokens=None):
+                    vocab_size: int = 0, row_max_new_tokens=None):
     """Sampled decoding of LEFT-padded prompt embeddings (layout and outputs as `greedy_generate`).
 
     rng: one PRNG key; row b samples with `fold_in(rng, b)` (see `row_keys_for`).
@@ -97,7 +108,7 @@ def sample_generate(decoder, params, prompt_embeds, prompt_lengths, rng, *, max_
     """
     if isinstance(decoder, nn.Module):
         decoder = CausalDecoder(decoder)
-    cfg = SamplingConfig(float(temperature), int(top_k), float(top_p)).validate()
+    cfg = SamplingConfig(float(temperature), int(top_k), float(top_p), int(vocab_size)).validate()
     if int(max_new_tokens) < 1:
         raise GenerateInputError(f"sample_generate: max_new_tokens must be >= 1, got {max_new_tokens}")
     if prompt_embeds.ndim != 3:

@@ -102,6 +102,15 @@ def test_sampled_frequencies_follow_the_filtered_softmax():
     assert freq[want == 0].sum() == 0
 
 
+def test_ids_past_the_tokenizer_vocabulary_are_never_drawn(lm):
+    model, params, emb, lengths = lm
+    for t in (0.0, 1.0, 3.0):
+        tok, n = sample_generate(model, params, emb, lengths, jax.random.PRNGKey(1), max_new_tokens=N, eos_id=EOS,
+                                 pad_id=PAD, temperature=t, vocab_size=10)
+        tok, n = np.asarray(tok), np.asarray(n)
+        assert all((row[:k] < 10).all() for row, k in zip(tok, n))
+
+
 def test_bad_sampling_settings_are_named(lm):
     model, params, emb, lengths = lm
     for kw, msg in (({"temperature": -1.0}, "temperature"), ({"top_k": -2}, "top_k"), ({"top_p": 0.0}, "top_p")):

@@ -288,7 +288,8 @@ def sft_checkpoint(tmp_path_factory):
     from train.loop import train
 
     d = tmp_path_factory.mktemp("sft")
-    cfg = _tiny("sft4", d, 2, **{"run.eval_at_end": False})
+    slim = dict(x.split("=", 1) for x in SLIM)  # GRPO takes the architecture from this run
+    cfg = _tiny("sft4", d, 2, **{**slim, "run.eval_at_end": False, "data.bucket_frames": "(128,)"})
     train(cfg)
     return cfg.run.out_dir
 
@@ -299,7 +300,7 @@ def test_resume_equals_uninterrupted(sft_checkpoint, tmp_path):
     from train.loop import train
 
     sets = {"run.init_from": sft_checkpoint, "run.eval_at_end": False, "grpo.max_new_tokens": 4,
-            "grpo.group_size": 2}
+            "grpo.group_size": 2, "data.bucket_frames": "(128,)"}
     a = _tiny("grpo", tmp_path / "a", 4, **sets)
     train(a)
     b = _tiny("grpo", tmp_path / "b", 4, **sets)
