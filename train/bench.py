@@ -2,6 +2,8 @@
 
     python -m train.bench --config sft4.py --preset nano --batch 32 --seconds 30 --steps 10 \
         --dtype bfloat16 --out bench.json
+    python -m train.bench --config grpo.py --preset tiny --batch 8 --seconds 3   (rollout / reward /
+        update split and RTF of a GRPO step: `run_grpo_bench`)
 
 Synthetic batches are shaped like the PyTorch anchor's (`train.synthetic`); the step is built by
 `train.setup`, exactly as training builds it.
@@ -27,16 +29,19 @@ import math
 import statistics
 import sys
 import time
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 
 from funasr_jax.configtools import ConfigError
+from funasr_jax.data.datasets import load_text_tools
 from funasr_jax.io.torch_nano import TorchUnavailableError, require_torch_funasr
 from sharding.paths import path_str
 from train import setup, torch_compare
 from train.distributed import enable_compilation_cache, initialize_distributed
 from train.main import load_config, with_model_overrides
+from train.rl_host import GRPOHost
 from train.sharded import replicate, shard_batch, shard_state
 from train.step import batch_counts
 from train.synthetic import anchor_shapes, random_params, synthetic_batch
@@ -232,6 +237,62 @@ def _table(rec: dict) -> str:
     return "\n".join([head, sep, row])
 
 
+def run_grpo_bench(cfg, *, batch: int, seconds: float, steps: int = 5, warmup: int = 1, text_tokens=None,
+                   mesh_preset=None, seed: int = 0) -> dict:
+    """Time GRPO steps (a `stage.kind = "grpo"` config) through the trainer's own host step
+    (`train.rl_host.GRPOHost`): rollout, reward and update seconds, and RTF = step time / audio
+    seconds in the step. Random params sample until the token cap, so rollouts are the longest
+    the config allows; the references are the synthetic batch's transcripts."""
+    t0 = time.perf_counter()
+    mesh, rules, st, state, _, _, info = prepare(cfg, batch=batch, seconds=seconds, text_tokens=text_tokens,
+                                                 mesh_preset=mesh_preset, seed=seed)
+    setup_s = time.perf_counter() - t0
+    tok = load_text_tools(cfg.data)[0]
+    host_batch = info["host_batch"]
+    refs = [SimpleNamespace(target=tok.decode([int(t) for t in row if 0 <= t < tok.vocab_size]), language=None,
+                            hotwords=()) for row in host_batch.labels]
+    runner = GRPOHost(cfg, st, tok, refs)
+    t1 = time.perf_counter()
+    state, m, h = runner.step(state, host_batch)  # compiles rollout and update
+    first_s = time.perf_counter() - t1
+    split = {"t_rollout": [], "t_reward": [], "t_update": []}
+    lens = []
+    for i in range(warmup + steps):
+        state, m, h = runner.step(state, host_batch)
+        if i >= warmup:
+            for k in split:
+                split[k].append(h[k])
+            lens.append(float(m["out_len"]))
+    med = {k: statistics.median(v) for k, v in split.items()}
+    step_s = sum(med.values())
+    audio = batch * seconds
+    g = cfg.grpo.group_size
+    devs = jax.devices()
+    return {"preset": cfg.preset, "stage": cfg.stage.name, "kind": "grpo", "trainable": list(cfg.stage.trainable),
+            "dtype": cfg.model.dtype, "mesh": dict(mesh.shape), "device": devs[0].device_kind, "devices": len(devs),
+            "backend": jax.default_backend(), "jax": jax.__version__, "batch": batch, "group_size": g,
+            "samples": batch * g, "audio_s": seconds, "max_new_tokens": cfg.grpo.max_new_tokens,
+            "mean_out_len": round(statistics.mean(lens), 2),
+            "rollout_ms": round(1e3 * med["t_rollout"], 2), "reward_ms": round(1e3 * med["t_reward"], 2),
+            "update_ms": round(1e3 * med["t_update"], 2), "step_ms": round(1e3 * step_s, 2),
+            "steps_per_s": round(1 / step_s, 4), "share": {k[2:]: round(v / step_s, 3) for k, v in med.items()},
+            "rtf": round(step_s / audio, 5), "audio_s_per_s": round(audio / step_s, 2),
+            "sampled_tokens_per_s": round(batch * g * statistics.mean(lens) / med["t_rollout"], 1),
+            "first_step_s_with_compile": round(first_s, 2), "setup_s": round(setup_s, 2),
+            "compiles": dict(st.counter.by_name)}
+
+
+def _grpo_table(rec: dict) -> str:
+    cols = [("preset", "preset"), ("batch", "B"), ("group_size", "G"), ("audio_s", "s"), ("mean_out_len", "out len"),
+            ("rollout_ms", "rollout ms"), ("reward_ms", "reward ms"), ("update_ms", "update ms"),
+            ("step_ms", "step ms"), ("steps_per_s", "steps/s"), ("rtf", "RTF"),
+            ("sampled_tokens_per_s", "sampled tok/s"), ("first_step_s_with_compile", "1st step s")]
+    head = "| " + " | ".join(h for _, h in cols) + " |"
+    sep = "|" + "|".join("---" for _ in cols) + "|"
+    row = "| " + " | ".join(str(rec.get(k, "-")) for k, _ in cols) + " |"
+    return "\n".join([head, sep, row])
+
+
 def _with_torch(cfg, rec: dict, args) -> dict:
     """rec + {"torch": FunASR's step record, "ratio": ours/torch}; prints the comparison table."""
 
@@ -295,6 +356,18 @@ def main(argv=None) -> int:
         model = model.replace(llm=dataclasses.replace(model.llm, lora=dataclasses.replace(model.llm.lora, rank=0)))
     cfg = dataclasses.replace(cfg, model=model.validate(), stage=stage)
     enable_compilation_cache(cfg.mesh.compilation_cache)
+    if cfg.stage.kind == "grpo":
+        if args.compare_torch:
+            print("error: --compare-torch: FunASR has no public GRPO step to compare with", file=sys.stderr)
+            return 2
+        rec = run_grpo_bench(cfg, batch=args.batch, seconds=args.seconds, steps=args.steps, warmup=args.warmup,
+                             text_tokens=args.text_tokens, mesh_preset=args.mesh)
+        print(_grpo_table(rec))
+        print(json.dumps(rec))
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(rec, f, indent=1)
+        return 0
     rec = run_bench(cfg, batch=args.batch, seconds=args.seconds, steps=args.steps, warmup=args.warmup,
                     text_tokens=args.text_tokens, mesh_preset=args.mesh, eval_step=not args.no_eval)
     print(_table(rec))

@@ -1,6 +1,6 @@
 """The README's first command: train the tiny model on the bundled demo corpus, print the test CER.
 
-    python -m train.quickstart [--out runs/quickstart] [--scale 1.0]
+    python -m train.quickstart [--out runs/quickstart] [--scale 1.0] [--rl]
 
 Stages chained (each starts from the previous one's checkpoint), chosen for a model whose LLM
 starts untrained:
@@ -27,6 +27,13 @@ LLM decoded jointly with the CTC head's prefix scores (weight 0.5, the model's r
 default), plain LLM greedy and CTC greedy. The headline is the `free` subset (sentences of
 structures never seen in train); noise-only clips are counted apart (how many got any output).
 Everything is written to `test_scores.json` with the vocabulary coverage and each stage's time.
+
+With `--rl`, a GRPO stage (configs/grpo.py: LoRA on the LLM, the four rewards, G = 4 samples per
+utterance) follows sft_llm and the test split is decoded again the same three ways: the before /
+after table (error per language for LLM greedy and joint decoding, noise-only clips with output,
+keyword recall and accuracy) goes to `test_scores.json` under "rl". A stage whose run directory
+already holds a finished run of the same length (its summary.json) is reused, not retrained, so
+`--rl` after a plain quickstart in the same `--out` trains only the RL stage.
 """
 
 from __future__ import annotations
@@ -43,12 +50,13 @@ from funasr_jax.data.manifest import read_manifests
 from funasr_jax.infer.evaluate import evaluate_examples, format_table, is_noise_only
 from funasr_jax.infer.first_pass import write_first_pass_manifests
 from funasr_jax.infer.recognizer import Recognizer
+from funasr_jax.rewards import keyword_scores
 from funasr_jax.text.metrics import breakdown, vocabulary_coverage
 from train.loop import train
 from train.main import load_config
 
 # Steps per stage and the data settings the quickstart gives each (see the README for the why).
-SEED_UTTS, SEED_STEPS, CTC_STEPS, TEXT_STEPS, LLM_STEPS = 96, 500, 800, 400, 600
+SEED_UTTS, SEED_STEPS, CTC_STEPS, TEXT_STEPS, LLM_STEPS, RL_STEPS = 96, 500, 800, 400, 600, 150
 STAGE_DATA = {
     "ctc_seed": {"data.batch_size": 8, "data.noise_prob": 0.0, "data.max_train_utts": SEED_UTTS,
                  "optim.warmup_steps": 50},
@@ -57,7 +65,65 @@ STAGE_DATA = {
     "llm_text": {"data.batch_size": 32, "run.eval_at_end": False},
     "sft_llm": {"data.batch_size": 8, "data.noise_prob": 0.2, "data.zero_pad_prob": 0.5,
                 "optim.warmup_steps": 50},
+    "grpo": {"data.batch_size": 8, "run.eval_at_end": False},
 }
+MODES = (("joint", "llm", None), ("llm", "llm", 0.0), ("ctc", "ctc", 0.0))  # label, mode, CTC weight (None: the model's)
+
+
+def finished(cfg) -> bool:
+    """True when cfg's run directory holds a finished, uninterrupted run of cfg.run.steps steps."""
+    path = Path(cfg.run.out_dir) / "summary.json"
+    if not path.exists():
+        return False
+    summary = json.loads(path.read_text())
+    return summary.get("steps") == cfg.run.steps and not summary.get("interrupted")
+
+
+def keyword_totals(rows, examples) -> dict:
+    """Keyword recall / accuracy over the test rows with hotwords (funasr_jax.rewards.keyword_scores)."""
+    hot = {ex.key: ex.hotwords for ex in examples if ex.hotwords}
+    m = r = h = 0
+    for row in rows:
+        if row.get("key") in hot:
+            k = keyword_scores(row["hyp"], row["ref"], hot[row["key"]])
+            m, r, h = m + k["matched"], r + k["in_ref"], h + k["in_hyp"]
+    return {"recall": m / r if r else 1.0, "accuracy": m / h if h else 1.0, "hotwords_in_refs": r}
+
+
+def evaluate_test(run_dir, examples, subsets, out: Path, tag: str = "") -> dict:
+    """Decode the test examples with the model in `run_dir` the three ways of MODES and score them."""
+    rec = Recognizer.from_checkpoint(run_dir)  # first-pass prompt + joint weight from the checkpoint
+    default_weight = rec.ctc_weight
+    results = {}
+    for label, mode, weight in MODES:
+        rec.ctc_weight = default_weight if weight is None else weight
+        rows, table, info = evaluate_examples(rec, examples, mode=mode, batch_size=32, max_new_tokens=64)
+        per_subset = {sub: breakdown([r for r in rows if r.get("subset") == sub and not is_noise_only(r)])
+                      for sub in subsets}
+        results[label] = {"ctc_weight": rec.ctc_weight, "breakdown": table, "per_subset": per_subset,
+                          "keywords": keyword_totals(rows, examples), **info}
+        with open(out / f"test_hyps_{label}{tag}.jsonl", "w") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    return results
+
+
+def rl_table(before: dict, after: dict) -> str:
+    """Markdown before/after table of the test split: error per language (LLM greedy, joint),
+    noise-only clips with output, keyword recall / accuracy."""
+    lines = ["| decoding | group | SFT | after GRPO |", "|---|---|---|---|"]
+    for label in ("llm", "joint"):
+        for group in ("overall", "subset/free", "language/zh", "language/en", "language/cs"):
+            b = before[label]["breakdown"].get(group, {}).get("rate", float("nan"))
+            a = after[label]["breakdown"].get(group, {}).get("rate", float("nan"))
+            metric = before[label]["breakdown"].get(group, {}).get("metric", "")
+            lines.append(f"| {label} | {group} ({metric}) | {100 * b:.2f}% | {100 * a:.2f}% |")
+        nb, na = before[label]["noise_only"], after[label]["noise_only"]
+        lines.append(f"| {label} | noise-only clips with output | {nb['nonempty']}/{nb['utterances']} | "
+                     f"{na['nonempty']}/{na['utterances']} |")
+        for k in ("recall", "accuracy"):
+            lines.append(f"| {label} | keyword {k} | {before[label]['keywords'][k]:.3f} | "
+                         f"{after[label]['keywords'][k]:.3f} |")
+    return "\n".join(lines)
 
 
 def stage_config(name: str, out: Path, steps: int, init_from: str | None, **overrides):
@@ -75,6 +141,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/quickstart")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count")
     p.add_argument("--eval-utts", type=int, default=0, help="0 = the whole test split")
+    p.add_argument("--rl", action="store_true", help="add the GRPO stage and report the test split before / after it")
     args = p.parse_args(argv)
     out = Path(args.out)
     t0 = time.time()
@@ -84,6 +151,10 @@ def main(argv=None) -> int:
     def run_stage(name, steps, prev, config=None, **over):
         n = max(2, int(steps * args.scale))
         cfg = stage_config(config or name, out, n, prev, **{"run.eval_max_utts": 40, **STAGE_DATA[name], **over})
+        if finished(cfg):
+            print(f"== {name}: reusing the finished run in {cfg.run.out_dir}", file=sys.stderr)
+            timing[name] = {"steps": n, "reused": True, "wall_s": 0.0}
+            return cfg
         print(f"== {name}: {n} steps of {cfg.data.batch_size} -> {cfg.run.out_dir}", file=sys.stderr)
         t = time.time()
         train(cfg)
@@ -95,33 +166,39 @@ def main(argv=None) -> int:
     warm = run_stage("ctc_warmup", CTC_STEPS, seed.run.out_dir)
     print("== first pass: CTC hypotheses of the training split", file=sys.stderr)
     t = time.time()
-    fp = write_first_pass_manifests(Recognizer.from_checkpoint(warm.run.out_dir), warm.data.train_files,
-                                    out / "first_pass", batch_size=32)
+    fp_files = [str(out / "first_pass" / Path(f).name) for f in warm.data.train_files]
+    if timing["ctc_warmup"].get("reused") and all(Path(f).exists() for f in fp_files):
+        fp = {"files": fp_files}  # written by the run that trained this ctc_warmup
+    else:
+        fp = write_first_pass_manifests(Recognizer.from_checkpoint(warm.run.out_dir), warm.data.train_files,
+                                        out / "first_pass", batch_size=32)
     timing["first_pass"] = {"wall_s": round(time.time() - t, 1)}
     text = run_stage("llm_text", TEXT_STEPS, warm.run.out_dir, **{"data.train_files": tuple(fp["files"])})
     cfg = run_stage("sft_llm", LLM_STEPS, text.run.out_dir, **{"data.train_files": tuple(fp["files"])})
 
     t = time.time()
-    rec = Recognizer.from_checkpoint(cfg.run.out_dir)  # first-pass prompt + joint weight from the checkpoint
     examples = read_manifests([cfg.data.test_files[0]])
     if args.eval_utts:
         examples = examples[: args.eval_utts]
     train_texts = [ex.target for ex in read_manifests(list(warm.data.train_files))]
     coverage = {sub: vocabulary_coverage(train_texts, [ex.target for ex in examples if ex.subset == sub])
                 for sub in sorted({ex.subset for ex in examples if ex.target})}
-    results = {}
-    for label, mode, weight in (("joint", "llm", rec.ctc_weight), ("llm", "llm", 0.0), ("ctc", "ctc", 0.0)):
-        rec.ctc_weight = weight
-        rows, table, info = evaluate_examples(rec, examples, mode=mode, batch_size=32, max_new_tokens=64)
-        per_subset = {sub: breakdown([r for r in rows if r.get("subset") == sub and not is_noise_only(r)])
-                      for sub in coverage}
-        results[label] = {"ctc_weight": weight, "breakdown": table, "per_subset": per_subset, **info}
-        with open(out / f"test_hyps_{label}.jsonl", "w") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    results = evaluate_test(cfg.run.out_dir, examples, coverage, out)
     timing["test_decode"] = {"wall_s": round(time.time() - t, 1)}
+    rl = None
+    if args.rl:
+        rl_cfg = run_stage("grpo", RL_STEPS, cfg.run.out_dir, **{"data.train_files": tuple(fp["files"])})
+        t = time.time()
+        rl = {"results": evaluate_test(rl_cfg.run.out_dir, examples, coverage, out, tag="_rl"),
+              "run_dir": rl_cfg.run.out_dir}
+        timing["test_decode_rl"] = {"wall_s": round(time.time() - t, 1)}
+        rows = [json.loads(line) for line in (Path(rl_cfg.run.out_dir) / "metrics.jsonl").read_text().splitlines()]
+        rewards = [r["reward"] for r in rows if r.get("split") == "train" and "reward" in r]
+        rl["reward_first_last"] = [rewards[0], rewards[-1]] if rewards else None
     wall = time.time() - t0
     (out / "test_scores.json").write_text(json.dumps({"results": results, "coverage": coverage, "timing": timing,
-                                                      "wall_s": round(wall, 1)}, indent=2, ensure_ascii=False))
+                                                      "rl": rl, "wall_s": round(wall, 1)}, indent=2,
+                                                     ensure_ascii=False))
     titles = {"ctc": "CTC head (greedy)", "llm": "LLM decoder (greedy, first pass in the prompt)",
               "joint": f"LLM decoder + CTC prefix scores (weight {results['joint']['ctc_weight']})"}
     for label in ("ctc", "llm", "joint"):
@@ -144,6 +221,12 @@ def main(argv=None) -> int:
           f"{rate('ctc', 'subset/free'):.2f}%), template sentences {rate('joint', 'subset/template'):.2f}%, "
           f"noise-only clips with output {noise['nonempty']}/{noise['utterances']}; "
           f"{results['joint']['utterances']} utterances, {wall / 60:.1f} min; checkpoints in {out}")
+    if rl is not None:
+        print("test split before / after GRPO (" + rl["run_dir"] + "):")
+        print(rl_table(results, rl["results"]))
+        if rl["reward_first_last"]:
+            print(f"mean reward per logged interval: first {rl['reward_first_last'][0]:+.3f}, last "
+                  f"{rl['reward_first_last'][1]:+.3f}")
     return 0
 
 

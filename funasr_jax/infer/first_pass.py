@@ -29,7 +29,7 @@ from funasr_jax.io.checkpoint import CheckpointError
 _MARKER = re.compile(re.escape(SPEECH_BEGIN) + r"!(.*?)" + re.escape(SPEECH_END), re.S)
 
 
-def _relocate(content: str, audio_path: str, out_dir: Path) -> str:
+def relocate_audio(content: str, audio_path: str, out_dir: Path) -> str:
     """The user message with its audio path valid from `out_dir` (absolute paths kept)."""
     def sub(m):
         if os.path.isabs(m.group(1)):
@@ -68,7 +68,7 @@ def write_first_pass_manifests(rec, files: Sequence[str], out_dir, *, batch_size
                 obj = json.loads(text)
                 for m in obj["messages"]:
                     if m.get("role") == "user":
-                        m["content"] = _relocate(m["content"], ex.audio_path, out_dir.resolve())
+                        m["content"] = relocate_audio(m["content"], ex.audio_path, out_dir.resolve())
                 obj["first_pass"] = hyps[where]
                 out.write(json.dumps(obj, ensure_ascii=False) + "\n")
                 written += 1
