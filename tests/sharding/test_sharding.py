@@ -28,6 +28,8 @@ from jax.sharding import PartitionSpec as P
 from funasr_jax.models.axes import UnmatchedParamError, logical_axes_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+# One worker runs this module, so its module-scoped fixtures are built once under `pytest -n`.
+pytestmark = pytest.mark.xdist_group("sharding-8-devices")
 
 # ----------------------------------------------------------------------------- golden specs
 

@@ -28,6 +28,8 @@ from funasr_jax.models.batch import IGNORE_INDEX, Batch  # noqa: E402
 from train import rl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+# One worker runs this module, so its module-scoped fixtures are built once under `pytest -n`.
+pytestmark = pytest.mark.xdist_group("grpo")
 GRPO_SLIM = SLIM + ["stage.ctc_weight=0.0", "grpo.group_size=2", "grpo.max_new_tokens=6", "optim.eps=1e-3"]
 
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quickstart_chain_runs(tmp_path):
     out = tmp_path / "qs"
     r = subprocess.run([sys.executable, "-m", "train.quickstart", "--out", str(out), "--scale", "0.001",
-                        "--eval-utts", "6"], cwd=ROOT, capture_output=True, text=True,
+                        "--eval-utts", "6", "--rl"], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "quickstart: test error rate" in r.stdout
@@ -45,3 +45,10 @@ def test_quickstart_chain_runs(tmp_path):
     assert meta["prompt"]["first_pass"] is True
     rows = [json.loads(l) for l in (out / "test_hyps_joint.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all("first_pass" in r for r in rows)
+    # --rl: GRPO from sft_llm, then the same three decodings, before / after printed
+    rl = scores["rl"]
+    assert set(rl["results"]) == {"joint", "llm", "ctc"} and len(rl["reward_first_last"]) == 2
+    assert all({"recall", "accuracy"} <= set(v["keywords"]) for v in rl["results"].values())
+    grpo_cfg = json.loads((out / "grpo" / "train_config.json").read_text())
+    assert grpo_cfg["stage"]["kind"] == "grpo" and grpo_cfg["run"]["init_from"] == str(out / "sft_llm")
+    assert "test split before / after GRPO" in r.stdout and "| llm | noise-only clips with output |" in r.stdout
