@@ -23,11 +23,11 @@ def get_config(preset: str = "tiny"):
     cfg = make_config(
         preset,
         StageConfig(name="grpo", kind="grpo", trainable=("llm:lora",), llm_weight=1.0),
-        OptimConfig(lr=2e-4 if tiny else 1e-5, schedule="constant", warmup_steps=10, weight_decay=0.0,
+        OptimConfig(lr=1e-3 if tiny else 1e-5, schedule="constant", warmup_steps=10, weight_decay=0.0,
                     b2=0.99, grad_clip=1.0),
-        RunConfig(out_dir="runs/grpo", steps=200, log_every=10, save_every=100,
+        RunConfig(out_dir="runs/grpo", steps=200, log_every=10, save_every=100, eval_every=100,
                   init_from="runs/quickstart/sft_llm" if tiny else "runs/sft4",
-                  decode_ctc_weight=0.5 if tiny else 0.0, eval_max_utts=0),
+                  decode_ctc_weight=0.5 if tiny else 0.0, eval_max_utts=60),
         lora=LoraConfig(rank=8 if tiny else 16, alpha=16.0 if tiny else 32.0, dropout=0.0, targets=ALL_PROJECTIONS),
     )
     data = dataclasses.replace(cfg.data, batch_size=8, noise_prob=0.2, zero_pad_prob=0.5)

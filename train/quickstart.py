@@ -65,7 +65,7 @@ STAGE_DATA = {
     "llm_text": {"data.batch_size": 32, "run.eval_at_end": False},
     "sft_llm": {"data.batch_size": 8, "data.noise_prob": 0.2, "data.zero_pad_prob": 0.5,
                 "optim.warmup_steps": 50},
-    "grpo": {"data.batch_size": 8, "run.eval_at_end": False},
+    "grpo": {"data.batch_size": 8, "run.eval_at_end": False, "run.eval_every": 0},
 }
 MODES = (("joint", "llm", None), ("llm", "llm", 0.0), ("ctc", "ctc", 0.0))  # label, mode, CTC weight (None: the model's)
 
