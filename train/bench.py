@@ -226,15 +226,20 @@ def run_bench(cfg, *, batch: int, seconds: float, steps: int = 5, warmup: int = 
     return rec
 
 
-def _table(rec: dict) -> str:
-    cols = [("preset", "preset"), ("batch", "B"), ("audio_s", "s"), ("lfr_frames", "T"), ("llm_tokens", "L"),
-            ("step_ms", "step ms"), ("eval_ms", "eval ms"), ("tokens_per_s", "tok/s"),
-            ("audio_s_per_s", "audio s/s"), ("model_tflops_per_step", "TFLOP/step"), ("mfu", "MFU"),
-            ("peak_memory_gib", "peak GiB"), ("compile_s", "compile s")]
+def _md_table(rec: dict, cols) -> str:
+    """One-row markdown table of `rec`'s fields `cols` [(key, header)] ("-" where missing)."""
     head = "| " + " | ".join(h for _, h in cols) + " |"
     sep = "|" + "|".join("---" for _ in cols) + "|"
     row = "| " + " | ".join("-" if rec.get(k) is None else str(rec[k]) for k, _ in cols) + " |"
     return "\n".join([head, sep, row])
+
+
+def _table(rec: dict) -> str:
+    return _md_table(rec, [("preset", "preset"), ("batch", "B"), ("audio_s", "s"), ("lfr_frames", "T"),
+                           ("llm_tokens", "L"), ("step_ms", "step ms"), ("eval_ms", "eval ms"),
+                           ("tokens_per_s", "tok/s"), ("audio_s_per_s", "audio s/s"),
+                           ("model_tflops_per_step", "TFLOP/step"), ("mfu", "MFU"),
+                           ("peak_memory_gib", "peak GiB"), ("compile_s", "compile s")])
 
 
 def run_grpo_bench(cfg, *, batch: int, seconds: float, steps: int = 5, warmup: int = 1, text_tokens=None,
@@ -283,14 +288,11 @@ def run_grpo_bench(cfg, *, batch: int, seconds: float, steps: int = 5, warmup: i
 
 
 def _grpo_table(rec: dict) -> str:
-    cols = [("preset", "preset"), ("batch", "B"), ("group_size", "G"), ("audio_s", "s"), ("mean_out_len", "out len"),
-            ("rollout_ms", "rollout ms"), ("reward_ms", "reward ms"), ("update_ms", "update ms"),
-            ("step_ms", "step ms"), ("steps_per_s", "steps/s"), ("rtf", "RTF"),
-            ("sampled_tokens_per_s", "sampled tok/s"), ("first_step_s_with_compile", "1st step s")]
-    head = "| " + " | ".join(h for _, h in cols) + " |"
-    sep = "|" + "|".join("---" for _ in cols) + "|"
-    row = "| " + " | ".join(str(rec.get(k, "-")) for k, _ in cols) + " |"
-    return "\n".join([head, sep, row])
+    return _md_table(rec, [("preset", "preset"), ("batch", "B"), ("group_size", "G"), ("audio_s", "s"),
+                           ("mean_out_len", "out len"), ("rollout_ms", "rollout ms"), ("reward_ms", "reward ms"),
+                           ("update_ms", "update ms"), ("step_ms", "step ms"), ("steps_per_s", "steps/s"),
+                           ("rtf", "RTF"), ("sampled_tokens_per_s", "sampled tok/s"),
+                           ("first_step_s_with_compile", "1st step s")])
 
 
 def _with_torch(cfg, rec: dict, args) -> dict:

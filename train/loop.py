@@ -159,15 +159,12 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
                     if isinstance(v, float):
                         window["sums"][k] = window["sums"].get(k, 0.0) + v
                 window["samples"] = host["samples"]
-            norms = [] if grpo is not None else [batch_counts(b) for b in micro]
-            norm = None if grpo is not None else replicate(
-                {k: np.float32(max(1.0, sum(n[k] for n in norms))) for k in ("tokens", "utts")}, mesh)
-            if grpo is not None:
-                pass
             elif accum == 1:
+                norm = _step_norm(micro, mesh)
                 state, metrics = steps.train(state, shard_batch(micro[0], mesh), norm)
                 metric_list = [metrics]
             else:
+                norm = _step_norm(micro, mesh)
                 grads, metric_list = None, []
                 rng = state["rng"]
                 for b in micro:
@@ -218,6 +215,12 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
         for s, h in old.items():
             signal.signal(s, h)
         ckpt.close()
+
+
+def _step_norm(micro, mesh):
+    """The step's loss normalisers (scored tokens, CTC utterances) over all its micro-batches."""
+    norms = [batch_counts(b) for b in micro]
+    return replicate({k: np.float32(max(1.0, sum(n[k] for n in norms))) for k in ("tokens", "utts")}, mesh)
 
 
 def _new_window() -> dict:

@@ -17,16 +17,8 @@ import numpy as np
 from funasr_jax.data.manifest import Example
 from funasr_jax.models.batch import Batch
 from funasr_jax.rewards import UtteranceMeta, score_hypotheses
+from funasr_jax.text.tokenizer import decode_generated
 from train.sharded import local_rows, shard_batch, shard_rows
-
-
-def decode_rows(tokenizer, tokens: np.ndarray, lengths: np.ndarray) -> list[str]:
-    """Token rows [S, N] + lengths [S] (EOS included) -> texts (EOS dropped, spaces collapsed)."""
-    out = []
-    for row, k in zip(tokens, lengths):
-        ids = [int(t) for t in row[:int(k)] if int(t) != tokenizer.eos_id]
-        out.append(" ".join(tokenizer.decode(ids).split()))
-    return out
 
 
 def utterance_metas(examples: Sequence[Example], example_index: np.ndarray) -> list[UtteranceMeta]:
@@ -50,7 +42,7 @@ class GRPOHost:
         comps, lengths = self.steps.rollout(state["params"], state["rng"], dev_batch)
         tokens, n = local_rows(comps), local_rows(lengths)
         t1 = time.time()
-        texts = decode_rows(self.tokenizer, tokens, n)
+        texts = decode_generated(self.tokenizer, tokens, n)
         metas = [m for m in utterance_metas(self.examples, batch.example_index) for _ in range(self.group)]
         rewards, parts = score_hypotheses(texts, metas, self.weights)
         real = np.repeat(np.asarray(batch.weight) > 0, self.group)

@@ -38,6 +38,7 @@ from funasr_jax.models.config import FunASRConfig, audio_token_count
 from funasr_jax.models.ctc_head import ctc_greedy
 from funasr_jax.models.funasr import FunASRNano, llm_module
 from funasr_jax.text.join import join_texts
+from funasr_jax.text.tokenizer import decode_generated
 from funasr_jax.text.prompt import (
     DEFAULT_SYSTEM_PROMPT,
     build_prompt,
@@ -293,12 +294,7 @@ class Recognizer:
                                     ctc_lengths=batch.feat_lengths,
                                     ctc_weight=self.ctc_weight, ctc_blank=self.cfg.ctc.blank,
                                     row_max_new_tokens=self.token_limits([len(f) for f in feats], max_new_tokens))
-        tokens, n = np.asarray(tokens), np.asarray(n)
-        out = []
-        for row, k in zip(tokens, n):
-            ids_row = [int(t) for t in row[:k] if int(t) != self.tokenizer.eos_id]
-            out.append(" ".join(self.tokenizer.decode(ids_row).split()))
-        return out, first_pass
+        return decode_generated(self.tokenizer, np.asarray(tokens), np.asarray(n)), first_pass
 
     def decode_ctc(self, feats_list: Sequence[np.ndarray]) -> list[str]:
         """Greedy CTC transcripts (needs the CTC branch and a CTC vocabulary)."""

@@ -176,6 +176,15 @@ class HFTokenizer:
         return self._tok.decode(ids, skip_special_tokens=skip_special)
 
 
+def decode_generated(tokenizer, tokens, lengths) -> list[str]:
+    """Generated rows [B, N] + lengths [B] (EOS included) -> texts: EOS dropped, spaces collapsed."""
+    out = []
+    for row, k in zip(tokens, lengths):
+        ids = [int(t) for t in row[:int(k)] if int(t) != tokenizer.eos_id]
+        out.append(" ".join(tokenizer.decode(ids).split()))
+    return out
+
+
 class CTCVocabulary:
     """CTC labels = the pieces of a sentencepiece model, plus blank as the LAST id.
 
