@@ -29,6 +29,8 @@ if __name__ == "__main__":  # worker: fake devices before jax starts
 import numpy as np
 import pytest
 
+# both tests read one module fixture (two multi-process runs): keep them on one xdist worker
+pytestmark = pytest.mark.xdist_group("multihost")
 ROOT = Path(__file__).resolve().parents[2]
 GLOBAL_BATCH = 8
 

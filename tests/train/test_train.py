@@ -70,7 +70,7 @@ def _state_after(stage, tmp_path, steps=2):
     return params, state, mask
 
 
-@pytest.mark.parametrize("stage", ["sft1", "sft3", "sft5", "sft_llm"])
+@pytest.mark.parametrize("stage", ["sft1", "sft3", "sft5", "sft_llm", "ctc_warmup"])
 def test_freeze_plan(stage, tmp_path):
     before, state, mask = _state_after(stage, tmp_path)
     after = state["params"]
@@ -86,7 +86,7 @@ def test_freeze_plan(stage, tmp_path):
     assert moved > 0.5 * sum(fm.values()), f"only {moved} of {sum(fm.values())} trainable tensors moved"
     trainable_paths = {p for p, m in fm.items() if m}
     prefixes = {"sft1": ("audio_adaptor",), "sft5": ("ctc_decoder", "ctc"), "sft3": ("llm",),
-                "sft_llm": ("audio_adaptor", "llm")}[stage]
+                "sft_llm": ("audio_adaptor", "llm"), "ctc_warmup": ("audio_encoder", "ctc_decoder", "ctc")}[stage]
     assert all(p[0] in prefixes for p in trainable_paths)
     if stage == "sft3":
         assert all(("lora_A" in p or "lora_B" in p) for p in trainable_paths)
@@ -128,7 +128,10 @@ def base_checkpoint(tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize("stage", STAGES)
+# Two stages as a user runs them (sft4: encoder + adaptor + LoRA; sft_llm: first-pass prompts and
+# joint decoding recorded). Every stage's config is loaded above, and test_freeze_plan trains five
+# of them in-process; the other subprocess runs only repeated the same CLI path at ~1 min each.
+@pytest.mark.parametrize("stage", ["sft4", "sft_llm"])
 def test_every_stage_runs_as_a_subprocess(stage, base_checkpoint, tmp_path):
     """`python -m train.main --config <stage>.py` for a few steps, as a user runs it, from a checkpoint."""
     train_file = small_manifest(tmp_path, "train", 16, first_pass=stage == "sft_llm")
