@@ -37,12 +37,14 @@ from funasr_jax.models.batch import AUDIO_PLACEHOLDER_ID
 from funasr_jax.models.config import FunASRConfig, audio_token_count
 from funasr_jax.models.ctc_head import ctc_greedy
 from funasr_jax.models.funasr import FunASRNano, llm_module
+from funasr_jax.text.hotwords import HotwordIndex
 from funasr_jax.text.join import join_texts
 from funasr_jax.text.tokenizer import decode_generated
 from funasr_jax.text.prompt import (
     DEFAULT_SYSTEM_PROMPT,
     build_prompt,
     instruction_text,
+    with_context,
     with_first_pass,
 )
 from funasr_jax.text.tokenizer import CTCVocabulary, load_tokenizer
@@ -125,6 +127,17 @@ def _is_path(a) -> bool:
     return isinstance(a, (str, bytes)) or hasattr(a, "__fspath__")
 
 
+@dataclass(frozen=True)
+class Context:
+    """Context for a prompt (`prompt.with_context`): the previous segment's transcript, passages."""
+
+    previous: str = ""
+    passages: tuple[str, ...] = ()
+
+    def fields(self) -> dict:
+        return {"previous": self.previous, "passages": tuple(self.passages)}
+
+
 @dataclass
 class Utterance:
     """What one decode needs: features [T, 560] and its prompt pieces."""
@@ -133,6 +146,9 @@ class Utterance:
     instruction: str
     system: str = DEFAULT_SYSTEM_PROMPT
     prev_text: str = ""
+    hotwords: HotwordIndex | None = None  # retrieved against the CTC hypothesis into the prompt
+    previous: str = ""                    # previous segment's transcript (contextual prompt)
+    passages: tuple[str, ...] = ()        # context passages (contextual prompt)
 
 
 @dataclass(frozen=True)
@@ -173,13 +189,18 @@ class Recognizer:
     tokens_per_second, token_slack: the LLM emits at most ceil(tokens_per_second x seconds) +
       token_slack new tokens (EOS included) for a row of `seconds` of audio (T LFR frames x 60 ms),
       as well as at most the caller's max_new_tokens; tokens_per_second None: no audio bound.
+    hotword_top_k, hotword_threshold: an utterance's `HotwordIndex` is searched with the CTC
+      head's greedy hypothesis and at most `hotword_top_k` words scoring >= the threshold (None:
+      the index's own) go into the prompt (`prompt.with_context`); without a CTC branch the list
+      is pasted as given (the release's behaviour) when it has at most `hotword_top_k` words.
     """
 
     def __init__(self, cfg: FunASRConfig, params, tokenizer, ctc_vocab=None,
                  frontend: FrontendConfig = DEFAULT_FRONTEND, frame_bucket: int = 32, token_bucket: int = 16,
                  first_pass_prompt: bool = False, ctc_weight: float = 0.0,
                  gate_dbfs: float | None = DEFAULT_GATE_DBFS, max_segment_s: float | None = DEFAULT_MAX_SEGMENT_S,
-                 tokens_per_second: float | None = DEFAULT_TOKENS_PER_SECOND, token_slack: int = DEFAULT_TOKEN_SLACK):
+                 tokens_per_second: float | None = DEFAULT_TOKENS_PER_SECOND, token_slack: int = DEFAULT_TOKEN_SLACK,
+                 hotword_top_k: int = 10, hotword_threshold: float | None = None):
         needs_ctc = [n for n, on in (("first_pass_prompt", first_pass_prompt), ("ctc_weight", ctc_weight > 0)) if on]
         if needs_ctc and (not cfg.ctc.enabled or ctc_vocab is None):
             raise ValueError(f"{needs_ctc[0]} needs a model with the CTC branch and a CTC vocabulary")
@@ -194,6 +215,9 @@ class Recognizer:
             raise ValueError(f"tokens_per_second must be > 0 (or None), got {tokens_per_second}")
         if int(token_slack) < 1:
             raise ValueError(f"token_slack must be >= 1 (room for EOS), got {token_slack}")
+        if int(hotword_top_k) < 1:
+            raise ValueError(f"hotword_top_k must be >= 1, got {hotword_top_k}")
+        self.hotword_top_k, self.hotword_threshold = int(hotword_top_k), hotword_threshold
         self.first_pass_prompt, self.ctc_weight = first_pass_prompt, float(ctc_weight)
         self.cfg, self.params, self.tokenizer, self.ctc_vocab = cfg, params, tokenizer, ctc_vocab
         self.frontend, self.frame_bucket, self.token_bucket = frontend, frame_bucket, token_bucket
@@ -270,13 +294,16 @@ class Recognizer:
         """
         first_pass = None
         feats = [u.feats for u in utts]
-        instructions = [u.instruction for u in utts]
-        logp = None
-        if self.ctc_weight > 0 or self.first_pass_prompt:
+        logp = hyps = None
+        retrieve = any(u.hotwords is not None and len(u.hotwords) for u in utts) and self.has_ctc
+        if self.ctc_weight > 0 or self.first_pass_prompt or retrieve:
             x, lengths = self.pad_feats(feats)
             logp = ctc_log_probs(self.model, self.params, x, lengths)
+            hyps = self._ctc_texts(np.asarray(logp), lengths) if (self.first_pass_prompt or retrieve) else None
+        instructions = [with_context(u.instruction, hotwords=self.prompt_hotwords(u, hyps and hyps[k]),
+                                     previous=u.previous, passages=u.passages) for k, u in enumerate(utts)]
         if self.first_pass_prompt:
-            first_pass = self._ctc_texts(np.asarray(logp), lengths)
+            first_pass = hyps
             instructions = [with_first_pass(i, h) for i, h in zip(instructions, first_pass)]
         prompts = [build_prompt(self.tokenizer, system=u.system, instruction=ins,
                                 n_audio=int(audio_token_count(len(f))), prev_text=u.prev_text)
@@ -295,6 +322,22 @@ class Recognizer:
                                     ctc_weight=self.ctc_weight, ctc_blank=self.cfg.ctc.blank,
                                     row_max_new_tokens=self.token_limits([len(f) for f in feats], max_new_tokens))
         return decode_generated(self.tokenizer, np.asarray(tokens), np.asarray(n)), first_pass
+
+    @property
+    def has_ctc(self) -> bool:
+        return bool(self.cfg.ctc.enabled and self.ctc_vocab is not None)
+
+    def prompt_hotwords(self, utt: Utterance, ctc_text: str | None) -> list[str]:
+        """The hotwords `utt`'s prompt lists: retrieved from `ctc_text` (see the class docstring)."""
+        index = utt.hotwords
+        if index is None or not len(index):
+            return []
+        if ctc_text is None:  # no CTC branch: the release pastes the list as given
+            if len(index) > self.hotword_top_k:
+                raise ValueError(f"{len(index)} hotwords but this model has no CTC branch to retrieve from; "
+                                 f"at most hotword_top_k={self.hotword_top_k} can be pasted into the prompt")
+            return list(index.words)
+        return [w for w, _ in index.retrieve(ctc_text, self.hotword_top_k, self.hotword_threshold)]
 
     def decode_ctc(self, feats_list: Sequence[np.ndarray]) -> list[str]:
         """Greedy CTC transcripts (needs the CTC branch and a CTC vocabulary)."""
@@ -320,7 +363,8 @@ class Recognizer:
 
     def recognize(self, waves: Sequence[np.ndarray], instructions: Sequence[str],
                   systems: Sequence[str] | None = None, *, mode: str = "llm", batch_size: int = 8,
-                  max_new_tokens: int = 128) -> list[Transcript]:
+                  max_new_tokens: int = 128, hotwords: Sequence[HotwordIndex | None] | None = None,
+                  contexts: Sequence[Context | None] | None = None) -> list[Transcript]:
         """Waveforms ([S] float32, 16 kHz) -> one `Transcript` per waveform, in order.
 
         instructions / systems: each waveform's prompt pieces (systems None: the default system
@@ -328,6 +372,8 @@ class Recognizer:
         decoded `batch_size` at a time, shortest first (features are computed per batch, so
         memory stays bounded by the segment length), and joined per waveform (`join_texts`).
         mode: "llm" (greedy / joint LLM decoding) or "ctc" (CTC greedy).
+        hotwords / contexts: per waveform (or None): a `HotwordIndex` searched per segment with
+          its CTC hypothesis, and a `Context` (previous transcript, passages) for every segment.
         """
         if mode not in ("llm", "ctc"):
             raise ValueError(f"mode must be 'llm' or 'ctc', got {mode!r}")
@@ -337,6 +383,11 @@ class Recognizer:
             raise ValueError(f"recognize: {len(waves)} waveforms but {len(instructions)} instructions"
                              + ("" if systems is None else f" and {len(systems)} system prompts"))
         systems = [DEFAULT_SYSTEM_PROMPT] * len(waves) if systems is None else systems
+        hotwords = [None] * len(waves) if hotwords is None else list(hotwords)
+        contexts = [None] * len(waves) if contexts is None else list(contexts)
+        if len(hotwords) != len(waves) or len(contexts) != len(waves):
+            raise ValueError(f"recognize: {len(waves)} waveforms but {len(hotwords)} hotword indexes "
+                             f"and {len(contexts)} contexts")
         plans = [self.speech_segments(w) for w in waves]
         jobs = sorted(((i, k, a, b) for i, segs in enumerate(plans) for k, (a, b) in enumerate(segs)),
                       key=lambda j: j[3] - j[2])
@@ -350,7 +401,9 @@ class Recognizer:
                 hyps, first = self.decode_ctc(feats), None
             else:
                 hyps, first = self.decode_llm_with_first_pass(
-                    [Utterance(f, instructions[i], systems[i]) for f, (i, *_) in zip(feats, chunk)], max_new_tokens)
+                    [Utterance(f, instructions[i], systems[i], hotwords=hotwords[i],
+                               **(contexts[i] or Context()).fields()) for f, (i, *_) in zip(feats, chunk)],
+                    max_new_tokens)
             for j, (i, k, _, _) in enumerate(chunk):
                 texts[i][k] = hyps[j]
                 if first is not None:
@@ -359,14 +412,22 @@ class Recognizer:
         return [Transcript(join_texts(t), join_texts(f) if with_first else None, len(t))
                 for t, f in zip(texts, firsts)]
 
-    def transcribe(self, audio: Sequence, *, language=None, hotwords: Sequence[str] = (), itn: bool = True,
-                   batch_size: int = 8, max_new_tokens: int = 128, mode: str = "llm") -> list[str]:
+    def transcribe(self, audio: Sequence, *, language=None, hotwords: Sequence[str] | HotwordIndex = (),
+                   itn: bool = True, context: Context | None = None, batch_size: int = 8,
+                   max_new_tokens: int = 128, mode: str = "llm") -> list[str]:
         """Paths or 16 kHz float waveforms -> transcripts, in order ("" for silence; long files
-        are cut, see `recognize`). Files are read `batch_size` at a time."""
-        instruction = instruction_text(language, hotwords, itn)
+        are cut, see `recognize`). Files are read `batch_size` at a time.
+
+        hotwords: words (or a built `HotwordIndex`) retrieved per segment against its CTC
+        hypothesis (see the class docstring); context: a previous-segment transcript and / or
+        passages put in every prompt.
+        """
+        instruction = instruction_text(language, (), itn)
+        index = hotwords if isinstance(hotwords, HotwordIndex) else (HotwordIndex(hotwords) if len(hotwords) else None)
         out: list[str] = []
         for i in range(0, len(audio), batch_size):
             waves = [load_audio(a) if _is_path(a) else np.asarray(a, np.float32) for a in audio[i: i + batch_size]]
             out += [t.text for t in self.recognize(waves, [instruction] * len(waves), mode=mode,
-                                                   batch_size=batch_size, max_new_tokens=max_new_tokens)]
+                                                   batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                                   hotwords=[index] * len(waves), contexts=[context] * len(waves))]
         return out

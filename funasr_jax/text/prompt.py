@@ -29,7 +29,9 @@ __all__ = [
     "PromptIds",
     "FIRST_PASS_LABEL",
     "build_prompt",
+    "PREVIOUS_LABEL",
     "instruction_text",
+    "with_context",
     "with_first_pass",
 ]
 
@@ -50,6 +52,7 @@ _HOTWORD_HEADER = (
 # candidates + CTC hypothesis + audio go into the LLM prompt"). The label is the one of FunASR's
 # training-time context prompt (fun-asr-nano.md §6.3); the release's exact template is unconfirmed.
 FIRST_PASS_LABEL = "一遍解码结果："
+PREVIOUS_LABEL = "上文："  # contextual SFT: the previous segment's transcript (our layout)
 
 
 class _Tokenizer(Protocol):
@@ -83,12 +86,31 @@ def instruction_text(language: str | None = None, hotwords: Sequence[str] = (), 
     language: None, a code from LANGUAGE_NAMES ('zh', 'en', 'ja', 'cs') or a Chinese language
       name used verbatim (e.g. '粤语').
     """
-    out = (_HOTWORD_HEADER + f"热词列表：[{', '.join(hotwords)}]\n") if len(hotwords) > 0 else ""
     name = LANGUAGE_NAMES.get(language, language) if language is not None else None
-    out += "语音转写" if name is None else f"语音转写成{name}"
+    out = "语音转写" if name is None else f"语音转写成{name}"
     if not itn:
         out += "，不进行文本规整"
-    return out + "："
+    return with_context(out + "：", hotwords=hotwords)
+
+
+def with_context(instruction: str, *, hotwords: Sequence[str] = (), previous: str = "",
+                 passages: Sequence[str] = ()) -> str:
+    """`instruction` under the release's context header, or unchanged when there is no context.
+
+    With hotwords only, this is exactly FunASR's `get_prompt` text (header + `热词列表：[a, b]\n`).
+    The previous segment's transcript (`上文：…\n`, PREVIOUS_LABEL) and passages (one line each)
+    come before the hotword list; those two lines are our own layout for contextual SFT (the
+    recipe does not publish one), so a model must be trained with them to use them.
+    """
+    if not (len(hotwords) or previous or len(passages)):
+        return instruction
+    out = _HOTWORD_HEADER
+    if previous:
+        out += f"{PREVIOUS_LABEL}{previous}\n"
+    out += "".join(f"{p}\n" for p in passages)
+    if len(hotwords):
+        out += f"热词列表：[{', '.join(hotwords)}]\n"
+    return out + instruction
 
 
 def with_first_pass(instruction: str, first_pass: str) -> str:
