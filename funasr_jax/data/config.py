@@ -49,6 +49,19 @@ class DataConfig:
       and for the final features of rows without waveform augmentation in that epoch (before
       SpecAugment masks); least recently used entries go first; 0 = off. Per process: each grain
       worker process (num_workers > 0) holds its own. Caching never changes a batch.
+    hotword_prompt: hotword SFT (`data.context`): each utterance's prompt lists hotwords from its
+      own `hotwords` plus 0..hotword_distractors words of `hotword_pool_file` (default: every
+      training utterance's hotwords; never its own); a hotword_none_share of utterances get no
+      list, a hotword_own_drop_share get distractors only. With a manifest `first_pass`, the list
+      is searched with it (`text.hotwords.HotwordIndex`, hotword_top_k, hotword_threshold) and
+      only the retrieved words are listed — as at inference. Drawn once per utterance (seeded).
+    context_prompt: contextual SFT: utterances form conversations of context_chain consecutive
+      utterances of one subset (manifest order); a context_previous_share of them get the
+      previous one's transcript (`上文：…`), those with hotwords a passage containing them, and
+      all context_irrelevant passages built for other utterances. Passages come from templates
+      filled with the keywords, or from context_passages_file (JSONL {"key", "passages": [...]}:
+      the hook for passages written by an LLM or any other tool; its first passage is the
+      relevant one).
     """
 
     train_files: tuple[str, ...] = ()
@@ -85,6 +98,18 @@ class DataConfig:
     max_train_utts: int = 0
     audio_cache_mb: int = 2048
     feature_cache_mb: int = 1024
+    hotword_prompt: bool = False
+    hotword_distractors: int = 20
+    hotword_none_share: float = 0.15
+    hotword_own_drop_share: float = 0.15
+    hotword_pool_file: str | None = None
+    hotword_top_k: int = 10
+    hotword_threshold: float = 0.5
+    context_prompt: bool = False
+    context_chain: int = 4
+    context_previous_share: float = 0.5
+    context_irrelevant: int = 5
+    context_passages_file: str | None = None
 
     def validate(self) -> DataConfig:
         """Raises ValueError naming the first bad field; returns self."""
@@ -142,7 +167,31 @@ class DataConfig:
         if self.instruction_override is not None and not isinstance(self.instruction_override, str):
             bad("instruction_override", "must be a string or None")
         self._validate_masks_and_caches(bad)
+        self._validate_context(bad)
         return self
+
+    def _validate_context(self, bad) -> None:
+        for f in ("hotword_prompt", "context_prompt"):
+            if not isinstance(getattr(self, f), bool):
+                bad(f, "must be a bool")
+        for f in ("hotword_distractors", "context_irrelevant"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                bad(f, "must be a non-negative integer")
+        for f in ("hotword_top_k", "context_chain"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                bad(f, "must be a positive integer")
+        for f in ("hotword_none_share", "hotword_own_drop_share", "hotword_threshold", "context_previous_share"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                bad(f, "must be a share in [0, 1]")
+        if self.hotword_none_share + self.hotword_own_drop_share > 1.0:
+            bad("hotword_own_drop_share", "plus hotword_none_share must be <= 1")
+        for f in ("hotword_pool_file", "context_passages_file"):
+            v = getattr(self, f)
+            if v is not None and not isinstance(v, (str, os.PathLike)):
+                bad(f, "must be a path or None")
 
     def _validate_masks_and_caches(self, bad) -> None:
         for f in ("spec_time_masks", "spec_time_mask_frames", "spec_freq_masks", "spec_freq_mask_bins",

@@ -41,6 +41,7 @@ from absl import flags
 from funasr_jax.data.config import DataConfig
 from funasr_jax.data.manifest import Example, read_manifests
 from funasr_jax.data.planning import EpochPlan, Planner, lfr_estimate
+from funasr_jax.data.context import PromptContexts
 from funasr_jax.data.rows import BatchLoader, count_tokens
 from funasr_jax.text.tokenizer import CTCVocabulary, load_tokenizer
 
@@ -137,7 +138,8 @@ def make_train_data(cfg: DataConfig, examples: Sequence[Example], tokenizer, ctc
     examples = list(examples)
     if not examples:
         raise ValueError("make_train_data: no training examples")
-    text, target, ctc = count_tokens(cfg, examples, tokenizer, ctc_vocab)
+    contexts = PromptContexts(cfg, examples)  # drawn once: the planner and the loader see the same prompts
+    text, target, ctc = count_tokens(cfg, examples, tokenizer, ctc_vocab, contexts)
     frames = np.asarray([ex.speech_length for ex in examples], np.int64)
     too_long = (lfr_estimate(frames) > cfg.bucket_frames[-1]) & (not cfg.text_only)
     too_many = target > cfg.max_target_tokens
@@ -154,7 +156,7 @@ def make_train_data(cfg: DataConfig, examples: Sequence[Example], tokenizer, ctc
         raise ValueError(f"make_train_data: {len(kept)} examples give no full batch of {cfg.batch_size} "
                          "(drop_remainder=True)")
     loader = BatchLoader(cfg, examples, planner, tokenizer, ctc_vocab, frontend_cfg, noise_files,
-                         process_index, process_count)
+                         process_index, process_count, contexts)
     total = sys.maxsize if num_epochs is None else num_epochs * planner.steps_per_epoch
     ds = grain.MapDataset.range(total).map(loader)
     return TrainData(dataset=ds, steps_per_epoch=planner.steps_per_epoch, kept=kept,

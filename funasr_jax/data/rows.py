@@ -49,6 +49,7 @@ from funasr_jax.audio.frontend import (
     load_cmvn,
 )
 from funasr_jax.audio.io import AudioError, load_audio
+from funasr_jax.data.context import PromptContext, PromptContexts
 from funasr_jax.data.augment import (
     TextUnits,
     apply_spec_masks,
@@ -68,6 +69,7 @@ from funasr_jax.text.prompt import (
     PromptIds,
     build_prompt,
     prompt_pieces,
+    with_context,
     with_first_pass,
 )
 
@@ -164,10 +166,14 @@ def pad_batch(feats: Sequence[np.ndarray | None], prompts: Sequence[PromptIds | 
 # --------------------------------------------------------------------------- prompt text
 
 
-def example_instruction(cfg: DataConfig, ex: Example, first_pass: str | None = None) -> str:
-    """The user instruction of `ex`'s prompt under `cfg` (override, first-pass line: `first_pass`
-    if given, else the manifest's)."""
+def example_instruction(cfg: DataConfig, ex: Example, first_pass: str | None = None,
+                        context: PromptContext | None = None) -> str:
+    """The user instruction of `ex`'s prompt under `cfg` (override; hotwords / previous segment /
+    passages of `context` (`data.context`); first-pass line: `first_pass` if given, else the
+    manifest's)."""
     base = cfg.instruction_override if cfg.instruction_override is not None else ex.instruction
+    if context is not None:
+        base = with_context(base, hotwords=context.hotwords, previous=context.previous, passages=context.passages)
     if not cfg.first_pass_prompt:
         return base
     if ex.first_pass is None:
@@ -176,13 +182,16 @@ def example_instruction(cfg: DataConfig, ex: Example, first_pass: str | None = N
     return with_first_pass(base, ex.first_pass if first_pass is None else first_pass)
 
 
-def count_tokens(cfg: DataConfig, examples: Sequence[Example], tokenizer, ctc_vocab):
+def count_tokens(cfg: DataConfig, examples: Sequence[Example], tokenizer, ctc_vocab,
+                 contexts: PromptContexts | None = None):
     """(text tokens [n], target tokens [n], CTC labels [n] or None) per example, as `BatchLoader`
-    builds them: text = prompt pieces + "{target}<|im_end|>" (audio placeholders excluded)."""
+    builds them: text = prompt pieces + "{target}<|im_end|>" (audio placeholders excluded).
+    contexts: the examples' `PromptContexts` (built from cfg when None)."""
+    contexts = PromptContexts(cfg, examples) if contexts is None else contexts
     piece_cache: dict[tuple[str, str], int] = {}
     text, target, ctc = [], [], []
-    for ex in examples:
-        key = (ex.system, example_instruction(cfg, ex))
+    for i, ex in enumerate(examples):
+        key = (ex.system, example_instruction(cfg, ex, context=contexts.of(i) if contexts.active else None))
         if key not in piece_cache:
             before, after = prompt_pieces(*key)
             piece_cache[key] = len(tokenizer.encode(before)) + len(tokenizer.encode(after))
@@ -203,9 +212,10 @@ class BatchLoader:
 
     def __init__(self, cfg: DataConfig, examples: Sequence[Example], planner: Planner, tokenizer,
                  ctc_vocab, frontend_cfg: FrontendConfig | None, noise_files: Sequence[str], process_index: int,
-                 process_count: int):
+                 process_count: int, contexts: PromptContexts | None = None):
         self.cfg = cfg
         self.examples = list(examples)
+        self.contexts = PromptContexts(cfg, self.examples) if contexts is None else contexts
         self.planner = planner
         self.tokenizer = tokenizer
         self.ctc_vocab = ctc_vocab
@@ -302,9 +312,11 @@ class BatchLoader:
     def _prompt(self, ex: Example, i: int, epoch: int, n_audio: int, max_tokens: int) -> PromptIds:
         """Example i's training prompt in `epoch`; the first-pass line corrupted per
         cfg.first_pass_noise (left clean if the corrupted prompt would exceed max_tokens)."""
+        context = self.contexts.of(i) if self.contexts.active else None
+
         def build(first_pass=None):
             return build_prompt(self.tokenizer, system=ex.system, n_audio=n_audio, target=ex.target,
-                                instruction=example_instruction(self.cfg, ex, first_pass))
+                                instruction=example_instruction(self.cfg, ex, first_pass, context))
 
         if self._units is not None and ex.first_pass:
             rng = np.random.default_rng(np.random.SeedSequence([self.cfg.seed, epoch, i, TEXT_TAG]))

@@ -23,15 +23,18 @@ import numpy as np
 from funasr_jax.audio.frontend import FrontendConfig, extract_features
 from funasr_jax.audio.io import load_audio
 from funasr_jax.data.rows import pad_batch, pad_feats
-from funasr_jax.infer.recognizer import Recognizer
+from funasr_jax.infer.recognizer import Context, Recognizer
 from funasr_jax.io.checkpoint import LoadedModel, load_model
 from funasr_jax.models.batch import Batch
 from funasr_jax.models.config import audio_token_count
 from funasr_jax.models.funasr import FunASRNano
 from funasr_jax.models.losses import llm_cross_entropy
+from funasr_jax.text.hotwords import HotwordIndex, load_hotwords
 from funasr_jax.text.prompt import DEFAULT_SYSTEM_PROMPT, build_prompt, instruction_text
 
 __all__ = [
+    "Context",
+    "HotwordIndex",
     "adaptor_output",
     "ctc_logits",
     "encoder_output",
@@ -39,6 +42,7 @@ __all__ = [
     "llm_logits",
     "llm_loss",
     "load",
+    "load_hotwords",
     "make_batch",
     "transcribe",
 ]
@@ -97,7 +101,11 @@ def llm_loss(m: LoadedModel, batch: Batch) -> float:
     return float(llm_cross_entropy(llm_logits(m, batch), jnp.asarray(batch.labels))["loss"])
 
 
-def transcribe(m: LoadedModel, audio: Sequence, tokenizer=None, **kw) -> list[str]:
+def transcribe(m: LoadedModel, audio: Sequence, tokenizer=None, *, hotword_top_k: int = 10,
+               hotword_threshold: float | None = None, **kw) -> list[str]:
     """Greedy transcripts with the model's front end, prompt and decoding defaults (see
-    `Recognizer.transcribe` for options)."""
-    return Recognizer.from_loaded(m, tokenizer=tokenizer).transcribe(list(audio), **kw)
+    `Recognizer.transcribe` for options: language, hotwords (a word list or `HotwordIndex`,
+    retrieved against each segment's CTC hypothesis), context (`Context`), itn, mode, ...)."""
+    rec = Recognizer.from_loaded(m, tokenizer=tokenizer, hotword_top_k=hotword_top_k,
+                                 hotword_threshold=hotword_threshold)
+    return rec.transcribe(list(audio), **kw)

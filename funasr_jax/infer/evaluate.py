@@ -18,15 +18,20 @@ from pathlib import Path
 
 from funasr_jax.audio.io import AudioError, load_audio
 from funasr_jax.data.manifest import ManifestError, read_manifests
-from funasr_jax.infer.recognizer import Recognizer
+from funasr_jax.infer.hotword_eval import HotwordPlan, hotword_indexes, keyword_breakdown, load_categories
+from funasr_jax.infer.recognizer import Context, Recognizer
+from funasr_jax.text.hotwords import HotwordError, HotwordIndex
 from funasr_jax.text import metrics
 from funasr_jax.text.prompt import DEFAULT_SYSTEM_PROMPT
 
 
 def evaluate_examples(rec: Recognizer, examples: Sequence, *, mode: str = "llm", batch_size: int = 8,
-                      max_new_tokens: int = 128, on_error: str = "raise", progress: bool = False):
+                      max_new_tokens: int = 128, on_error: str = "raise", progress: bool = False,
+                      hotwords: Sequence[HotwordIndex | None] | None = None,
+                      contexts: Sequence[Context | None] | None = None):
     """Decode `examples` (manifest `Example`s) with `rec.recognize` (energy gate, long files cut)
-    and score them.
+    and score them. hotwords / contexts: per example (aligned with `examples`), see
+    `Recognizer.recognize`.
 
     Returns (rows, breakdown, info): rows are per-utterance dicts in manifest order (every
     decoded example, noise-only ones included); breakdown is `metrics.breakdown` of the rows
@@ -59,7 +64,9 @@ def evaluate_examples(rec: Recognizer, examples: Sequence, *, mode: str = "llm",
             continue
         results = rec.recognize(waves, [examples[i].instruction for i in ok],
                                 [examples[i].system or DEFAULT_SYSTEM_PROMPT for i in ok], mode=mode,
-                                batch_size=batch_size, max_new_tokens=max_new_tokens)
+                                batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                hotwords=None if hotwords is None else [hotwords[i] for i in ok],
+                                contexts=None if contexts is None else [contexts[i] for i in ok])
         for i, res in zip(ok, results):
             rows[i] = _row(examples[i], res)
         if progress:
@@ -87,7 +94,7 @@ def _row(ex, res) -> dict:
     """The output row of one example given its `Transcript`."""
     c = metrics.score_pair(ex.target, res.text)
     row = {"key": ex.key, "where": ex.where, "ref": ex.target, "hyp": res.text, "language": ex.language,
-           "subset": ex.subset, "errors": c.errors, "ref_tokens": c.ref_tokens}
+           "subset": ex.subset, "errors": c.errors, "ref_tokens": c.ref_tokens, "hotwords": list(ex.hotwords)}
     if res.first_pass is not None:
         row["first_pass"] = res.first_pass
     return row
@@ -108,27 +115,82 @@ def main(argv=None):
                    help="LLM mode: decode jointly with the CTC head's prefix scores at this weight "
                         "(0 = plain greedy; default: the weight recorded in the checkpoint)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--hotwords", help="'manifest' (each utterance's own hotwords + --distractors) or a "
+                                      "hotword file (one per line) for every utterance; scores with and without")
+    p.add_argument("--distractors", type=int, default=0, help="with --hotwords manifest: distractors per utterance")
+    p.add_argument("--distractor-pool", help="hotword file to draw distractors from (default: the manifests' hotwords)")
+    p.add_argument("--hotword-categories", help="TSV word<TAB>category for per-category keyword figures")
+    p.add_argument("--hotword-top-k", type=int, default=10, help="retrieved hotwords put into a prompt")
+    p.add_argument("--context", help="JSONL of {key, previous, passages} put into each utterance's prompt")
     args = p.parse_args(argv)
     try:
         examples = read_manifests(args.data, on_error=args.on_error)
         if args.max_utts:
             examples = examples[: args.max_utts]
-        rec = Recognizer.from_checkpoint(args.checkpoint, tokenizer_path=args.tokenizer, ctc_weight=args.ctc_weight)
-        rows, table, info = evaluate_examples(rec, examples, mode=args.mode, batch_size=args.batch_size,
-                                              max_new_tokens=args.max_new_tokens, on_error=args.on_error,
-                                              progress=True)
-    except (ManifestError, AudioError, ValueError, FileNotFoundError) as e:
+        rec = Recognizer.from_checkpoint(args.checkpoint, tokenizer_path=args.tokenizer, ctc_weight=args.ctc_weight,
+                                         hotword_top_k=args.hotword_top_k)
+        contexts = load_contexts(args.context, examples) if args.context else None
+        indexes = None
+        if args.hotwords:
+            plan = HotwordPlan.make(args.hotwords, examples, args.distractors, args.distractor_pool)
+            indexes = hotword_indexes(examples, plan)
+        categories = load_categories(args.hotword_categories) if args.hotword_categories else None
+        runs = {}
+        for label, idx in (("without", None), ("with", indexes)) if indexes is not None else (("without", None),):
+            rows, table, info = evaluate_examples(rec, examples, mode=args.mode, batch_size=args.batch_size,
+                                                  max_new_tokens=args.max_new_tokens, on_error=args.on_error,
+                                                  progress=True, hotwords=idx, contexts=contexts)
+            runs[label] = (rows, table, info, keyword_breakdown(rows, categories))
+    except (ManifestError, AudioError, HotwordError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    last_rows = runs["with" if "with" in runs else "without"][0]
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "w") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in last_rows)
     if args.json:
-        print(json.dumps({"breakdown": table, **info}, ensure_ascii=False, indent=2))
+        print(json.dumps({label: {"breakdown": t, "keywords": k, **i} for label, (_, t, i, k) in runs.items()},
+                         ensure_ascii=False, indent=2) if indexes is not None else
+              json.dumps({"breakdown": runs["without"][1], "keywords": runs["without"][3], **runs["without"][2]},
+                         ensure_ascii=False, indent=2))
     else:
-        print(format_table(table, info))
+        print(format_table(runs["without"][1], runs["without"][2]))
+        if indexes is not None:
+            print(format_hotword_table(runs["without"], runs["with"]))
     return 0
+
+
+def load_contexts(path: str | Path, examples: Sequence) -> list[Context | None]:
+    """A context JSONL ({"key", "previous"?, "passages"?} per line) aligned with `examples`."""
+    by_key = {}
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            key, prev, passages = obj["key"], obj.get("previous", ""), obj.get("passages", [])
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}:{n}: expected {{\"key\", \"previous\", \"passages\"}} ({e})") from None
+        if not isinstance(prev, str) or not isinstance(passages, list) or not all(isinstance(x, str) for x in passages):
+            raise ValueError(f"{path}:{n}: 'previous' must be a string and 'passages' a list of strings")
+        by_key[key] = Context(prev, tuple(passages))
+    return [by_key.get(ex.key) for ex in examples]
+
+
+def format_hotword_table(without, with_) -> str:
+    """Side by side without / with hotwords: error rate per group (overall, subset/*) and keyword
+    accuracy / recall per group (overall, subset/*, category/*)."""
+    (_, t0, _, k0), (_, t1, _, k1) = without, with_
+    f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+    lines = [f"{'group':<22}{'err w/o':>9}{'acc w/o':>9}{'rec w/o':>9}{'err with':>10}{'acc with':>10}{'rec with':>10}"]
+    for g in dict.fromkeys([*t0, *k0]):
+        e0 = f"{100 * t0[g]['rate']:.2f}%" if g in t0 else "-"
+        e1 = f"{100 * t1[g]['rate']:.2f}%" if g in t1 else "-"
+        a0, r0 = (f(k0[g]["accuracy"]), f(k0[g]["recall"])) if g in k0 else ("-", "-")
+        a1, r1 = (f(k1[g]["accuracy"]), f(k1[g]["recall"])) if g in k1 else ("-", "-")
+        lines.append(f"{g:<22}{e0:>9}{a0:>9}{r0:>9}{e1:>10}{a1:>10}{r1:>10}")
+    return "\n".join(lines)
 
 
 def format_table(table: dict, info: dict) -> str:

@@ -14,8 +14,9 @@ import sys
 import time
 
 from funasr_jax.audio.io import AudioError, load_audio
-from funasr_jax.infer.recognizer import Recognizer
+from funasr_jax.infer.recognizer import Context, Recognizer
 from funasr_jax.io.checkpoint import CheckpointError
+from funasr_jax.text.hotwords import HotwordIndex, load_hotwords
 from funasr_jax.text.prompt import instruction_text
 
 
@@ -26,7 +27,12 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--mode", choices=["llm", "ctc"], default="llm", help="LLM greedy (default) or CTC greedy")
     p.add_argument("--language", default=None, help="zh | en | ja | a Chinese language name (prompt hint)")
-    p.add_argument("--hotwords", nargs="*", default=(), help="hotwords put into the prompt")
+    p.add_argument("--hotwords", help="hotword file (UTF-8, one per line, # comments): retrieved per segment "
+                                      "against its CTC hypothesis into the prompt")
+    p.add_argument("--hotword", action="append", default=[], help="one hotword (repeatable; with --hotwords too)")
+    p.add_argument("--hotword-top-k", type=int, default=10, help="retrieved hotwords put into a prompt")
+    p.add_argument("--context", default="", help="previous segment's transcript put into the prompt (上文)")
+    p.add_argument("--passage", action="append", default=[], help="a context passage for the prompt (repeatable)")
     p.add_argument("--no-itn", action="store_true", help="ask for text without normalisation")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -36,11 +42,15 @@ def main(argv=None) -> int:
                         "(0 = plain greedy; default: the weight recorded in the checkpoint)")
     args = p.parse_args(argv)
     try:
-        rec = Recognizer.from_checkpoint(args.checkpoint, tokenizer_path=args.tokenizer, ctc_weight=args.ctc_weight)
-    except (CheckpointError, ValueError) as e:
+        words = (load_hotwords(args.hotwords) if args.hotwords else []) + list(args.hotword)
+        index = HotwordIndex(words) if words else None
+        rec = Recognizer.from_checkpoint(args.checkpoint, tokenizer_path=args.tokenizer, ctc_weight=args.ctc_weight,
+                                         hotword_top_k=args.hotword_top_k)
+    except (CheckpointError, ValueError) as e:  # HotwordError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
-    instruction = instruction_text(args.language, args.hotwords, not args.no_itn)
+    context = Context(args.context, tuple(args.passage)) if (args.context or args.passage) else None
+    instruction = instruction_text(args.language, (), not args.no_itn)
     status = 0
     for i in range(0, len(args.audio), args.batch_size):  # read per batch: memory bounded by the batch
         chunk = []
@@ -53,8 +63,13 @@ def main(argv=None) -> int:
         if not chunk:
             continue
         t0 = time.time()
-        texts = [t.text for t in rec.recognize([w for _, w in chunk], [instruction] * len(chunk), mode=args.mode,
-                                               batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)]
+        try:
+            texts = [t.text for t in rec.recognize([w for _, w in chunk], [instruction] * len(chunk), mode=args.mode,
+                                                   batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                                                   hotwords=[index] * len(chunk), contexts=[context] * len(chunk))]
+        except ValueError as e:  # e.g. more hotwords than a model without a CTC branch can take
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         dt = time.time() - t0
         for (path, w), text in zip(chunk, texts):
             if args.json:

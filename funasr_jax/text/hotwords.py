@@ -23,6 +23,7 @@ The search is one dynamic programme over the hypothesis, vectorised across all w
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -65,6 +66,12 @@ def hotword_units(text: str, pieces: Callable[[str], Sequence[str]] | None = Non
     return out
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _cached_units(text: str) -> tuple[str, ...]:
+    """`hotword_units` with the default splitter, cached: evaluation rebuilds indexes over one pool."""
+    return tuple(hotword_units(text))
+
+
 @dataclass(frozen=True)
 class _Table:
     ids: np.ndarray      # [N, L] unit ids, -2 past each word's end
@@ -81,7 +88,7 @@ class HotwordIndex:
     """
 
     def __init__(self, words: Iterable[str], *, pieces: Callable[[str], Sequence[str]] | None = None,
-                 threshold: float = 0.6):
+                 threshold: float = 0.5):
         if not 0.0 <= threshold <= 1.0:
             raise HotwordError(f"threshold must be in [0, 1], got {threshold}")
         self.words: list[str] = list(dict.fromkeys(w.strip() for w in words))
@@ -89,7 +96,7 @@ class HotwordIndex:
         self._vocab: dict[str, int] = {}
         units = []
         for i, w in enumerate(self.words):
-            u = hotword_units(w, pieces) if w else []
+            u = (hotword_units(w, pieces) if pieces is not None else _cached_units(w)) if w else []
             if not u:
                 raise HotwordError(f"hotword {i} ({w!r}) has no letters, digits or Han characters to match")
             units.append([self._vocab.setdefault(x, len(self._vocab)) for x in u])

@@ -25,8 +25,10 @@ class _FrameCounter:
     def __init__(self, hyps=None):
         self.batches, self.modes, self.hyps = [], [], hyps or {}
 
-    def recognize(self, waves, instructions, systems=None, *, mode="llm", batch_size=8, max_new_tokens=128):
+    def recognize(self, waves, instructions, systems=None, *, mode="llm", batch_size=8, max_new_tokens=128,
+                  hotwords=None, contexts=None):
         assert len(instructions) == len(waves) == len(systems)
+        assert hotwords is None and contexts is None
         self.batches.append([len(w) // 960 for w in waves])
         self.modes.append(mode)
         n = [len(w) // 960 for w in waves]
