@@ -11,7 +11,8 @@ passages written by an LLM (or any tool), write a JSONL {"key", "passages": [...
 
 import dataclasses
 
-from configs.base import make_config
+from configs.base import ALL_PROJECTIONS, make_config
+from funasr_jax.models.config import LoraConfig
 from train.config import OptimConfig, RunConfig, StageConfig
 
 
@@ -25,6 +26,7 @@ def get_config(preset: str = "tiny"):
         RunConfig(out_dir="runs/ctx_sft", steps=400, eval_every=200, eval_max_utts=60,
                   init_from="runs/quickstart/sft_llm" if tiny else "runs/sft4",
                   decode_ctc_weight=0.5 if tiny else 0.0),
+        lora=None if tiny else LoraConfig(rank=16, alpha=32.0, dropout=0.05, targets=ALL_PROJECTIONS),
     )
     data = dataclasses.replace(cfg.data, batch_size=8, noise_prob=0.2, zero_pad_prob=0.5, context_prompt=True,
                                context_chain=4, context_previous_share=0.5, context_irrelevant=5)

@@ -34,6 +34,11 @@ after table (error per language for LLM greedy and joint decoding, noise-only cl
 keyword recall and accuracy) goes to `test_scores.json` under "rl". A stage whose run directory
 already holds a finished run of the same length (its summary.json) is reused, not retrained, so
 `--rl` after a plain quickstart in the same `--out` trains only the RL stage.
+
+With `--hotwords`, a hotword SFT stage (configs/hotword_sft.py) follows sft_llm and the test split
+is decoded without hotwords and with each utterance's own hotwords among 0 / 100 / 1,000
+distractors (`train.hotword_demo`): error, keyword accuracy and recall overall, per subset and
+per hotword category, under "hotwords" in `test_scores.json`.
 """
 
 from __future__ import annotations
@@ -52,11 +57,12 @@ from funasr_jax.infer.first_pass import write_first_pass_manifests
 from funasr_jax.infer.recognizer import Recognizer
 from funasr_jax.rewards import keyword_scores
 from funasr_jax.text.metrics import breakdown, vocabulary_coverage
+from train.hotword_demo import POOL, hotword_figures, hotword_table
 from train.loop import train
 from train.main import load_config
 
 # Steps per stage and the data settings the quickstart gives each (see the README for the why).
-SEED_UTTS, SEED_STEPS, CTC_STEPS, TEXT_STEPS, LLM_STEPS, RL_STEPS = 96, 500, 800, 400, 600, 150
+SEED_UTTS, SEED_STEPS, CTC_STEPS, TEXT_STEPS, LLM_STEPS, RL_STEPS, HOTWORD_STEPS = 96, 500, 800, 400, 600, 150, 400
 STAGE_DATA = {
     "ctc_seed": {"data.batch_size": 8, "data.noise_prob": 0.0, "data.max_train_utts": SEED_UTTS,
                  "optim.warmup_steps": 50},
@@ -66,6 +72,7 @@ STAGE_DATA = {
     "sft_llm": {"data.batch_size": 8, "data.noise_prob": 0.2, "data.zero_pad_prob": 0.5,
                 "optim.warmup_steps": 50},
     "grpo": {"data.batch_size": 8, "run.eval_at_end": False, "run.eval_every": 0},
+    "hotword_sft": {"data.batch_size": 8, "run.eval_every": 0, "data.hotword_pool_file": str(POOL)},
 }
 MODES = (("joint", "llm", None), ("llm", "llm", 0.0), ("ctc", "ctc", 0.0))  # label, mode, CTC weight (None: the model's)
 
@@ -142,6 +149,8 @@ def main(argv=None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count")
     p.add_argument("--eval-utts", type=int, default=0, help="0 = the whole test split")
     p.add_argument("--rl", action="store_true", help="add the GRPO stage and report the test split before / after it")
+    p.add_argument("--hotwords", action="store_true",
+                   help="add hotword SFT and report keyword recall / accuracy with 0 / 100 / 1,000 distractors")
     args = p.parse_args(argv)
     out = Path(args.out)
     t0 = time.time()
@@ -195,10 +204,16 @@ def main(argv=None) -> int:
         rows = [json.loads(line) for line in (Path(rl_cfg.run.out_dir) / "metrics.jsonl").read_text().splitlines()]
         rewards = [r["reward"] for r in rows if r.get("split") == "train" and "reward" in r]
         rl["reward_first_last"] = [rewards[0], rewards[-1]] if rewards else None
+    hot = None
+    if args.hotwords:
+        hw_cfg = run_stage("hotword_sft", HOTWORD_STEPS, cfg.run.out_dir, **{"data.train_files": tuple(fp["files"])})
+        t = time.time()
+        hot = {"run_dir": hw_cfg.run.out_dir, "figures": hotword_figures(hw_cfg.run.out_dir, examples, out=out)}
+        timing["test_decode_hotwords"] = {"wall_s": round(time.time() - t, 1)}
     wall = time.time() - t0
     (out / "test_scores.json").write_text(json.dumps({"results": results, "coverage": coverage, "timing": timing,
-                                                      "rl": rl, "wall_s": round(wall, 1)}, indent=2,
-                                                     ensure_ascii=False))
+                                                      "rl": rl, "hotwords": hot, "wall_s": round(wall, 1)},
+                                                     indent=2, ensure_ascii=False))
     titles = {"ctc": "CTC head (greedy)", "llm": "LLM decoder (greedy, first pass in the prompt)",
               "joint": f"LLM decoder + CTC prefix scores (weight {results['joint']['ctc_weight']})"}
     for label in ("ctc", "llm", "joint"):
@@ -227,6 +242,10 @@ def main(argv=None) -> int:
         if rl["reward_first_last"]:
             print(f"mean reward per logged interval: first {rl['reward_first_last'][0]:+.3f}, last "
                   f"{rl['reward_first_last'][1]:+.3f}")
+    if hot is not None:
+        print(f"test split without / with hotwords ({hot['run_dir']}; each utterance's own hotwords among N "
+              "distractors, retrieved from the CTC first pass; err / keyword accuracy / recall):")
+        print(hotword_table(hot["figures"]))
     return 0
 
 

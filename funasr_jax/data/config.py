@@ -54,7 +54,10 @@ class DataConfig:
       training utterance's hotwords; never its own); a hotword_none_share of utterances get no
       list, a hotword_own_drop_share get distractors only. With a manifest `first_pass`, the list
       is searched with it (`text.hotwords.HotwordIndex`, hotword_top_k, hotword_threshold) and
-      only the retrieved words are listed — as at inference. Drawn once per utterance (seeded).
+      only the retrieved words are listed — as at inference — except that with hotword_keep_own
+      the utterance's own words stay listed even when the first pass misses them (a training
+      first pass is better than a test one; the LLM must see lists that fix it). Drawn once per
+      utterance (seeded).
     context_prompt: contextual SFT: utterances form conversations of context_chain consecutive
       utterances of one subset (manifest order); a context_previous_share of them get the
       previous one's transcript (`上文：…`), those with hotwords a passage containing them, and
@@ -105,6 +108,7 @@ class DataConfig:
     hotword_pool_file: str | None = None
     hotword_top_k: int = 10
     hotword_threshold: float = 0.5
+    hotword_keep_own: bool = True
     context_prompt: bool = False
     context_chain: int = 4
     context_previous_share: float = 0.5
@@ -171,7 +175,7 @@ class DataConfig:
         return self
 
     def _validate_context(self, bad) -> None:
-        for f in ("hotword_prompt", "context_prompt"):
+        for f in ("hotword_prompt", "context_prompt", "hotword_keep_own"):
             if not isinstance(getattr(self, f), bool):
                 bad(f, "must be a bool")
         for f in ("hotword_distractors", "context_irrelevant"):

@@ -10,7 +10,8 @@ hotword_own_drop_share a list of distractors only; otherwise the utterance's own
 U{0..hotword_distractors} distractors from the pool (never its own: `sample_distractors`),
 shuffled. With a manifest `first_pass` the list is searched with it and only the retrieved
 words (best first, ≤ hotword_top_k, score ≥ hotword_threshold) are listed, as the recognizer
-does at inference; without one, own words first then distractors, capped at hotword_top_k.
+does at inference — plus, with hotword_keep_own, the own words it missed (then shuffled);
+without one, own words first then distractors, capped at hotword_top_k.
 
 Context (cfg.context_prompt): examples of one `subset` in manifest order form conversations of
 context_chain utterances; a later utterance of a conversation gets the previous one's reference
@@ -122,8 +123,13 @@ class PromptContexts:
         words = [words[j] for j in rng.permutation(len(words))]
         if not words:
             return ()
-        found = HotwordIndex(words, threshold=cfg.hotword_threshold).retrieve(ex.first_pass, cfg.hotword_top_k)
-        return tuple(w for w, _ in found)
+        found = [w for w, _ in HotwordIndex(words, threshold=cfg.hotword_threshold).retrieve(ex.first_pass,
+                                                                                               cfg.hotword_top_k)]
+        if cfg.hotword_keep_own:
+            missed = [w for w in own if w not in found]
+            found = (missed + [w for w in found if w not in missed])[:cfg.hotword_top_k]
+            found = [found[j] for j in rng.permutation(len(found))]
+        return tuple(found)
 
     # ------------------------------------------------------------------ previous segment, passages
 

@@ -46,8 +46,10 @@ def test_hotword_lists_are_deterministic_and_never_list_own_words_as_distractors
 
 def test_retrieval_from_the_first_pass_keeps_what_it_contains(examples):
     cfg = _cfg(hotword_prompt=True, hotword_distractors=30, hotword_none_share=0.0, hotword_own_drop_share=0.0,
-               hotword_threshold=1.0)
+               hotword_threshold=1.0, hotword_keep_own=False)
     ctx = PromptContexts(cfg, examples)
+    keep = PromptContexts(dataclasses.replace(cfg, hotword_keep_own=True), examples)
+    assert all(set(ex.hotwords) <= set(keep.of(i).hotwords) for i, ex in enumerate(examples))
     checked = 0
     for i, ex in enumerate(examples):
         words = ctx.of(i).hotwords

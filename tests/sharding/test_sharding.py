@@ -28,7 +28,8 @@ from jax.sharding import PartitionSpec as P
 from funasr_jax.models.axes import UnmatchedParamError, logical_axes_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-# One worker runs this module, so its module-scoped fixtures are built once under `pytest -n`.
+# One worker runs this module; its fixtures are session-scoped because a worker interleaves modules
+# and would tear a module fixture down (and rebuild it) between them.
 pytestmark = pytest.mark.xdist_group("sharding-8-devices")
 
 # ----------------------------------------------------------------------------- golden specs
@@ -245,7 +246,7 @@ def _run_worker(mode: str, timeout=480) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # see the xdist_group note above: built once per worker
 def equivalence():
     return _run_worker("equivalence")
 
@@ -274,7 +275,7 @@ def test_sharded_params_are_laid_out_as_ruled(equivalence):
     assert lay["mu:audio_encoder/encoders/0/feed_forward/w_1/kernel"] == [[64, 64], 8]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # see the xdist_group note above: built once per worker
 def kernels_run():
     return _run_worker("kernels")
 

@@ -28,7 +28,8 @@ from funasr_jax.models.batch import IGNORE_INDEX, Batch  # noqa: E402
 from train import rl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-# One worker runs this module, so its module-scoped fixtures are built once under `pytest -n`.
+# One worker runs this module; its fixtures are session-scoped because a worker interleaves modules
+# and would tear a module fixture down (and rebuild it) between them.
 pytestmark = pytest.mark.xdist_group("grpo")
 GRPO_SLIM = SLIM + ["stage.ctc_weight=0.0", "grpo.group_size=2", "grpo.max_new_tokens=6", "optim.eps=1e-3"]
 
@@ -115,7 +116,7 @@ def grpo_cfg(extra=()):
                        + list(extra))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # see the xdist_group note above: built once per worker
 def built():
     from funasr_jax.models.funasr import abstract_params
     from train import bench
@@ -284,7 +285,7 @@ def _tiny(stage, tmp_path, steps, **sets):
     return tiny_cfg(stage, tmp_path, steps=steps, **sets)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # see the xdist_group note above: built once per worker
 def sft_checkpoint(tmp_path_factory):
     """A tiny SFT run with trained LoRA adapters (sft4, 2 steps): GRPO's `init_from`."""
     from train.loop import train

@@ -62,7 +62,9 @@ def _wait(procs, timeout=300):
     return outs
 
 
-@pytest.fixture(scope="module")
+# session scope: a worker interleaves modules, and a module fixture is torn down (and rebuilt,
+# ~4 min) whenever the worker's next test comes from another module
+@pytest.fixture(scope="session")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("multihost")
     port = _free_port()

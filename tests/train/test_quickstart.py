@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quickstart_chain_runs(tmp_path):
     out = tmp_path / "qs"
     r = subprocess.run([sys.executable, "-m", "train.quickstart", "--out", str(out), "--scale", "0.001",
-                        "--eval-utts", "6", "--rl"], cwd=ROOT, capture_output=True, text=True,
+                        "--eval-utts", "6", "--rl", "--hotwords"], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "quickstart: test error rate" in r.stdout
@@ -52,3 +52,10 @@ def test_quickstart_chain_runs(tmp_path):
     grpo_cfg = json.loads((out / "grpo" / "train_config.json").read_text())
     assert grpo_cfg["stage"]["kind"] == "grpo" and grpo_cfg["run"]["init_from"] == str(out / "sft_llm")
     assert "test split before / after GRPO" in r.stdout and "| llm | noise-only clips with output |" in r.stdout
+    # --hotwords: hotword SFT from sft_llm, then without / with 0, 100, 1000 distractors
+    hot = scores["hotwords"]["figures"]
+    assert list(hot) == ["without", "with_0", "with_100", "with_1000"]
+    assert all(f["utterances"] == 6 and "overall" in f["keywords"] for f in hot.values())
+    hw_cfg = json.loads((out / "hotword_sft" / "train_config.json").read_text())
+    assert hw_cfg["data"]["hotword_prompt"] and hw_cfg["run"]["init_from"] == str(out / "sft_llm")
+    assert "test split without / with hotwords" in r.stdout

@@ -19,7 +19,8 @@ from funasr_jax.io.names import flatten
 from helpers.train import DEMO, small_manifest, tiny_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ["sft1", "sft2", "sft3", "sft4", "sft5", "ctc_warmup", "sft_full", "sft_llm"]
+STAGES = ["sft1", "sft2", "sft3", "sft4", "sft5", "ctc_warmup", "sft_full", "sft_llm", "hotword_sft", "ctx_sft"]
+FIRST_PASS_STAGES = ("sft_llm", "hotword_sft", "ctx_sft")  # prompts carry the CTC first pass
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -128,13 +129,14 @@ def base_checkpoint(tmp_path_factory):
     return d
 
 
-# Two stages as a user runs them (sft4: encoder + adaptor + LoRA; sft_llm: first-pass prompts and
-# joint decoding recorded). Every stage's config is loaded above, and test_freeze_plan trains five
-# of them in-process; the other subprocess runs only repeated the same CLI path at ~1 min each.
-@pytest.mark.parametrize("stage", ["sft4", "sft_llm"])
+# Four stages as a user runs them (sft4: encoder + adaptor + LoRA; sft_llm: first-pass prompts and
+# joint decoding recorded; hotword and contextual SFT prompts). Every stage's config is loaded
+# above, and test_freeze_plan trains five in-process; more subprocess runs would only repeat the
+# same CLI path at ~1 min each.
+@pytest.mark.parametrize("stage", ["sft4", "sft_llm", "hotword_sft", "ctx_sft"])
 def test_every_stage_runs_as_a_subprocess(stage, base_checkpoint, tmp_path):
     """`python -m train.main --config <stage>.py` for a few steps, as a user runs it, from a checkpoint."""
-    train_file = small_manifest(tmp_path, "train", 16, first_pass=stage == "sft_llm")
+    train_file = small_manifest(tmp_path, "train", 16, first_pass=stage in FIRST_PASS_STAGES)
     dev_file = small_manifest(tmp_path, "dev", 2)
     out = tmp_path / stage
     cmd = [sys.executable, "-m", "train.main", "--config", f"{stage}.py", "--preset", "tiny",
@@ -155,6 +157,9 @@ def test_every_stage_runs_as_a_subprocess(stage, base_checkpoint, tmp_path):
     assert (out / "curves.png").exists() and (out / "checkpoints" / "2" / "params").exists()
     if stage in ("sft4", "sft5", "sft_llm"):
         assert summary["eval"]["utterances"] == 2
+    if stage in ("hotword_sft", "ctx_sft"):
+        data = json.loads((out / "train_config.json").read_text())["data"]
+        assert data["hotword_prompt"] == (stage == "hotword_sft") and data["context_prompt"] == (stage == "ctx_sft")
     if stage == "sft_llm":  # the model records its prompt and decoding: first pass, joint CTC weight
         meta = json.loads((out / "funasr_jax.json").read_text())
         assert meta["prompt"] == {"first_pass": True} and meta["decoding"] == {"ctc_weight": 0.5}
