@@ -105,3 +105,19 @@ def test_distractors_are_deterministic_and_never_the_utterances_own():
     assert a == b and len(a) == len(set(a)) == 20 and not {"合肥", "王芳"} & set(a)
     assert len(sample_distractors(pool, pool[:45], 20, np.random.default_rng(0))) == 7
     assert sample_distractors(pool, [], 0, np.random.default_rng(0)) == []
+
+
+def test_hotwords_cli_retrieves_and_benches(tmp_path, capsys):
+    from funasr_jax import hotwords as cli
+
+    f = tmp_path / "hot.txt"
+    f.write_text("合肥\n王芳\n", encoding="utf-8")
+    assert cli.main(["--hotwords", str(f), "我在汪方家"]) == 0
+    assert capsys.readouterr().out.strip() == "1.000\t王芳"
+    out = tmp_path / "bench.json"
+    assert cli.main(["--bench", "50", "--out", str(out)]) == 0
+    import json
+
+    (row,) = json.loads(out.read_text())
+    assert row["hotwords"] == 50 and row["ours_ms"] > 0
+    assert len(cli.random_hotwords(300)) == 300
