@@ -56,8 +56,9 @@ class DataConfig:
       is searched with it (`text.hotwords.HotwordIndex`, hotword_top_k, hotword_threshold) and
       only the retrieved words are listed — as at inference — except that with hotword_keep_own
       the utterance's own words stay listed even when the first pass misses them (a training
-      first pass is better than a test one; the LLM must see lists that fix it). Drawn once per
-      utterance (seeded).
+      first pass is better than a test one; the LLM must see lists that fix it); with
+      hotword_mask_share, that share of those utterances have their listed hotwords garbled in
+      the first pass (`data.context`). Drawn once per utterance (seeded).
     context_prompt: contextual SFT: utterances form conversations of context_chain consecutive
       utterances of one subset (manifest order); a context_previous_share of them get the
       previous one's transcript (`上文：…`), those with hotwords a passage containing them, and
@@ -109,6 +110,7 @@ class DataConfig:
     hotword_top_k: int = 10
     hotword_threshold: float = 0.5
     hotword_keep_own: bool = True
+    hotword_mask_share: float = 0.0
     context_prompt: bool = False
     context_chain: int = 4
     context_previous_share: float = 0.5
@@ -186,7 +188,8 @@ class DataConfig:
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 bad(f, "must be a positive integer")
-        for f in ("hotword_none_share", "hotword_own_drop_share", "hotword_threshold", "context_previous_share"):
+        for f in ("hotword_none_share", "hotword_own_drop_share", "hotword_threshold", "context_previous_share",
+                  "hotword_mask_share"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 bad(f, "must be a share in [0, 1]")

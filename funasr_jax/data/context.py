@@ -11,7 +11,9 @@ U{0..hotword_distractors} distractors from the pool (never its own: `sample_dist
 shuffled. With a manifest `first_pass` the list is searched with it and only the retrieved
 words (best first, ≤ hotword_top_k, score ≥ hotword_threshold) are listed, as the recognizer
 does at inference — plus, with hotword_keep_own, the own words it missed (then shuffled);
-without one, own words first then distractors, capped at hotword_top_k.
+without one, own words first then distractors, capped at hotword_top_k. With probability
+hotword_mask_share the listed own words are given simulated errors wherever they occur in the
+first pass (`PromptContext.first_pass`), so the list, not the first pass, has them right.
 
 Context (cfg.context_prompt): examples of one `subset` in manifest order form conversations of
 context_chain utterances; a later utterance of a conversation gets the previous one's reference
@@ -33,13 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
+from funasr_jax.data.augment import TextUnits, corrupt_text
 from funasr_jax.data.config import DataConfig
 from funasr_jax.data.manifest import Example, ManifestError
 from funasr_jax.text.hotwords import HotwordIndex, load_hotwords, sample_distractors
 
 __all__ = ["PASSAGE_TEMPLATES", "PromptContext", "PromptContexts", "load_passages"]
 
-HOTWORD_TAG, CONTEXT_TAG = 0x486F74, 0x437478  # separate random streams per purpose
+HOTWORD_TAG, CONTEXT_TAG, MASK_TAG = 0x486F74, 0x437478, 0x4D736B  # separate random streams per purpose
 
 PASSAGE_TEMPLATES = {
     "zh": ["相关资料：本次讨论涉及{kw}。", "备注：请留意{kw}的相关信息。", "会议记录中提到了{kw}。"],
@@ -55,6 +58,7 @@ class PromptContext:
     hotwords: tuple[str, ...] = ()
     previous: str = ""
     passages: tuple[str, ...] = ()
+    first_pass: str | None = None  # replaces the manifest's first pass (hotword spans masked)
 
 
 def load_passages(path: str | Path) -> dict[str, list[str]]:
@@ -82,6 +86,7 @@ class PromptContexts:
         self.active = bool(cfg.hotword_prompt or cfg.context_prompt)
         self._cache: dict[int, PromptContext] = {}
         if cfg.hotword_prompt:
+            self._units = TextUnits.of(ex.target for ex in self.examples)
             self.pool = (load_hotwords(cfg.hotword_pool_file) if cfg.hotword_pool_file
                          else list(dict.fromkeys(w for ex in self.examples for w in ex.hotwords)))
         self._file = load_passages(cfg.context_passages_file) if cfg.context_passages_file else {}
@@ -100,8 +105,25 @@ class PromptContexts:
         if not self.active:
             return PromptContext()
         if i not in self._cache:
-            self._cache[i] = PromptContext(self._hotwords(i), *self._context(i))
+            words = self._hotwords(i)
+            self._cache[i] = PromptContext(words, *self._context(i), first_pass=self._masked_first_pass(i, words))
         return self._cache[i]
+
+    def _masked_first_pass(self, i: int, listed: Sequence[str]) -> str | None:
+        """With probability hotword_mask_share, example i's first pass with every occurrence of
+        its listed own hotwords given simulated errors (`augment.corrupt_text` at rate 1): the
+        LLM must take those words from the list, as when the CTC head misses a name; else None."""
+        cfg, ex = self.cfg, self.examples[i]
+        own = [w for w in ex.hotwords if w in listed and ex.first_pass and w in ex.first_pass]
+        if not (cfg.hotword_prompt and cfg.hotword_mask_share > 0 and own):
+            return None
+        rng = np.random.default_rng([cfg.seed, i, MASK_TAG])
+        if rng.random() >= cfg.hotword_mask_share:
+            return None
+        text = ex.first_pass
+        for w in sorted(own, key=len, reverse=True):
+            text = text.replace(w, corrupt_text(w, 1.0, rng, self._units) or "")
+        return text
 
     # ------------------------------------------------------------------ hotwords
 

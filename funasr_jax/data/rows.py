@@ -179,7 +179,9 @@ def example_instruction(cfg: DataConfig, ex: Example, first_pass: str | None = N
     if ex.first_pass is None:
         raise DataError(f"{ex.where} (key {ex.key!r}): no 'first_pass' field, but data.first_pass_prompt is set; "
                         "write it with `python -m funasr_jax.first_pass --checkpoint CKPT --data FILE`")
-    return with_first_pass(base, ex.first_pass if first_pass is None else first_pass)
+    if first_pass is None:
+        first_pass = context.first_pass if context is not None and context.first_pass is not None else ex.first_pass
+    return with_first_pass(base, first_pass)
 
 
 def count_tokens(cfg: DataConfig, examples: Sequence[Example], tokenizer, ctc_vocab,
@@ -321,7 +323,8 @@ class BatchLoader:
         if self._units is not None and ex.first_pass:
             rng = np.random.default_rng(np.random.SeedSequence([self.cfg.seed, epoch, i, TEXT_TAG]))
             rate = min(1.0, float(rng.uniform(0.0, 2.0 * self.cfg.first_pass_noise)))
-            p = build(corrupt_text(ex.first_pass, rate, rng, self._units))
+            base = context.first_pass if context is not None and context.first_pass is not None else ex.first_pass
+            p = build(corrupt_text(base, rate, rng, self._units))
             if len(p.input_ids) <= max_tokens:
                 return p
         return build()

@@ -110,3 +110,22 @@ def test_conversations_previous_transcripts_and_passages(examples, tmp_path):
 def test_bad_context_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"DataConfig.{field}"):
         DataConfig(**{field: value}).validate()
+
+
+def test_masked_first_pass_garbles_the_listed_own_hotwords(examples):
+    from funasr_jax.data.rows import example_instruction
+
+    cfg = _cfg(hotword_prompt=True, hotword_none_share=0.0, hotword_own_drop_share=0.0, hotword_mask_share=1.0,
+               first_pass_prompt=True)
+    ctx = PromptContexts(cfg, examples)
+    masked = 0
+    for i, ex in enumerate(examples):
+        c = ctx.of(i)
+        zh_own = [w for w in ex.hotwords if w in c.hotwords and w in ex.first_pass and w.isascii() is False]
+        if zh_own:  # a garbled CJK word never survives whole (a kept unit is always followed by an insert)
+            assert all(w not in c.first_pass for w in zh_own), (ex.first_pass, c.first_pass)
+            assert c.first_pass in example_instruction(cfg, ex, context=c)
+            masked += 1
+    assert masked > 10
+    off = PromptContexts(dataclasses.replace(cfg, hotword_mask_share=0.0), examples)
+    assert all(off.of(i).first_pass is None for i in range(len(examples)))
