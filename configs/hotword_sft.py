@@ -23,15 +23,15 @@ def get_config(preset: str = "tiny"):
         preset,
         StageConfig(name="hotword_sft", trainable=("audio_adaptor", "llm") if tiny else ("audio_adaptor", "llm:lora"),
                     llm_weight=1.0, ctc_weight=0.0),
-        OptimConfig(lr=1e-3 if tiny else 2e-5, schedule="constant", warmup_steps=20),
-        RunConfig(out_dir="runs/hotword_sft", steps=1000, eval_every=200, eval_max_utts=60,
+        OptimConfig(lr=2e-3 if tiny else 2e-5, schedule="constant", warmup_steps=20),
+        RunConfig(out_dir="runs/hotword_sft", steps=2000, eval_every=200, eval_max_utts=60,
                   init_from="runs/quickstart/sft_llm" if tiny else "runs/sft4",
                   decode_ctc_weight=0.5 if tiny else 0.0),
         lora=None if tiny else LoraConfig(rank=16, alpha=32.0, dropout=0.05, targets=ALL_PROJECTIONS),
     )
     data = dataclasses.replace(cfg.data, batch_size=8, noise_prob=0.2, zero_pad_prob=0.5, hotword_prompt=True,
-                               hotword_distractors=20, hotword_none_share=0.15, hotword_own_drop_share=0.15,
-                               hotword_mask_share=0.5)
+                               hotword_distractors=10, hotword_none_share=0.15, hotword_own_drop_share=0.15,
+                               hotword_mask_share=0.8)
     if tiny:
         data = dataclasses.replace(data, train_files=("runs/quickstart/first_pass/train.jsonl",),
                                    first_pass_prompt=True, first_pass_noise=0.15,

@@ -62,7 +62,7 @@ from train.loop import train
 from train.main import load_config
 
 # Steps per stage and the data settings the quickstart gives each (see the README for the why).
-SEED_UTTS, SEED_STEPS, CTC_STEPS, TEXT_STEPS, LLM_STEPS, RL_STEPS, HOTWORD_STEPS = 96, 500, 800, 400, 600, 150, 400
+SEED_UTTS, SEED_STEPS, CTC_STEPS, TEXT_STEPS, LLM_STEPS, RL_STEPS, HOTWORD_STEPS = 96, 500, 800, 400, 600, 150, 2000
 STAGE_DATA = {
     "ctc_seed": {"data.batch_size": 8, "data.noise_prob": 0.0, "data.max_train_utts": SEED_UTTS,
                  "optim.warmup_steps": 50},
