@@ -108,3 +108,21 @@ def joint_scores(state: CTCPrefixState, llm_logits, ctc_logp, lengths, *, blank:
     llm_lp = jax.nn.log_softmax(llm_logits.astype(jnp.float32), axis=-1)
     scores = (1.0 - weight) * llm_lp + weight * (psi - state.score[:, None])
     return scores, (psi, r_n, r_b)
+
+
+def force_prefix(state: CTCPrefixState, ctc_logp, lengths, blank: int, prefix, prefix_lengths) -> CTCPrefixState:
+    """The state after the labels `prefix` [B, L] int32 (row b's first prefix_lengths[b] entries;
+    the rest ignored): the CTC side of a decode that continues an already emitted prefix (the
+    streaming decoder's stable partial). One `extend` per prefix position, O(L * B * T * V)."""
+    prefix = jnp.asarray(prefix, jnp.int32)
+    prefix_lengths = jnp.asarray(prefix_lengths, jnp.int32)
+    v = ctc_logp.shape[2]
+
+    def body(k, s):
+        token = jnp.clip(prefix[:, k], 0, v - 1)
+        nxt = advance(s, token, *extend(s, ctc_logp, lengths, blank, v)[:3])
+        live = k < prefix_lengths
+        return CTCPrefixState(*(jnp.where(live.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+                                for a, b in zip(nxt, s)))
+
+    return jax.lax.fori_loop(0, prefix.shape[1], body, state)

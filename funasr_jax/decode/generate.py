@@ -83,15 +83,21 @@ def argmax_chooser(logits, aux):
     return jnp.argmax(logits, axis=-1).astype(jnp.int32), aux
 
 
-def joint_ctc_chooser(ctc_log_probs, ctc_lengths, *, weight: float, blank: int, eos_id: int):
-    """(chooser, initial aux) for joint CTC / LLM greedy decoding (see `ctc_prefix`)."""
+def joint_ctc_chooser(ctc_log_probs, ctc_lengths, *, weight: float, blank: int, eos_id: int, prefix=None):
+    """(chooser, initial aux) for joint CTC / LLM greedy decoding (see `ctc_prefix`).
+
+    prefix: optional (ids [B, L] int32, lengths [B]): labels already emitted (a prefix forced in
+    the prompt), run into the CTC state first so the scores continue after them."""
     def choose(logits, state):
         scores, ext = ctc_prefix.joint_scores(state, logits, ctc_log_probs, ctc_lengths, blank=blank,
                                               eos_id=eos_id, weight=weight)
         token = jnp.argmax(scores, axis=-1).astype(jnp.int32)
         return token, ctc_prefix.advance(state, token, *ext)
 
-    return choose, ctc_prefix.init_state(ctc_log_probs, ctc_lengths, blank)
+    state = ctc_prefix.init_state(ctc_log_probs, ctc_lengths, blank)
+    if prefix is not None:
+        state = ctc_prefix.force_prefix(state, ctc_log_probs, ctc_lengths, blank, *prefix)
+    return choose, state
 
 
 def left_pad(embeds, lengths):
@@ -177,19 +183,20 @@ def run_generation(decoder, params, prompt_embeds, prompt_lengths, limits, *, ma
 
 @functools.partial(jax.jit, static_argnames=("decoder", "max_new_tokens", "eos_id", "pad_id", "ctc_weight",
                                              "ctc_blank"))
-def _greedy(decoder, params, prompt_embeds, prompt_lengths, ctc, limits, *, max_new_tokens, eos_id, pad_id,
-            ctc_weight, ctc_blank):
+def _greedy(decoder, params, prompt_embeds, prompt_lengths, ctc, limits, ctc_prefix_ids, *, max_new_tokens, eos_id,
+            pad_id, ctc_weight, ctc_blank):
     if ctc is None:
         choose, aux = argmax_chooser, ()
     else:
-        choose, aux = joint_ctc_chooser(*ctc, weight=ctc_weight, blank=ctc_blank, eos_id=eos_id)
+        choose, aux = joint_ctc_chooser(*ctc, weight=ctc_weight, blank=ctc_blank, eos_id=eos_id,
+                                        prefix=ctc_prefix_ids)
     return run_generation(decoder, params, prompt_embeds, prompt_lengths, limits, max_new_tokens=max_new_tokens,
                           eos_id=eos_id, pad_id=pad_id, choose=choose, aux=aux)
 
 
 def greedy_generate(decoder, params, prompt_embeds, prompt_lengths, *, max_new_tokens: int,
                     eos_id: int, pad_id: int, ctc_log_probs=None, ctc_lengths=None, ctc_weight: float = 0.0,
-                    ctc_blank: int | None = None, row_max_new_tokens=None):
+                    ctc_blank: int | None = None, row_max_new_tokens=None, ctc_prefix_ids=None):
     """Greedy decoding of LEFT-padded prompt embeddings.
 
     With `ctc_log_probs` [B, T, V_ctc] (label ids shared with the LLM, blank = `ctc_blank`),
@@ -202,6 +209,9 @@ def greedy_generate(decoder, params, prompt_embeds, prompt_lengths, *, max_new_t
     top of `max_new_tokens` (values above it are clipped to it): row b stops after
     min(row_max_new_tokens[b], max_new_tokens) tokens as if it had emitted EOS (pad_id after,
     no EOS written). A traced array: changing it does not recompile.
+    ctc_prefix_ids: optional (ids [B, L] int32, lengths [B]) for joint decoding: the labels the
+    prompt already ends with (a forced prefix), run into the CTC prefix state before the first
+    token, so the CTC scores continue after them rather than from the start of the utterance.
     Returns (tokens [B, max_new_tokens] int32 — greedy tokens, the EOS included, pad_id after it,
     matching HF `generate(do_sample=False)`'s new tokens; lengths [B] int32 — tokens up to and
     including the first EOS, the row's cap if none). The loop stops once every row has emitted
@@ -236,7 +246,16 @@ def greedy_generate(decoder, params, prompt_embeds, prompt_lengths, *, max_new_t
             raise GenerateInputError(f"greedy_generate: ctc_blank must index the CTC labels "
                                      f"(V={ctc_log_probs.shape[2]}), got {ctc_blank}")
         ctc = (jnp.asarray(ctc_log_probs, jnp.float32), jnp.asarray(ctc_lengths, jnp.int32))
-    return _greedy(decoder, params, prompt_embeds, jnp.asarray(prompt_lengths, jnp.int32), ctc, limits,
+    if ctc_prefix_ids is not None:
+        ids, lens = ctc_prefix_ids
+        if ctc is None:
+            ctc_prefix_ids = None  # plain greedy: the prompt alone carries the prefix
+        elif jnp.ndim(ids) != 2 or jnp.shape(ids)[0] != b or tuple(jnp.shape(lens)) != (b,):
+            raise GenerateInputError(f"greedy_generate: ctc_prefix_ids must be (ids [B={b}, L], lengths [B]), got "
+                                     f"{tuple(jnp.shape(ids))} and {tuple(jnp.shape(lens))}")
+        else:
+            ctc_prefix_ids = (jnp.asarray(ids, jnp.int32), jnp.asarray(lens, jnp.int32))
+    return _greedy(decoder, params, prompt_embeds, jnp.asarray(prompt_lengths, jnp.int32), ctc, limits, ctc_prefix_ids,
                    max_new_tokens=int(max_new_tokens), eos_id=int(eos_id), pad_id=int(pad_id),
                    ctc_weight=float(ctc_weight) if ctc is not None else 0.0,
                    ctc_blank=int(ctc_blank) if ctc is not None else -1)

@@ -39,7 +39,6 @@ from funasr_jax.models.ctc_head import ctc_greedy
 from funasr_jax.models.funasr import FunASRNano, llm_module
 from funasr_jax.text.hotwords import HotwordIndex
 from funasr_jax.text.join import join_texts
-from funasr_jax.text.tokenizer import decode_generated
 from funasr_jax.text.prompt import (
     DEFAULT_SYSTEM_PROMPT,
     build_prompt,
@@ -149,6 +148,7 @@ class Utterance:
     hotwords: HotwordIndex | None = None  # retrieved against the CTC hypothesis into the prompt
     previous: str = ""                    # previous segment's transcript (contextual prompt)
     passages: tuple[str, ...] = ()        # context passages (contextual prompt)
+    prefix_ids: tuple[int, ...] = ()      # tokens already emitted, forced after the assistant header
 
 
 @dataclass(frozen=True)
@@ -290,8 +290,17 @@ class Recognizer:
     def decode_llm_with_first_pass(self, utts: Sequence[Utterance], max_new_tokens: int = 128):
         """(greedy LLM transcripts, the CTC first-pass hypotheses put in their prompts or None).
 
+        A row's transcript is its `prefix_ids` followed by what the LLM generated after them.
         One CTC forward serves both the first-pass prompt and joint decoding.
         """
+        ids, first_pass = self.generate_ids(utts, max_new_tokens)
+        return [" ".join(self.tokenizer.decode(list(u.prefix_ids) + new).split()) for u, new in zip(utts, ids)], \
+            first_pass
+
+    def generate_ids(self, utts: Sequence[Utterance], max_new_tokens: int = 128):
+        """(new token ids per row — after its `prefix_ids`, EOS dropped —, first-pass hypotheses or None).
+
+        Each row may emit at most its `token_limits` entry minus len(prefix_ids) (>= 1) tokens."""
         first_pass = None
         feats = [u.feats for u in utts]
         logp = hyps = None
@@ -306,7 +315,7 @@ class Recognizer:
             first_pass = hyps
             instructions = [with_first_pass(i, h) for i, h in zip(instructions, first_pass)]
         prompts = [build_prompt(self.tokenizer, system=u.system, instruction=ins,
-                                n_audio=int(audio_token_count(len(f))), prev_text=u.prev_text)
+                                n_audio=int(audio_token_count(len(f))), prev_text=u.prev_text, prefix_ids=u.prefix_ids)
                    for u, ins, f in zip(utts, instructions, feats)]
         # Left padding (decode.generate's layout); pad columns are masked out, so any in-vocabulary id does.
         batch = pad_batch(feats, prompts, pad_id=AUDIO_PLACEHOLDER_ID, feat_length=self.padded_frames(feats),
@@ -314,14 +323,26 @@ class Recognizer:
                           side="left", targets=False)
         embeds = prompt_embeds(self.model, self.params, batch.feats, batch.feat_lengths, batch.input_ids,
                                batch.audio_start, batch.audio_tokens)
+        limits = self.token_limits([len(f) for f in feats], max_new_tokens)
+        n_prefix = np.array([len(u.prefix_ids) for u in utts], np.int32)
+        limits = np.maximum(1, limits - n_prefix).astype(np.int32)
+        ctc_prefix = None
+        if self.ctc_weight > 0 and n_prefix.max() > 0:
+            width = _round_up(int(n_prefix.max()), self.token_bucket)
+            pre = np.zeros((len(utts), width), np.int32)
+            for k, u in enumerate(utts):
+                pre[k, :len(u.prefix_ids)] = u.prefix_ids
+            ctc_prefix = (pre, n_prefix)
         tokens, n = greedy_generate(self.decoder, self.params["llm"], embeds, batch.token_lengths,
                                     max_new_tokens=max_new_tokens, eos_id=self.tokenizer.eos_id,
                                     pad_id=self.tokenizer.pad_id,
                                     ctc_log_probs=logp if self.ctc_weight > 0 else None,
                                     ctc_lengths=batch.feat_lengths,
                                     ctc_weight=self.ctc_weight, ctc_blank=self.cfg.ctc.blank,
-                                    row_max_new_tokens=self.token_limits([len(f) for f in feats], max_new_tokens))
-        return decode_generated(self.tokenizer, np.asarray(tokens), np.asarray(n)), first_pass
+                                    row_max_new_tokens=limits, ctc_prefix_ids=ctc_prefix)
+        tokens, n = np.asarray(tokens), np.asarray(n)
+        eos = self.tokenizer.eos_id
+        return [[int(t) for t in row[:int(k)] if int(t) != eos] for row, k in zip(tokens, n)], first_pass
 
     @property
     def has_ctc(self) -> bool:

@@ -126,7 +126,7 @@ def prompt_pieces(system: str, instruction: str, prev_text: str = "") -> tuple[s
 
 
 def build_prompt(tokenizer: _Tokenizer, *, system: str, instruction: str, n_audio: int,
-                 prev_text: str = "", target: str | None = None) -> PromptIds:
+                 prev_text: str = "", target: str | None = None, prefix_ids: Sequence[int] = ()) -> PromptIds:
     """Tokenizes one ChatML ASR turn with `n_audio` placeholder ids.
 
     Args:
@@ -136,6 +136,9 @@ def build_prompt(tokenizer: _Tokenizer, *, system: str, instruction: str, n_audi
       instruction: user text before the audio (see `instruction_text`).
       n_audio: number of audio rows N = audio_token_count(T) (>= 0).
       prev_text: text already emitted (streaming continuation), after the assistant header.
+      prefix_ids: token ids already emitted (the streaming decoder's stable prefix), appended
+        after the assistant header (and `prev_text`) as they are, so the continuation starts
+        exactly where the earlier partial's tokens left off.
       target: transcript; when given, `"{target}<|im_end|>"` is appended and supervised.
     """
     if n_audio < 0:
@@ -144,7 +147,7 @@ def build_prompt(tokenizer: _Tokenizer, *, system: str, instruction: str, n_audi
     ids = list(tokenizer.encode(before))
     audio_start = len(ids)
     ids += [AUDIO_PLACEHOLDER_ID] * n_audio
-    ids += list(tokenizer.encode(after))
+    ids += list(tokenizer.encode(after)) + [int(t) for t in prefix_ids]
     labels = [IGNORE_INDEX] * len(ids)
     if target is not None:
         tgt = list(tokenizer.encode(f"{target}<|im_end|>"))

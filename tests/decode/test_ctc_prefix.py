@@ -108,3 +108,20 @@ def test_joint_greedy_generation_matches_step_by_step_reference(posteriors):
             assert got == want, (w, b, got, want)
             if w >= 0.5:  # with a strong CTC weight no token outside the CTC labels is chosen
                 assert set(want) <= {0, 1, eos}
+
+
+def test_force_prefix_scores_the_forced_labels_per_row(posteriors):
+    """force_prefix runs each row's own prefix (ragged, padded) into the state: its score is the
+    brute-force prefix probability, and the next extension scores g + c like brute force."""
+    logp, lengths = posteriors
+    brute = [brute_force_label_probs(logp[b], int(lengths[b]), BLANK) for b in range(2)]
+    prefixes = [(0, 1, 0), (1,)]
+    ids = np.array([[0, 1, 0], [1, 0, 0]], np.int32)  # row 1's padding must be ignored
+    state = ctc_prefix.force_prefix(ctc_prefix.init_state(jnp.asarray(logp), lengths, BLANK), jnp.asarray(logp),
+                                    lengths, BLANK, ids, np.array([3, 1], np.int32))
+    psi = np.asarray(ctc_prefix.extend(state, jnp.asarray(logp), lengths, BLANK, 3)[0])
+    for b, g in enumerate(prefixes):
+        np.testing.assert_allclose(np.exp(state.score[b]), prefix_prob(brute[b], g), rtol=1e-5, atol=1e-12)
+        assert int(state.last[b]) == g[-1]
+        for c in (0, 1):
+            np.testing.assert_allclose(np.exp(psi[b, c]), prefix_prob(brute[b], g + (c,)), rtol=1e-5, atol=1e-12)
