@@ -32,13 +32,24 @@ class AudioError(ValueError):
     """An audio file or byte string cannot be used; the message names it and says why."""
 
 
-def load_audio(path: str | os.PathLike, target_sr: int = 16000) -> np.ndarray:
+def load_audio(path: str | os.PathLike, target_sr: int = 16000, max_seconds: float | None = None) -> np.ndarray:
     """Decodes an audio file (wav/flac/ogg, whatever libsndfile reads).
 
+    max_seconds: refuse (AudioError, before decoding when the header tells the length) a file
+    longer than this, rather than filling memory with hours of samples.
     Returns: [S] float32 mono samples at `target_sr` Hz, nominally in [-1, 1].
-    Raises: AudioError (missing / unreadable / truncated / empty / non-finite).
+    Raises: AudioError (missing / unreadable / truncated / empty / non-finite / too long).
     """
     name = os.fspath(path)
+    if max_seconds is not None:
+        try:
+            info = sf.info(name)
+            seconds = info.frames / info.samplerate if info.samplerate else None
+        except (RuntimeError, sf.LibsndfileError, OSError):
+            seconds = None  # the full decode below reports what is wrong
+        if seconds is not None and seconds > max_seconds:
+            raise AudioError(f"{name}: {seconds / 3600:.2f} h of audio exceeds the limit of {max_seconds:.0f} s "
+                             "(raise --max-audio-s, or split the file)")
     try:
         with open(name, "rb") as f:
             data = f.read()
@@ -46,7 +57,10 @@ def load_audio(path: str | os.PathLike, target_sr: int = 16000) -> np.ndarray:
         raise AudioError(f"{name}: audio file not found") from None
     except OSError as e:
         raise AudioError(f"{name}: cannot read audio file ({e.strerror or e})") from None
-    return load_audio_bytes(data, name, target_sr)
+    wave = load_audio_bytes(data, name, target_sr)
+    if max_seconds is not None and len(wave) > max_seconds * target_sr:
+        raise AudioError(f"{name}: {len(wave) / target_sr:.0f} s of audio exceeds the limit of {max_seconds:.0f} s")
+    return wave
 
 
 def load_audio_bytes(data: bytes, name: str, target_sr: int = 16000) -> np.ndarray:

@@ -29,6 +29,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from funasr_jax.audio.io import load_audio
 from funasr_jax.text.prompt import DEFAULT_SYSTEM_PROMPT
 
 __all__ = [
@@ -80,6 +81,7 @@ class Example:
     line: int
     text_length: int = 0
     first_pass: str | None = None
+    audio_end_ms: float | None = None  # only the audio before this time is the utterance (a cut copy)
 
     @property
     def where(self) -> str:
@@ -198,6 +200,11 @@ def parse_line(text: str, source: str, line: int) -> Example | None:
     if first_pass is not None and not isinstance(first_pass, str):
         raise _fail(where, f"field 'first_pass' must be a string, got {type(first_pass).__name__}")
 
+    audio_end_ms = obj.get("audio_end_ms")
+    if audio_end_ms is not None and (isinstance(audio_end_ms, bool) or not isinstance(audio_end_ms, (int, float))
+                                     or not audio_end_ms > 0):
+        raise _fail(where, f"field 'audio_end_ms' must be a positive number of milliseconds, got {audio_end_ms!r}")
+
     if not os.path.isabs(path):
         path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(source)), path))
     return Example(
@@ -205,6 +212,7 @@ def parse_line(text: str, source: str, line: int) -> Example | None:
         target=by_role["assistant"][0], language=language, hotwords=tuple(hotwords),
         subset=subset, speech_length=speech_length, source=source, line=line,
         text_length=text_length, first_pass=first_pass,
+        audio_end_ms=None if audio_end_ms is None else float(audio_end_ms),
     )
 
 
@@ -258,3 +266,12 @@ def read_manifests(paths: Iterable[str | os.PathLike] | str | os.PathLike, on_er
         log.info("read %d examples from %d manifest(s)", stats.examples, len(paths))
     return out
 
+
+
+def example_audio(ex: Example, sample_rate: int = 16000):
+    """`ex`'s waveform [S] float32 at `sample_rate`: its audio file (`audio.io.load_audio`), cut
+    at `ex.audio_end_ms` when the line carries one (streaming-simulated copies)."""
+    wave = load_audio(ex.audio_path, sample_rate)
+    if ex.audio_end_ms is not None:
+        wave = wave[: int(round(ex.audio_end_ms * sample_rate / 1000.0))]
+    return wave

@@ -61,7 +61,7 @@ from funasr_jax.data.augment import (
 )
 from funasr_jax.data.cache import MIB, SharedCache, frozen
 from funasr_jax.data.config import DataConfig, DataError
-from funasr_jax.data.manifest import Example
+from funasr_jax.data.manifest import Example, example_audio
 from funasr_jax.data.planning import EpochPlan, Planner
 from funasr_jax.models.batch import IGNORE_INDEX, Batch
 from funasr_jax.models.config import audio_token_count
@@ -253,7 +253,7 @@ class BatchLoader:
         """Example i's waveform [S] f32 at 16 kHz as decoded (cached, read-only)."""
         wave = self._wave_cache.get(i)
         if wave is None:
-            wave = frozen(load_audio(self.examples[i].audio_path, SAMPLE_RATE))
+            wave = frozen(example_audio(self.examples[i], SAMPLE_RATE))
             self._wave_cache.put(i, wave)
         return wave
 

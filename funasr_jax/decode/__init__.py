@@ -1,5 +1,6 @@
 """Decoding: LLM greedy generation with a functional KV cache."""
 
+from funasr_jax.decode.beam import beam_search
 from funasr_jax.decode.generate import (
     CausalDecoder,
     DecodeState,
@@ -13,6 +14,6 @@ from funasr_jax.decode.generate import (
 )
 
 __all__ = [
-    "CausalDecoder", "DecodeState", "GenerateInputError", "decode_step", "generated_lengths",
+    "CausalDecoder", "DecodeState", "beam_search", "GenerateInputError", "decode_step", "generated_lengths",
     "greedy_generate", "left_pad", "prefill", "prompt_mask_positions",
 ]

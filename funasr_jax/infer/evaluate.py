@@ -16,8 +16,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from funasr_jax.audio.io import AudioError, load_audio
-from funasr_jax.data.manifest import ManifestError, read_manifests
+from funasr_jax.audio.io import AudioError
+from funasr_jax.data.manifest import ManifestError, example_audio, read_manifests
 from funasr_jax.infer.hotword_eval import HotwordPlan, hotword_indexes, keyword_breakdown, load_categories
 from funasr_jax.infer.recognizer import Context, Recognizer
 from funasr_jax.text.hotwords import HotwordError, HotwordIndex
@@ -51,7 +51,7 @@ def evaluate_examples(rec: Recognizer, examples: Sequence, *, mode: str = "llm",
         for i in idx:
             ex = examples[i]
             try:
-                wave = load_audio(ex.audio_path)
+                wave = example_audio(ex)
             except AudioError as e:
                 if on_error == "raise":
                     raise AudioError(f"{ex.source}:{ex.line}: {e}") from None
@@ -114,6 +114,8 @@ def main(argv=None):
     p.add_argument("--ctc-weight", type=float, default=None,
                    help="LLM mode: decode jointly with the CTC head's prefix scores at this weight "
                         "(0 = plain greedy; default: the weight recorded in the checkpoint)")
+    p.add_argument("--beam", type=int, default=1, help="beam width (1 = greedy)")
+    p.add_argument("--length-penalty", type=float, default=0.0, help="beam ranking: score / length ** this")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--hotwords", help="'manifest' (each utterance's own hotwords + --distractors) or a "
                                       "hotword file (one per line) for every utterance; scores with and without")
@@ -128,7 +130,8 @@ def main(argv=None):
         if args.max_utts:
             examples = examples[: args.max_utts]
         rec = Recognizer.from_checkpoint(args.checkpoint, tokenizer_path=args.tokenizer, ctc_weight=args.ctc_weight,
-                                         hotword_top_k=args.hotword_top_k)
+                                         hotword_top_k=args.hotword_top_k, beam=args.beam,
+                                         length_penalty=args.length_penalty)
         contexts = load_contexts(args.context, examples) if args.context else None
         indexes = None
         if args.hotwords:

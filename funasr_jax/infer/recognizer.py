@@ -31,6 +31,7 @@ from funasr_jax.audio.activity import frame_grid, speech_segments
 from funasr_jax.audio.frontend import FrontendConfig, extract_features, load_cmvn
 from funasr_jax.audio.io import load_audio
 from funasr_jax.data.rows import pad_batch, pad_feats
+from funasr_jax.decode.beam import beam_search
 from funasr_jax.decode.generate import CausalDecoder, greedy_generate
 from funasr_jax.io.checkpoint import META_FILE, TRAIN_CONFIG_FILE, CheckpointError, LoadedModel, load_model
 from funasr_jax.models.batch import AUDIO_PLACEHOLDER_ID
@@ -193,6 +194,8 @@ class Recognizer:
       head's greedy hypothesis and at most `hotword_top_k` words scoring >= the threshold (None:
       the index's own) go into the prompt (`prompt.with_context`); without a CTC branch the list
       is pasted as given (the release's behaviour) when it has at most `hotword_top_k` words.
+    beam, length_penalty: beam > 1 decodes with `decode.beam.beam_search` (jointly with the CTC
+      prefix scores when ctc_weight > 0), hypotheses ranked by score / length ** length_penalty.
     """
 
     def __init__(self, cfg: FunASRConfig, params, tokenizer, ctc_vocab=None,
@@ -200,7 +203,8 @@ class Recognizer:
                  first_pass_prompt: bool = False, ctc_weight: float = 0.0,
                  gate_dbfs: float | None = DEFAULT_GATE_DBFS, max_segment_s: float | None = DEFAULT_MAX_SEGMENT_S,
                  tokens_per_second: float | None = DEFAULT_TOKENS_PER_SECOND, token_slack: int = DEFAULT_TOKEN_SLACK,
-                 hotword_top_k: int = 10, hotword_threshold: float | None = None):
+                 hotword_top_k: int = 10, hotword_threshold: float | None = None, beam: int = 1,
+                 length_penalty: float = 0.0):
         needs_ctc = [n for n, on in (("first_pass_prompt", first_pass_prompt), ("ctc_weight", ctc_weight > 0)) if on]
         if needs_ctc and (not cfg.ctc.enabled or ctc_vocab is None):
             raise ValueError(f"{needs_ctc[0]} needs a model with the CTC branch and a CTC vocabulary")
@@ -217,6 +221,9 @@ class Recognizer:
             raise ValueError(f"token_slack must be >= 1 (room for EOS), got {token_slack}")
         if int(hotword_top_k) < 1:
             raise ValueError(f"hotword_top_k must be >= 1, got {hotword_top_k}")
+        if int(beam) < 1:
+            raise ValueError(f"beam must be >= 1 (1 = greedy), got {beam}")
+        self.beam, self.length_penalty = int(beam), float(length_penalty)
         self.hotword_top_k, self.hotword_threshold = int(hotword_top_k), hotword_threshold
         self.first_pass_prompt, self.ctc_weight = first_pass_prompt, float(ctc_weight)
         self.cfg, self.params, self.tokenizer, self.ctc_vocab = cfg, params, tokenizer, ctc_vocab
@@ -333,13 +340,18 @@ class Recognizer:
             for k, u in enumerate(utts):
                 pre[k, :len(u.prefix_ids)] = u.prefix_ids
             ctc_prefix = (pre, n_prefix)
-        tokens, n = greedy_generate(self.decoder, self.params["llm"], embeds, batch.token_lengths,
-                                    max_new_tokens=max_new_tokens, eos_id=self.tokenizer.eos_id,
-                                    pad_id=self.tokenizer.pad_id,
-                                    ctc_log_probs=logp if self.ctc_weight > 0 else None,
-                                    ctc_lengths=batch.feat_lengths,
-                                    ctc_weight=self.ctc_weight, ctc_blank=self.cfg.ctc.blank,
-                                    row_max_new_tokens=limits, ctc_prefix_ids=ctc_prefix)
+        common = dict(max_new_tokens=max_new_tokens, eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id,
+                      ctc_log_probs=logp if self.ctc_weight > 0 else None, ctc_lengths=batch.feat_lengths,
+                      ctc_weight=self.ctc_weight, ctc_blank=self.cfg.ctc.blank, row_max_new_tokens=limits)
+        if self.beam > 1:
+            if ctc_prefix is not None:
+                raise ValueError("beam search does not continue a forced prefix with joint CTC scores; "
+                                 "use beam=1 for streaming with ctc_weight > 0")
+            tokens, n, _ = beam_search(self.decoder, self.params["llm"], embeds, batch.token_lengths, beam=self.beam,
+                                       length_penalty=self.length_penalty, **common)
+        else:
+            tokens, n = greedy_generate(self.decoder, self.params["llm"], embeds, batch.token_lengths,
+                                        ctc_prefix_ids=ctc_prefix, **common)
         tokens, n = np.asarray(tokens), np.asarray(n)
         eos = self.tokenizer.eos_id
         return [[int(t) for t in row[:int(k)] if int(t) != eos] for row, k in zip(tokens, n)], first_pass

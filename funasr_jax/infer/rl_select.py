@@ -37,8 +37,7 @@ from typing import Sequence
 import numpy as np
 import soundfile as sf
 
-from funasr_jax.audio.io import load_audio
-from funasr_jax.data.manifest import SPEECH_BEGIN, SPEECH_END, ManifestError, read_manifests
+from funasr_jax.data.manifest import SPEECH_BEGIN, SPEECH_END, ManifestError, example_audio, read_manifests
 from funasr_jax.infer.evaluate import evaluate_examples
 from funasr_jax.infer.first_pass import relocate_audio
 from funasr_jax.infer.recognizer import Recognizer
@@ -101,7 +100,7 @@ def write_long(examples, group: list[int], out_dir: Path, name: str) -> dict:
     for k, ex in enumerate(parts):
         if k:
             waves.append(gap)
-        waves.append(load_audio(ex.audio_path))
+        waves.append(example_audio(ex))
     wav = np.concatenate(waves)
     (out_dir / "long").mkdir(parents=True, exist_ok=True)
     path = out_dir / "long" / f"{name}.wav"
