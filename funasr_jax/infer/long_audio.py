@@ -17,6 +17,7 @@ segments' features, so a 10-minute file (9.6 M samples, 38 MB) decodes on a smal
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,6 +30,34 @@ from funasr_jax.text.prompt import instruction_text
 from funasr_jax.text.subtitles import TimedSegment
 
 SAMPLE_RATE = 16000
+
+
+_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+def merge_byte_pieces(pieces: Sequence[str], times: Sequence[tuple[float, float]]):
+    """Runs of sentencepiece byte-fallback pieces (`<0xE4>`) decoded to their UTF-8 text as one
+    piece spanning the run's times (invalid bytes become U+FFFD, as the tokenizer decodes them)."""
+    out_p, out_t, run, run_t = [], [], bytearray(), None
+
+    def flush():
+        nonlocal run, run_t
+        if run:
+            out_p.append(run.decode("utf-8", errors="replace"))
+            out_t.append(run_t)
+            run, run_t = bytearray(), None
+
+    for piece, t in zip(pieces, times):
+        m = _BYTE_PIECE.match(piece)
+        if m:
+            run.append(int(m.group(1), 16))
+            run_t = t if run_t is None else (run_t[0], t[1])
+            continue
+        flush()
+        out_p.append(piece)
+        out_t.append(t)
+    flush()
+    return out_p, out_t
 
 
 def segment_words(rec: Recognizer, waves: Sequence[np.ndarray], texts: Sequence[str],
@@ -53,7 +82,10 @@ def segment_words(rec: Recognizer, waves: Sequence[np.ndarray], texts: Sequence[
         except AlignmentError:
             continue
         pieces = [rec.ctc_vocab.sp.id_to_token(i) for i in labels]
-        out[k] = tuple(word_timestamps(pieces, token_times(al, frame_ms, float(offsets_ms[k]))))
+        # the last LFR frame reaches past the audio (LFR pads the end): clip times to the segment
+        end_ms = float(offsets_ms[k]) + 1000.0 * len(waves[k]) / SAMPLE_RATE
+        times = [(min(a, end_ms), min(b, end_ms)) for a, b in token_times(al, frame_ms, float(offsets_ms[k]))]
+        out[k] = tuple(word_timestamps(*merge_byte_pieces(pieces, times)))
     return out
 
 

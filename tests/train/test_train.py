@@ -19,8 +19,9 @@ from funasr_jax.io.names import flatten
 from helpers.train import DEMO, small_manifest, tiny_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ["sft1", "sft2", "sft3", "sft4", "sft5", "ctc_warmup", "sft_full", "sft_llm", "hotword_sft", "ctx_sft"]
-FIRST_PASS_STAGES = ("sft_llm", "hotword_sft", "ctx_sft")  # prompts carry the CTC first pass
+STAGES = ["sft1", "sft2", "sft3", "sft4", "sft5", "ctc_warmup", "sft_full", "sft_llm", "hotword_sft", "ctx_sft",
+          "stream_sft"]
+FIRST_PASS_STAGES = ("sft_llm", "hotword_sft", "ctx_sft", "stream_sft")  # prompts carry the CTC first pass
 
 
 @pytest.mark.parametrize("stage", STAGES)
