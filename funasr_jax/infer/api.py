@@ -7,7 +7,11 @@
     audio = fa.adaptor_output(m, enc, enc_lengths)                # [B, T, 1024]
     logits = fa.llm_logits(m, batch)                              # [B, L, V], teacher-forced
     loss = fa.llm_loss(m, batch)
-    texts = fa.transcribe(m, ["a.wav"])                           # greedy decoding
+    texts = fa.transcribe(m, ["a.wav"])                           # greedy decoding (beam=4: beam search)
+    for p in fa.stream(m, chunks):                                # streaming: partials, then the final
+        print(p.text, p.final)
+    segs = fa.transcribe_long(m, "meeting.wav")                   # VAD segments with word times
+    open("meeting.srt", "w").write(fa.to_srt(segs))
 
 A `batch` is a `funasr_jax.models.batch.Batch` (what the data pipeline yields), e.g. from
 `make_batch`.
@@ -23,7 +27,10 @@ import numpy as np
 from funasr_jax.audio.frontend import FrontendConfig, extract_features
 from funasr_jax.audio.io import load_audio
 from funasr_jax.data.rows import pad_batch, pad_feats
+from funasr_jax.audio.vad import VadConfig
+from funasr_jax.infer import long_audio
 from funasr_jax.infer.recognizer import Context, Recognizer
+from funasr_jax.infer.streaming import Partial, StreamConfig, stream_transcribe
 from funasr_jax.io.checkpoint import LoadedModel, load_model
 from funasr_jax.models.batch import Batch
 from funasr_jax.models.config import audio_token_count
@@ -31,10 +38,15 @@ from funasr_jax.models.funasr import FunASRNano
 from funasr_jax.models.losses import llm_cross_entropy
 from funasr_jax.text.hotwords import HotwordIndex, load_hotwords
 from funasr_jax.text.prompt import DEFAULT_SYSTEM_PROMPT, build_prompt, instruction_text
+from funasr_jax.text.subtitles import TimedSegment, to_json_records, to_srt
 
 __all__ = [
     "Context",
     "HotwordIndex",
+    "Partial",
+    "StreamConfig",
+    "TimedSegment",
+    "VadConfig",
     "adaptor_output",
     "ctc_logits",
     "encoder_output",
@@ -44,7 +56,11 @@ __all__ = [
     "load",
     "load_hotwords",
     "make_batch",
+    "stream",
+    "to_json_records",
+    "to_srt",
     "transcribe",
+    "transcribe_long",
 ]
 
 load = load_model
@@ -102,10 +118,38 @@ def llm_loss(m: LoadedModel, batch: Batch) -> float:
 
 
 def transcribe(m: LoadedModel, audio: Sequence, tokenizer=None, *, hotword_top_k: int = 10,
-               hotword_threshold: float | None = None, **kw) -> list[str]:
-    """Greedy transcripts with the model's front end, prompt and decoding defaults (see
-    `Recognizer.transcribe` for options: language, hotwords (a word list or `HotwordIndex`,
-    retrieved against each segment's CTC hypothesis), context (`Context`), itn, mode, ...)."""
+               hotword_threshold: float | None = None, beam: int = 1, length_penalty: float = 0.0,
+               **kw) -> list[str]:
+    """Transcripts with the model's front end, prompt and decoding defaults (greedy; beam > 1:
+    beam search). See `Recognizer.transcribe` for options: language, hotwords (a word list or
+    `HotwordIndex`, retrieved against each segment's CTC hypothesis), context (`Context`), itn, mode, ..."""
     rec = Recognizer.from_loaded(m, tokenizer=tokenizer, hotword_top_k=hotword_top_k,
-                                 hotword_threshold=hotword_threshold)
+                                 hotword_threshold=hotword_threshold, beam=beam, length_penalty=length_penalty)
     return rec.transcribe(list(audio), **kw)
+
+
+def _hotword_index(hotwords) -> HotwordIndex | None:
+    if isinstance(hotwords, HotwordIndex) or hotwords is None:
+        return hotwords
+    return HotwordIndex(list(hotwords)) if len(hotwords) else None
+
+
+def stream(m: LoadedModel, chunks, cfg: StreamConfig = StreamConfig(), tokenizer=None, *, language=None,
+           hotwords=(), context: Context | None = None):
+    """Generator: audio pieces ([n] float32, 16 kHz, any sizes) in, `Partial`s out as each chunk
+    of `cfg.chunk_ms` is decoded, the final one last (`infer.streaming`)."""
+    rec = Recognizer.from_loaded(m, tokenizer=tokenizer)
+    yield from stream_transcribe(rec, chunks, cfg, language=language, hotwords=_hotword_index(hotwords),
+                                 context=context)
+
+
+def transcribe_long(m: LoadedModel, audio, tokenizer=None, *, vad: VadConfig = VadConfig(), language=None,
+                    hotwords=(), context: Context | None = None, context_previous: bool = False,
+                    timestamps: bool = True, batch_size: int = 8, beam: int = 1) -> list[TimedSegment]:
+    """A long recording (path or 16 kHz waveform) -> VAD segments with text and word times
+    (`infer.long_audio.transcribe_long`)."""
+    rec = Recognizer.from_loaded(m, tokenizer=tokenizer, beam=beam)
+    wave = load_audio(audio) if isinstance(audio, str) or hasattr(audio, "__fspath__") else np.asarray(audio, np.float32)
+    return long_audio.transcribe_long(rec, wave, vad=vad, language=language, hotwords=_hotword_index(hotwords),
+                                      context=context, context_previous=context_previous, timestamps=timestamps,
+                                      batch_size=batch_size)

@@ -95,3 +95,13 @@ def test_load_audio_refuses_long_files_before_decoding(tmp_path):
             f.write(np.zeros(8000 * 65, np.float32))  # 65 minutes of 8 kHz silence
     with pytest.raises(AudioError, match=r"hour.flac: 1\.08 h of audio exceeds the limit of 3600 s"):
         load_audio(path, max_seconds=3600)
+
+
+def test_api_stream_and_long(ckpt, long_wave):
+    import funasr_jax.api as fa
+
+    m = fa.load(str(ckpt))
+    segs = fa.transcribe_long(m, long_wave)
+    assert len(segs) == 3 and fa.to_srt(segs).startswith("1\n")
+    parts = list(fa.stream(m, [long_wave[:20000], long_wave[20000:]], fa.StreamConfig(chunk_ms=3000)))
+    assert parts[-1].final and len(parts) == int(len(long_wave) // 48000) + 1
