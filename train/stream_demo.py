@@ -92,8 +92,9 @@ def latencies(rec: Recognizer, wave: np.ndarray, parts) -> list[float]:
     return [shown[j] - al.spans[j][1] * frame_s for j in word_last_tokens(pieces)]
 
 
-def stream_figures(run_dir, examples, *, chunks=CHUNKS, rollback: int = 5, out: Path | None = None) -> dict:
-    rec = Recognizer.from_checkpoint(run_dir)
+def stream_figures(run_dir, examples, *, chunks=CHUNKS, rollback: int = 5, out: Path | None = None,
+                   **recognizer_options) -> dict:
+    rec = Recognizer.from_checkpoint(run_dir, **recognizer_options)
     with_latency = rec.has_ctc and shares_vocabulary(rec.tokenizer, rec.ctc_vocab)
     rows, table, info = evaluate_examples(rec, examples, batch_size=16, max_new_tokens=64)
     figures = {"offline": {"error": table, "noise_only": info["noise_only"],
