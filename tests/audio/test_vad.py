@@ -93,3 +93,13 @@ def test_bad_settings_and_input_are_named():
         vad_segments(np.zeros(22050, np.float32), 22050)
     with pytest.raises(ValueError, match="1-D"):
         voiced_frames(np.zeros((2, 160), np.float32))
+
+
+def test_a_quiet_noise_floor_between_utterances_is_not_speech(clips):
+    rng = np.random.default_rng(0)
+    floor = lambda s: (1e-3 * rng.standard_normal(int(s * SR))).astype(np.float32)  # noqa: E731  -60 dBFS
+    x = np.concatenate([floor(1.0), clips[0], floor(1.5), clips[1], floor(1.0)])
+    assert len(vad_segments(x, SR)) == 2
+    assert len(voiced_frames(floor(3.0), SR, VadConfig(min_level_dbfs=None))) == 100  # frames, for the record
+    with pytest.raises(ValueError, match="min_level_dbfs"):
+        VadConfig(min_level_dbfs=5)
