@@ -36,12 +36,15 @@ class AlignmentError(ValueError):
 @dataclass(frozen=True)
 class Alignment:
     """labels: the aligned ids; spans: per label [start_frame, end_frame); frame_labels [T]: the
-    label index each frame belongs to (-1: blank); score: log-probability of the path."""
+    label index each frame belongs to (-1: blank); score: log-probability of the path; peaks: per
+    label, the frame of its span where the label's log-probability is highest (its CTC spike; the
+    first such frame on a tie)."""
 
     labels: tuple[int, ...]
     spans: tuple[tuple[int, int], ...]
     frame_labels: np.ndarray
     score: float
+    peaks: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ def ctc_forced_align(log_probs, labels: Sequence[int], blank: int) -> Alignment:
         reps = need - len(labels)
         raise AlignmentError(f"cannot align {len(labels)} labels ({reps} repeats need blanks between) in {t_len} frames")
     if not labels:
-        return Alignment((), (), np.full(t_len, -1, np.int64), float(lp[:, blank].sum()) if t_len else 0.0)
+        return Alignment((), (), np.full(t_len, -1, np.int64), float(lp[:, blank].sum()) if t_len else 0.0, ())
     ext = np.full(2 * len(labels) + 1, blank, np.int64)
     ext[1::2] = labels
     s_len = len(ext)
@@ -104,7 +107,8 @@ def ctc_forced_align(log_probs, labels: Sequence[int], blank: int) -> Alignment:
     for k in range(len(labels)):
         idx = np.flatnonzero(frame_labels == k)
         spans.append((int(idx[0]), int(idx[-1]) + 1))
-    return Alignment(labels, tuple(spans), frame_labels, best)
+    peaks = tuple(a + int(np.argmax(lp[a:b, lab])) for (a, b), lab in zip(spans, labels))
+    return Alignment(labels, tuple(spans), frame_labels, best, peaks)
 
 
 def ctc_forced_align_batch(log_probs, lengths, labels_list: Sequence[Sequence[int]], blank: int) -> list[Alignment]:
@@ -116,9 +120,16 @@ def ctc_forced_align_batch(log_probs, lengths, labels_list: Sequence[Sequence[in
     return [ctc_forced_align(lp[b, : int(n)], labels_list[b], blank) for b, n in enumerate(lengths)]
 
 
-def token_times(alignment: Alignment, frame_ms: float = 60.0, offset_ms: float = 0.0) -> list[tuple[float, float]]:
-    """[(start_ms, end_ms)] per aligned label: span x frame_ms + offset_ms."""
-    return [(a * frame_ms + offset_ms, b * frame_ms + offset_ms) for a, b in alignment.spans]
+def token_times(alignment: Alignment, frame_ms: float = 60.0, offset_ms: float = 0.0,
+                start: str = "peak") -> list[tuple[float, float]]:
+    """[(start_ms, end_ms)] per aligned label, x frame_ms + offset_ms: from its peak frame
+    (start="peak", default) or its span's first frame (start="span") to its span's end. The path
+    may hand a label the low-evidence frames before its spike (leading silence, on a CTC head that
+    is not sure there), so the spike is the better onset."""
+    if start not in ("peak", "span"):
+        raise ValueError(f"token_times: start must be 'peak' or 'span', got {start!r}")
+    firsts = alignment.peaks if start == "peak" else [a for a, _ in alignment.spans]
+    return [(a * frame_ms + offset_ms, b * frame_ms + offset_ms) for a, (_, b) in zip(firsts, alignment.spans)]
 
 
 def _is_cjk(ch: str) -> bool:

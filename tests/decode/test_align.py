@@ -57,6 +57,7 @@ def test_viterbi_equals_brute_force(seed):
     assert collapse(path) == tuple(labels) and np.isclose(sum(lp[i, p] for i, p in enumerate(path)), want)
     for k, (a, b) in enumerate(al.spans):
         assert set(np.flatnonzero(al.frame_labels == k)) == set(range(a, b))
+        assert a <= al.peaks[k] < b and lp[al.peaks[k], labels[k]] == lp[a:b, labels[k]].max()
 
 
 def test_planted_path_and_batch_and_errors():
@@ -65,7 +66,11 @@ def test_planted_path_and_batch_and_errors():
     lp[np.arange(len(path)), path] = np.log(0.94)
     al = ctc_forced_align(lp, [0, 2, 2], BLANK)
     assert al.spans == ((1, 3), (4, 7), (8, 9))
-    assert token_times(al, 60.0, 1000.0) == [(1060.0, 1180.0), (1240.0, 1420.0), (1480.0, 1540.0)]
+    assert token_times(al, 60.0, 1000.0, start="span") == [(1060.0, 1180.0), (1240.0, 1420.0), (1480.0, 1540.0)]
+    spiky = lp.copy()
+    spiky[5, 2] = np.log(0.99)  # the second label's spike is its middle frame
+    assert ctc_forced_align(spiky, [0, 2, 2], BLANK).peaks == (1, 5, 8)
+    assert token_times(ctc_forced_align(spiky, [0, 2, 2], BLANK), 60.0)[1] == (300.0, 420.0)
     batch = np.stack([lp, np.roll(lp, 1, axis=0)])
     got = ctc_forced_align_batch(batch, [9, 6], [[0, 2, 2], [2]], BLANK)
     assert got[0].spans == al.spans and got[1].spans == ctc_forced_align(batch[1, :6], [2], BLANK).spans
