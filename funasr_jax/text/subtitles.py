@@ -7,6 +7,7 @@ written (numbering stays consecutive).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,10 +27,12 @@ class TimedSegment:
 
 
 def srt_timestamp(ms: float) -> str:
-    """Milliseconds -> 'HH:MM:SS,mmm' (rounded to the nearest ms)."""
+    """Milliseconds -> 'HH:MM:SS,mmm' (rounded to the nearest ms, halves up); hours may pass 99."""
+    if not math.isfinite(ms):
+        raise ValueError(f"srt_timestamp: time must be finite, got {ms} ms")
     if ms < 0:
         raise ValueError(f"srt_timestamp: negative time {ms} ms")
-    total = int(round(ms))
+    total = int(math.floor(ms + 0.5))
     h, rest = divmod(total, 3_600_000)
     m, rest = divmod(rest, 60_000)
     s, milli = divmod(rest, 1000)
@@ -55,8 +58,8 @@ def to_srt(segments: Sequence[TimedSegment]) -> str:
 
 def to_json_records(segments: Sequence[TimedSegment]) -> list[dict]:
     """[{start_ms, end_ms, text, words: [{text, start_ms, end_ms}]}], times rounded to 0.1 ms."""
-    return [{"start_ms": round(s.start_ms, 1), "end_ms": round(s.end_ms, 1), "text": s.text,
-             "words": [{"text": w.text, "start_ms": round(w.start_ms, 1), "end_ms": round(w.end_ms, 1)}
+    return [{"start_ms": round(float(s.start_ms), 1), "end_ms": round(float(s.end_ms), 1), "text": s.text,
+             "words": [{"text": w.text, "start_ms": round(float(w.start_ms), 1), "end_ms": round(float(w.end_ms), 1)}
                        for w in s.words]} for s in segments]
 
 

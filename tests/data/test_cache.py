@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from helpers.data import CharCTC, CharTokenizer, assert_batches_equal, write_corpus, write_noise
 
+import funasr_jax.data.manifest as manifest_mod
 import funasr_jax.data.rows as rows_mod
 from funasr_jax.data.cache import MIB, SharedCache, frozen, nbytes
 from funasr_jax.data.config import DataConfig
@@ -114,7 +115,9 @@ def test_cache_on_equals_off_over_two_epochs(corpus, monkeypatch):
 
     decoded = []
     real_load = rows_mod.load_audio
-    monkeypatch.setattr(rows_mod, "load_audio", lambda path, sr: decoded.append(path) or real_load(path, sr))
+    spy = lambda path, sr: decoded.append(path) or real_load(path, sr)  # noqa: E731
+    monkeypatch.setattr(rows_mod, "load_audio", spy)  # noise files
+    monkeypatch.setattr(manifest_mod, "load_audio", spy)  # utterances (data.manifest.example_audio)
     td_on = make_train_data(cfg, exs, tok, ctc)
     # epoch 0 in a scrambled order (as threads may produce it), epoch 1 in order
     order = list(np.random.default_rng(0).permutation(spe)) + list(range(spe, 2 * spe))
