@@ -59,15 +59,17 @@ class StageConfig:
     trainable: tuple[str, ...] = ("audio_adaptor",)
     llm_weight: float = 1.0  # weight of the LLM cross-entropy (0 skips the LLM forward)
     ctc_weight: float = 0.0  # weight of the CTC loss on the CTC head
+    bestrq_weight: float = 0.0  # weight of the Best-RQ masked-prediction loss (needs model.bestrq.enabled)
 
     def validate(self):
         if self.kind not in ("sft", "grpo"):
             raise ConfigError(f"stage.kind must be 'sft' or 'grpo', got {self.kind!r}")
         if not self.trainable:
             raise ConfigError("stage.trainable is empty: nothing would be trained")
-        if self.llm_weight < 0 or self.ctc_weight < 0 or self.llm_weight + self.ctc_weight == 0:
-            raise ConfigError("stage.llm_weight and stage.ctc_weight must be >= 0 and not both 0")
-        known = ("audio_encoder", "audio_adaptor", "llm", "ctc_decoder", "ctc", "*")
+        weights = (self.llm_weight, self.ctc_weight, self.bestrq_weight)
+        if min(weights) < 0 or sum(weights) == 0:
+            raise ConfigError("stage.llm_weight, stage.ctc_weight and stage.bestrq_weight must be >= 0 and not all 0")
+        known = ("audio_encoder", "audio_adaptor", "llm", "ctc_decoder", "ctc", "bestrq_head", "*")
         for p in self.trainable:
             if p.split("/")[0].split(":")[0] not in known:
                 raise ConfigError(f"stage.trainable: {p!r} names no model part (one of {known})")
@@ -127,6 +129,19 @@ class GRPOConfig:
             raise ConfigError(f"grpo.rewards: {e}") from None
 
 
+def parse_layer_map(text: str) -> list[tuple[int, int]]:
+    """'1:0,2:1' -> [(1, 0), (2, 1)] (encoder block <- LLM layer); '' -> []. ConfigError names the field."""
+    pairs = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        try:
+            e, l = item.split(":")
+            pairs.append((int(e), int(l)))
+        except ValueError:
+            raise ConfigError(f"run.encoder_llm_layers: {item!r} is not 'ENCODER_BLOCK:LLM_LAYER' "
+                              "(e.g. '1:0,2:1')") from None
+    return pairs
+
+
 @dataclass(frozen=True)
 class RunConfig:
     out_dir: str = "runs/sft"
@@ -138,6 +153,12 @@ class RunConfig:
     save_every: int = 500
     keep: int = 3  # checkpoints kept
     init_from: str | None = None  # previous stage's run dir / checkpoint / Fun-ASR model dir
+    # Encoder blocks initialised from Qwen3 layers (funasr_jax.models.llm_init), after init_from, on a
+    # fresh start: a run dir / checkpoint (its `llm`) or a Hugging Face Qwen3 folder; the map is
+    # "E:L,E:L" (encoder block E <- LLM layer L) or "" = blocks 1, 2, ... <- layers 0, 1, ... (as many as both have).
+    encoder_from_llm: str | None = None
+    encoder_llm_layers: str = ""
+    encoder_llm_gqa: str = "repeat"  # k/v narrower than q (GQA): "repeat" | "skip" | "raise"
     eval_max_utts: int = 0  # 0 = whole dev set
     decode_max_tokens: int = 64
     decode_ctc_weight: float = 0.0  # dev decoding (and the saved model's default): joint CTC/LLM weight
@@ -151,6 +172,9 @@ class RunConfig:
             raise ConfigError(f"run.keep must be >= 1, got {self.keep}")
         if not 0.0 <= self.decode_ctc_weight < 1.0:
             raise ConfigError(f"run.decode_ctc_weight must lie in [0, 1), got {self.decode_ctc_weight}")
+        if self.encoder_llm_gqa not in ("repeat", "skip", "raise"):
+            raise ConfigError(f"run.encoder_llm_gqa must be 'repeat', 'skip' or 'raise', got {self.encoder_llm_gqa!r}")
+        parse_layer_map(self.encoder_llm_layers)
 
 
 @dataclass(frozen=True)
@@ -212,6 +236,10 @@ class TrainConfig:
             raise ConfigError(str(e)) from None
         if self.stage.ctc_weight > 0 and not self.model.ctc.enabled:
             raise ConfigError("stage.ctc_weight > 0 but model.ctc.enabled is false")
+        if self.stage.bestrq_weight > 0 and not self.model.bestrq.enabled:
+            raise ConfigError("stage.bestrq_weight > 0 but model.bestrq.enabled is false")
+        if self.stage.bestrq_weight > 0 and self.stage.kind != "sft":
+            raise ConfigError(f"stage.bestrq_weight > 0 needs stage.kind 'sft' (teacher-forced losses), got {self.stage.kind!r}")
         if any(p.endswith(":lora") for p in self.stage.trainable) and self.model.llm.lora.rank <= 0:
             raise ConfigError("stage.trainable uses 'llm:lora' but model.llm.lora.rank is 0")
         if self.stage.kind == "grpo" and self.optim.accum_steps != 1:

@@ -19,13 +19,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from funasr_jax import configtools
-from funasr_jax.io.checkpoint import TRAIN_CONFIG_FILE, CheckpointError, load_model, write_meta
+from funasr_jax.io.checkpoint import META_FILE, TRAIN_CONFIG_FILE, CheckpointError, load_model, write_meta
+from funasr_jax.io.hf_qwen3 import llm_params_from_hf, qwen3_config_from_hf
 from funasr_jax.models.funasr import component_counts, init_params
+from funasr_jax.models.llm_init import encoder_block_paths, init_encoder_from_llm, llm_layer_paths
 from funasr_jax.models.lora import count_adapter_params, fold_lora
 from sharding.paths import flatten, unflatten
 from train import setup
 from train.checkpointing import TrainCheckpointer
-from train.config import TrainConfig
+from train.config import TrainConfig, parse_layer_map
 from train.data import TrainData
 from train.distributed import enable_compilation_cache
 from train.evaluation import evaluate_split
@@ -40,13 +42,13 @@ class StopRequested(Exception):
 
 
 def merged_model_config(cfg: TrainConfig, source_cfg):
-    """Architecture from the init source; LoRA, dtype, attention, remat, matmul precision and layer scanning from this run."""
+    """Architecture from the init source; LoRA, the Best-RQ heads, dtype, attention, remat, matmul precision and layer scanning from this run."""
     if source_cfg is None:
         return cfg.model
     run = cfg.model
     llm = dataclasses.replace(source_cfg.llm, lora=run.llm.lora)
     ctc = dataclasses.replace(source_cfg.ctc, detach_encoder=run.ctc.detach_encoder)
-    return source_cfg.replace(llm=llm, ctc=ctc, dtype=run.dtype, attention_impl=run.attention_impl,
+    return source_cfg.replace(llm=llm, ctc=ctc, bestrq=run.bestrq, dtype=run.dtype, attention_impl=run.attention_impl,
                               ctc_loss_impl=run.ctc_loss_impl, remat=run.remat,
                               matmul_precision=run.matmul_precision, scan_layers=run.scan_layers)
 
@@ -58,7 +60,7 @@ def initial_params(cfg: TrainConfig, model_cfg, rng, source=None):
     """
     fresh = jax.tree_util.tree_map(np.asarray, init_params(model_cfg, rng))
     if not cfg.run.init_from:
-        return fresh, {}
+        return encoder_from_llm(cfg, fresh, {})
     src = source if source is not None else load_model(cfg.run.init_from)
     have, new = flatten(src.params), flatten(fresh)
     taken, kept_fresh = 0, []
@@ -72,8 +74,36 @@ def initial_params(cfg: TrainConfig, model_cfg, rng, source=None):
     if non_lora:
         warnings.warn(f"init_from {cfg.run.init_from}: {len(non_lora)} tensors not found there are "
                       f"randomly initialised (e.g. {non_lora[:3]})")
-    return unflatten(new), {"init_from": cfg.run.init_from, "tensors_loaded": taken,
-                            "tensors_fresh": len(kept_fresh)}
+    return encoder_from_llm(cfg, unflatten(new), {"init_from": cfg.run.init_from, "tensors_loaded": taken,
+                                                  "tensors_fresh": len(kept_fresh)})
+
+
+def encoder_from_llm(cfg: TrainConfig, params, info: dict):
+    """`run.encoder_from_llm`: the encoder blocks of `params` taken from Qwen3 layers (llm_init)."""
+    if not cfg.run.encoder_from_llm:
+        return params, info
+    path = Path(cfg.run.encoder_from_llm)
+    try:
+        if (path / "config.json").exists() and not (path / META_FILE).exists():  # a Hugging Face Qwen3 folder
+            llm_cfg = qwen3_config_from_hf(json.loads((path / "config.json").read_text()), str(path / "config.json"))
+            llm = llm_params_from_hf(path, llm_cfg)
+        else:
+            llm = load_model(path).params["llm"]
+    except (CheckpointError, OSError, ValueError) as e:
+        raise SystemExit(f"error: run.encoder_from_llm: {e}") from None
+    pairs = parse_layer_map(cfg.run.encoder_llm_layers)
+    if not pairs:
+        n_enc, n_llm = len(encoder_block_paths(params["audio_encoder"])), len(llm_layer_paths(llm))
+        pairs = [(e, e - 1) for e in range(1, min(n_enc, n_llm + 1))]
+    try:
+        enc, report = init_encoder_from_llm(params["audio_encoder"], llm, pairs, gqa=cfg.run.encoder_llm_gqa,
+                                            encoder_heads=cfg.model.encoder.attention_heads)
+    except (ValueError, IndexError) as e:
+        raise SystemExit(f"error: run.encoder_from_llm {path} (run.encoder_llm_layers {pairs}): {e}") from None
+    print(f"encoder from LLM {path}: {len(report.copied)} tensors copied for blocks <- layers {pairs}, "
+          f"{len(report.zeroed)} biases zeroed, {len(report.skipped)} left as initialised", file=sys.stderr)
+    return {**params, "audio_encoder": enc}, {**info, "encoder_from_llm": str(path), "encoder_llm_layers": pairs,
+                                              "encoder_tensors_from_llm": len(report.copied)}
 
 
 def folded_source(source):
@@ -240,6 +270,9 @@ def _summarise(window, step, cfg) -> dict:
         row["llm_acc"] = s["llm_correct"] / s["llm_count"]
     if s.get("ctc_count"):
         row["ctc_loss"] = s["ctc_sum"] / s["ctc_count"]
+    if s.get("bestrq_count"):
+        row["bestrq_loss"] = s["bestrq_sum"] / s["bestrq_count"]
+        row["bestrq_acc"] = s["bestrq_correct"] / s["bestrq_count"]
     n = max(1, window["steps"])
     if "grad_norm" in s:
         row["grad_norm"] = s["grad_norm"] / n
@@ -257,7 +290,9 @@ GRPO_MEANS = ("reward", "kl", "clip_frac", "ratio", "entropy", "out_len", "adv_a
 
 
 def _evaluate(cfg: TrainConfig, model_cfg, params, data, log, step, final=False):
-    """Decoded dev error rates (LLM decoding, or CTC greedy for CTC-only stages)."""
+    """Decoded dev error rates (LLM decoding, or CTC greedy for CTC-only stages; none for Best-RQ alone)."""
+    if cfg.stage.llm_weight == 0 and cfg.stage.ctc_weight == 0:
+        return {}  # a Best-RQ-only stage has no decoder to score (its masked-prediction loss is in metrics.jsonl)
     mode = "llm" if cfg.stage.llm_weight > 0 else "ctc"
     files = cfg.data.dev_files
     if not files:

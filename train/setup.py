@@ -66,7 +66,7 @@ class StageParts:
 
 def loss_weights(cfg: TrainConfig) -> LossWeights:
     return LossWeights(llm=cfg.stage.llm_weight, ctc=cfg.stage.ctc_weight, ctc_blank=cfg.model.ctc.blank,
-                       ctc_impl=cfg.model.ctc_loss_impl)
+                       ctc_impl=cfg.model.ctc_loss_impl, bestrq=cfg.stage.bestrq_weight)
 
 
 def stage_parts(cfg: TrainConfig, *, total_steps: int | None = None) -> StageParts:

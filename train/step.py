@@ -18,6 +18,7 @@ import optax
 
 from funasr_jax.models.batch import IGNORE_INDEX, Batch
 from funasr_jax.models.funasr import FunASRNano
+from funasr_jax.models.bestrq import bestrq_loss
 from funasr_jax.models.losses import ctc_branch_loss, llm_cross_entropy
 
 
@@ -27,6 +28,7 @@ class LossWeights:
     ctc: float
     ctc_blank: int
     ctc_impl: str | None = None
+    bestrq: float = 0.0  # weight of the Best-RQ masked-prediction loss (model.bestrq.enabled)
 
 
 def batch_counts(batch: Batch) -> dict[str, float]:
@@ -41,12 +43,22 @@ def batch_counts(batch: Batch) -> dict[str, float]:
 def loss_fn(params, batch: Batch, rng, norm, *, model: FunASRNano, weights: LossWeights, deterministic=False):
     """Scalar loss whose gradient, summed over micro-batches, is the step's gradient.
 
-    norm: {"tokens", "utts"} totals over the whole optimizer step (>= 1).
+    norm: {"tokens", "utts"} totals over the whole optimizer step (>= 1). The Best-RQ term is the
+    mean over this micro-batch's masked frames (its mask is drawn inside the step).
     """
-    out = model.apply({"params": params}, batch, deterministic=deterministic, with_llm=weights.llm > 0,
-                      with_ctc=weights.ctc > 0, rngs={"dropout": rng})
     metrics = {}
     total = jnp.zeros((), jnp.float32)
+    if weights.bestrq > 0:
+        mask_rng, rng = jax.random.split(rng)
+        rq = model.apply({"params": params}, batch.feats, batch.feat_lengths, mask_rng, deterministic,
+                         method=FunASRNano.bestrq_outputs, rngs={"dropout": rng})
+        b = bestrq_loss(rq["logits"], rq["targets"], rq["mask"], batch.weight)
+        total += weights.bestrq * b["loss"]
+        metrics.update(bestrq_sum=b["sum"], bestrq_count=b["count"], bestrq_correct=b["correct"])
+        if weights.llm == 0 and weights.ctc == 0:
+            return total, metrics
+    out = model.apply({"params": params}, batch, deterministic=deterministic, with_llm=weights.llm > 0,
+                      with_ctc=weights.ctc > 0, rngs={"dropout": rng})
     if weights.llm > 0:
         ce = llm_cross_entropy(out["logits"], batch.labels, batch.weight)
         total += weights.llm * ce["sum"] / norm["tokens"]

@@ -76,6 +76,10 @@ PARAM_RULES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     # --- CTC output layer
     (r"ctc_lo/kernel$", ("embed", "vocab")),
     (r"ctc_lo/bias$", ("vocab",)),
+    # --- Best-RQ pre-training heads and the frozen quantiser (small: replicated)
+    (r"bestrq_head/kernel$", ("embed", None)),
+    (r"bestrq_head/bias$", (None,)),
+    (r"bestrq_quantizer/(projection|codebooks)$", (None, None, None)),
     # --- norms (LayerNorm scale/bias, RMSNorm scale)
     (r"(norm\w*|layernorm\w*)/(scale|bias)$", ("norm",)),
 )

@@ -19,45 +19,12 @@ largest dot product.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funasr_jax.models.config import FunASRConfig
-from funasr_jax.models.encoder import SenseVoiceEncoderSmall
-from funasr_jax.models.precision import with_matmul_precision
-from funasr_jax.models.remat import parse_remat
-
-
-@dataclass(frozen=True)
-class BestRQConfig:
-    """Quantiser, masking and head settings.
-
-    mask_prob: probability that a valid frame starts a masked span; span: span length in frames
-    (60 ms each). The expected masked share of a long utterance is 1 - (1 - mask_prob) ** span
-    (0.39 with the defaults: 6 frames = 360 ms spans).
-    """
-
-    codebook_size: int = 8192
-    code_dim: int = 16
-    num_codebooks: int = 1
-    stack: int = 1
-    mask_prob: float = 0.08
-    span: int = 6
-    noise_std: float = 0.1
-    seed: int = 0
-
-    def validate(self) -> None:
-        for name in ("codebook_size", "code_dim", "num_codebooks", "stack", "span"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"bestrq.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 < self.mask_prob < 1.0:
-            raise ValueError(f"bestrq.mask_prob must be in (0, 1), got {self.mask_prob}")
-        if self.noise_std < 0:
-            raise ValueError(f"bestrq.noise_std must be >= 0, got {self.noise_std}")
+from funasr_jax.models.config import BestRQConfig
 
 
 def make_quantizer(rq: BestRQConfig, input_dim: int) -> dict[str, np.ndarray]:
@@ -141,44 +108,24 @@ def bestrq_loss(logits, targets, mask, row_weight=None):
     return {"loss": total / jnp.maximum(count, 1.0), "sum": total, "count": count, "correct": correct}
 
 
-_precision = with_matmul_precision(lambda self: self.cfg.matmul_precision)
+def bestrq_forward(rq: BestRQConfig, quantizer, feats, feat_lengths, rng, encode, head):
+    """The Best-RQ forward: targets of the clean input, masked input -> encoder -> heads.
 
-
-class BestRQModel(nn.Module):
-    """The SAN-M encoder (`audio_encoder`, the same names as in FunASRNano so `run.init_from`
-    carries it into any SFT stage), the prediction heads (`bestrq_head`) and the frozen quantiser
-    (`bestrq_quantizer`: params drawn from rq.seed whatever the init key)."""
-
-    cfg: FunASRConfig
-    rq: BestRQConfig
-
-    def setup(self):
-        cfg, rq = self.cfg, self.rq
-        remat = parse_remat(cfg.remat)
-        self.audio_encoder = SenseVoiceEncoderSmall(cfg.encoder, remat=remat["encoder"], dtype=jnp.dtype(cfg.dtype),
-                                                    attention_impl=cfg.attention_impl, scan_layers=cfg.scan_layers)
-        self.bestrq_head = nn.Dense(rq.num_codebooks * rq.codebook_size, dtype=jnp.dtype(cfg.dtype),
-                                    name="bestrq_head")
-        self.bestrq_quantizer = QuantizerParams(rq, cfg.encoder.input_size)
-
-    @_precision
-    def __call__(self, feats, feat_lengths, rng=None, deterministic: bool = True):
-        """feats [B, T, 560], feat_lengths [B] -> dict(logits [B, T, K, C] f32, targets [B, T, K],
-        mask [B, T]). With rng None nothing is masked (mask all False: for probing)."""
-        rq = self.rq
-        quantizer = self.bestrq_quantizer()
-        targets = quantize(jax.lax.stop_gradient(quantizer), feats, feat_lengths, rq.stack)
-        if rng is None:
-            mask = jnp.zeros(feats.shape[:2], bool)
-            inputs = feats
-        else:
-            k_mask, k_noise = jax.random.split(rng)
-            mask = span_mask(k_mask, feat_lengths, feats.shape[1], rq.mask_prob, rq.span)
-            inputs = mask_features(k_noise, feats, mask, rq.noise_std)
-        enc, _ = self.audio_encoder(inputs, feat_lengths, deterministic=deterministic)
-        logits = self.bestrq_head(enc).astype(jnp.float32)
-        b, t, _ = logits.shape
-        return {"logits": logits.reshape(b, t, rq.num_codebooks, rq.codebook_size), "targets": targets, "mask": mask}
+    quantizer: {"projection", "codebooks"} (gradient stopped here); encode: masked feats [B, T, 560]
+    -> encoder output [B, T, D_enc]; head: [B, T, D_enc] -> [B, T, K * C]. With rng None nothing is
+    masked (for probing). Returns dict(logits [B, T, K, C] f32, targets [B, T, K] int32, mask [B, T]).
+    """
+    targets = quantize(jax.lax.stop_gradient(quantizer), feats, feat_lengths, rq.stack)
+    if rng is None:
+        mask = jnp.zeros(feats.shape[:2], bool)
+        inputs = feats
+    else:
+        k_mask, k_noise = jax.random.split(rng)
+        mask = span_mask(k_mask, feat_lengths, feats.shape[1], rq.mask_prob, rq.span)
+        inputs = mask_features(k_noise, feats, mask, rq.noise_std)
+    logits = head(encode(inputs)).astype(jnp.float32)
+    b, t, _ = logits.shape
+    return {"logits": logits.reshape(b, t, rq.num_codebooks, rq.codebook_size), "targets": targets, "mask": mask}
 
 
 class QuantizerParams(nn.Module):

@@ -95,6 +95,35 @@ class CTCConfig:
 
 
 @dataclass(frozen=True)
+class BestRQConfig:
+    """Quantiser, masking and head settings.
+
+    mask_prob: probability that a valid frame starts a masked span; span: span length in frames
+    (60 ms each). The expected masked share of a long utterance is 1 - (1 - mask_prob) ** span
+    (0.39 with the defaults: 6 frames = 360 ms spans).
+    """
+
+    enabled: bool = False  # FunASRNano grows the heads + quantiser (a Best-RQ stage's model)
+    codebook_size: int = 8192
+    code_dim: int = 16
+    num_codebooks: int = 1
+    stack: int = 1
+    mask_prob: float = 0.08
+    span: int = 6
+    noise_std: float = 0.1
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("codebook_size", "code_dim", "num_codebooks", "stack", "span"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.bestrq.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.mask_prob < 1.0:
+            raise ValueError(f"model.bestrq.mask_prob must be in (0, 1), got {self.mask_prob}")
+        if self.noise_std < 0:
+            raise ValueError(f"model.bestrq.noise_std must be >= 0, got {self.noise_std}")
+
+
+@dataclass(frozen=True)
 class FunASRConfig:
     """The whole Fun-ASR model.
 
@@ -110,6 +139,7 @@ class FunASRConfig:
     adaptor: AdaptorConfig = field(default_factory=AdaptorConfig)
     llm: Qwen3Config = field(default_factory=Qwen3Config)
     ctc: CTCConfig = field(default_factory=CTCConfig)
+    bestrq: BestRQConfig = field(default_factory=BestRQConfig)  # Best-RQ pre-training heads (off by default)
     dtype: str = "float32"
     attention_impl: str | None = None
     ctc_loss_impl: str | None = None  # `kernels.ctc.ctc_loss(implementation=...)`; None = best available
@@ -136,6 +166,8 @@ class FunASRConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        if self.bestrq.enabled:
+            self.bestrq.validate()
         parse_remat(self.remat)  # RematConfigError (a ValueError) naming model.remat
         check_matmul_precision(self.matmul_precision)
         return self

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from funasr_jax.models.adaptor import Transformer
 from funasr_jax.models.batch import Batch
+from funasr_jax.models.bestrq import QuantizerParams, bestrq_forward
 from funasr_jax.models.config import FunASRConfig, audio_token_count
 from funasr_jax.models.ctc_head import CTCLo
 from funasr_jax.models.encoder import SenseVoiceEncoderSmall
@@ -59,6 +60,10 @@ class FunASRNano(nn.Module):
         if cfg.ctc.enabled:
             self.ctc_decoder = Transformer(cfg.ctc.decoder, remat=remat["ctc"], **kw)
             self.ctc = CTCLo(cfg.ctc.vocab_size, dtype=dtype)
+        if cfg.bestrq.enabled:  # Best-RQ pre-training: prediction heads + the frozen quantiser
+            rq = cfg.bestrq
+            self.bestrq_head = nn.Dense(rq.num_codebooks * rq.codebook_size, dtype=dtype)
+            self.bestrq_quantizer = QuantizerParams(rq, cfg.encoder.input_size)
 
     @_precision
     def encode(self, feats, feat_lengths, deterministic: bool = True):
@@ -77,6 +82,13 @@ class FunASRNano(nn.Module):
             enc = jax.lax.stop_gradient(enc)
         h, _ = self.ctc_decoder(enc, enc_lengths, deterministic=deterministic)
         return self.ctc(h)
+
+    @_precision
+    def bestrq_outputs(self, feats, feat_lengths, rng=None, deterministic: bool = True):
+        """Best-RQ (needs cfg.bestrq.enabled): dict(logits [B, T, K, C], targets [B, T, K], mask [B, T])
+        for feats [B, T, 560]; rng draws the span mask and its noise (None: no masking)."""
+        return bestrq_forward(self.cfg.bestrq, self.bestrq_quantizer(), feats, feat_lengths, rng,
+                              lambda x: self.encode(x, feat_lengths, deterministic)[0], self.bestrq_head)
 
     @_precision
     def embed_prompt(self, input_ids, audio_embeds, audio_start, audio_tokens):
@@ -109,6 +121,8 @@ class FunASRNano(nn.Module):
         if self.cfg.ctc.enabled and with_ctc:
             out["ctc_logits"] = constrain(self.ctc_logits(enc, enc_lengths, deterministic),
                                           ("batch", "length", "vocab"))
+        if self.cfg.bestrq.enabled and self.is_initializing():  # create the heads' params
+            self.bestrq_outputs(batch.feats, batch.feat_lengths)
         return out
 
 

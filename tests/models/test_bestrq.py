@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funasr_jax.models.bestrq import (BestRQConfig, BestRQModel, bestrq_loss, make_quantizer, mask_features,
+from funasr_jax.models.bestrq import (bestrq_loss, make_quantizer, mask_features,
                                       quantize, span_mask, stack_frames)
-from funasr_jax.models.config import tiny_config
-from funasr_jax.models.funasr import init_params
+from funasr_jax.models.config import BestRQConfig, tiny_config
+from funasr_jax.models.funasr import FunASRNano, init_params
 
 RQ = BestRQConfig(codebook_size=32, code_dim=8, num_codebooks=2, stack=2, mask_prob=0.1, span=3, seed=7)
 
@@ -122,47 +122,52 @@ def test_loss_counts_masked_frames_only():
 
 @pytest.fixture(scope="module")
 def model_and_params():
-    cfg = tiny_config()
-    rq = BestRQConfig(codebook_size=64, code_dim=8, num_codebooks=1, seed=3)
-    model = BestRQModel(cfg, rq)
+    rq = BestRQConfig(enabled=True, codebook_size=64, code_dim=8, num_codebooks=1, seed=3)
+    cfg = tiny_config().replace(bestrq=rq)
+    model = FunASRNano(cfg)
     feats = jnp.asarray(np.random.default_rng(0).standard_normal((2, 40, cfg.encoder.input_size)), jnp.float32)
     lengths = jnp.array([40, 31])
-    params = model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)}, feats, lengths)["params"]
+    params = init_params(cfg, jax.random.PRNGKey(0))
     return cfg, rq, model, params, feats, lengths
+
+
+def forward(model, params, feats, lengths, rng=None):
+    return model.apply({"params": params}, feats, lengths, rng, method=FunASRNano.bestrq_outputs)
 
 
 def test_model_quantizer_is_frozen_and_seeded(model_and_params):
     cfg, rq, model, params, feats, lengths = model_and_params
-    other = model.init({"params": jax.random.PRNGKey(9), "dropout": jax.random.PRNGKey(9)}, feats, lengths)["params"]
+    other = init_params(cfg, jax.random.PRNGKey(9))
     q = make_quantizer(rq, cfg.encoder.input_size)
     for name in ("projection", "codebooks"):
         np.testing.assert_array_equal(params["bestrq_quantizer"][name], q[name])
         np.testing.assert_array_equal(other["bestrq_quantizer"][name], q[name])
 
     def loss(p):
-        out = model.apply({"params": p}, feats, lengths, rng=jax.random.PRNGKey(1))
+        out = forward(model, p, feats, lengths, jax.random.PRNGKey(1))
         return bestrq_loss(out["logits"], out["targets"], out["mask"])["loss"]
 
     grads = jax.grad(loss)(params)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree_util.tree_leaves(grads["bestrq_quantizer"]))
     assert float(jnp.abs(grads["bestrq_head"]["kernel"]).max()) > 0
-    out = model.apply({"params": params}, feats, lengths, rng=jax.random.PRNGKey(1))
+    out = forward(model, params, feats, lengths, jax.random.PRNGKey(1))
     assert out["logits"].shape == (2, 40, 1, 64) and out["mask"].any() and not out["mask"][1, 31:].any()
     # targets are those of the clean input, whatever the masking
-    clean = model.apply({"params": params}, feats, lengths)
+    clean = forward(model, params, feats, lengths)
     np.testing.assert_array_equal(out["targets"], clean["targets"])
     assert not clean["mask"].any()
 
 
 def test_encoder_tree_matches_the_asr_model(model_and_params):
     cfg, _, _, params, _, _ = model_and_params
-    asr = init_params(cfg, jax.random.PRNGKey(0))
+    asr = init_params(cfg.replace(bestrq=BestRQConfig()), jax.random.PRNGKey(0))
+    assert "bestrq_head" not in asr and "bestrq_head" in params
     shapes = lambda t: jax.tree_util.tree_map(lambda x: x.shape, t)
     assert shapes(params["audio_encoder"]) == shapes(asr["audio_encoder"])
 
 
 def test_bad_settings_are_named():
-    with pytest.raises(ValueError, match="mask_prob"):
-        make_quantizer(BestRQConfig(mask_prob=1.5), 4)
-    with pytest.raises(ValueError, match="codebook_size"):
+    with pytest.raises(ValueError, match="bestrq.mask_prob"):
+        tiny_config().replace(bestrq=BestRQConfig(enabled=True, mask_prob=1.5)).validate()
+    with pytest.raises(ValueError, match="bestrq.codebook_size"):
         make_quantizer(BestRQConfig(codebook_size=0), 4)
