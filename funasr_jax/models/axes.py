@@ -80,6 +80,10 @@ PARAM_RULES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     (r"bestrq_head/kernel$", ("embed", None)),
     (r"bestrq_head/bias$", (None,)),
     (r"bestrq_quantizer/(projection|codebooks)$", (None, None, None)),
+    # --- AED pre-training decoder (FunASR TransformerDecoder names; attention / FFN rows above)
+    (r"aed_decoder/embed/0/embedding$", ("vocab", "embed")),
+    (r"aed_decoder/output_layer/kernel$", ("embed", "vocab")),
+    (r"aed_decoder/output_layer/bias$", ("vocab",)),
     # --- norms (LayerNorm scale/bias, RMSNorm scale)
     (r"(norm\w*|layernorm\w*)/(scale|bias)$", ("norm",)),
 )

@@ -124,6 +124,38 @@ class BestRQConfig:
 
 
 @dataclass(frozen=True)
+class AEDConfig:
+    """Attention decoder for AED pre-training (`funasr_jax.models.aed`, FunASR TransformerDecoder).
+
+    Its width is the encoder's output size and its vocabulary the CTC vocabulary (start / end =
+    the CTC blank id). label_smoothing: the mass spread over the other classes (FunASR
+    LabelSmoothingLoss); length_normalized_loss: divide the summed loss by the scored tokens
+    instead of the utterances (FunASR `length_normalized_loss`).
+    """
+
+    enabled: bool = False  # FunASRNano grows the `aed_decoder` (an AED stage's model)
+    num_blocks: int = 6
+    attention_heads: int = 4
+    linear_units: int = 2048
+    dropout_rate: float = 0.1
+    positional_dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.0
+    label_smoothing: float = 0.1
+    length_normalized_loss: bool = False
+
+    def validate(self, width: int) -> None:
+        for name in ("num_blocks", "attention_heads", "linear_units"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.aed.{name} must be >= 1, got {getattr(self, name)}")
+        if width % self.attention_heads or width % 2:
+            raise ValueError(f"model.aed.attention_heads {self.attention_heads} must divide the (even) encoder "
+                             f"output size {width}")
+        for name in ("dropout_rate", "positional_dropout_rate", "attention_dropout_rate", "label_smoothing"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"model.aed.{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class FunASRConfig:
     """The whole Fun-ASR model.
 
@@ -140,6 +172,7 @@ class FunASRConfig:
     llm: Qwen3Config = field(default_factory=Qwen3Config)
     ctc: CTCConfig = field(default_factory=CTCConfig)
     bestrq: BestRQConfig = field(default_factory=BestRQConfig)  # Best-RQ pre-training heads (off by default)
+    aed: AEDConfig = field(default_factory=AEDConfig)  # AED pre-training decoder (off by default; needs ctc)
     dtype: str = "float32"
     attention_impl: str | None = None
     ctc_loss_impl: str | None = None  # `kernels.ctc.ctc_loss(implementation=...)`; None = best available
@@ -168,6 +201,11 @@ class FunASRConfig:
                 raise ValueError(msg)
         if self.bestrq.enabled:
             self.bestrq.validate()
+        if self.aed.enabled:
+            if not self.ctc.enabled:
+                raise ValueError("model.aed.enabled needs model.ctc.enabled: the AED decoder predicts CTC-vocabulary "
+                                 "ids (the CTC branch defines the vocabulary and the start/end id)")
+            self.aed.validate(e.output_size)
         parse_remat(self.remat)  # RematConfigError (a ValueError) naming model.remat
         check_matmul_precision(self.matmul_precision)
         return self

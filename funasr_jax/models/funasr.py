@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from funasr_jax.models.adaptor import Transformer
+from funasr_jax.models.aed import AEDDecoder, decoder_io
 from funasr_jax.models.batch import Batch
 from funasr_jax.models.bestrq import QuantizerParams, bestrq_forward
 from funasr_jax.models.config import FunASRConfig, audio_token_count
@@ -64,6 +65,8 @@ class FunASRNano(nn.Module):
             rq = cfg.bestrq
             self.bestrq_head = nn.Dense(rq.num_codebooks * rq.codebook_size, dtype=dtype)
             self.bestrq_quantizer = QuantizerParams(rq, cfg.encoder.input_size)
+        if cfg.aed.enabled:  # AED pre-training: attention decoder over the encoder, CTC vocabulary
+            self.aed_decoder = AEDDecoder(cfg.aed, cfg.encoder.output_size, cfg.ctc.vocab_size, dtype=dtype)
 
     @_precision
     def encode(self, feats, feat_lengths, deterministic: bool = True):
@@ -91,6 +94,12 @@ class FunASRNano(nn.Module):
                               lambda x: self.encode(x, feat_lengths, deterministic)[0], self.bestrq_head)
 
     @_precision
+    def aed_logits(self, enc, enc_lengths, ys_in, ys_in_lengths, deterministic: bool = True):
+        """(needs cfg.aed.enabled) encoder output [B, T, D_enc] + decoder inputs ys_in [B, L]
+        (sos + labels, `aed.decoder_io`) -> teacher-forced AED logits [B, L, V_ctc] f32."""
+        return self.aed_decoder(enc, enc_lengths, ys_in, ys_in_lengths, deterministic=deterministic)
+
+    @_precision
     def embed_prompt(self, input_ids, audio_embeds, audio_start, audio_tokens):
         """Token ids [B, L] (placeholders 0 or negative) + audio rows -> LLM inputs [B, L, D]."""
         ids = jnp.maximum(input_ids, 0)
@@ -104,11 +113,15 @@ class FunASRNano(nn.Module):
         return adapted, enc, enc_lengths
 
     @_precision
-    def __call__(self, batch: Batch, deterministic: bool = True, with_llm: bool = True, with_ctc: bool = True):
-        """Teacher-forced forward of `batch` (its model-input fields; targets are not read).
+    def __call__(self, batch: Batch, deterministic: bool = True, with_llm: bool = True, with_ctc: bool = True,
+                 with_aed: bool = False):
+        """Teacher-forced forward of `batch` (its model-input fields; targets are not read, except
+        the CTC labels that the AED decoder is teacher-forced with).
 
         Returns a dict: `logits` [B, L, V] (f32; absent if not with_llm), `ctc_logits`
-        [B, T, V_ctc] (if the CTC branch is enabled and with_ctc), `enc_lengths` [B].
+        [B, T, V_ctc] (if the CTC branch is enabled and with_ctc), `enc_lengths` [B];
+        with_aed (needs cfg.aed.enabled and batch.ctc_labels): `aed_logits` [B, U+1, V_ctc] and
+        `aed_targets` [B, U+1] (labels then eos, IGNORE_INDEX after).
         """
         out = {}
         enc, enc_lengths = self.encode(batch.feats, batch.feat_lengths, deterministic)
@@ -123,6 +136,15 @@ class FunASRNano(nn.Module):
                                           ("batch", "length", "vocab"))
         if self.cfg.bestrq.enabled and self.is_initializing():  # create the heads' params
             self.bestrq_outputs(batch.feats, batch.feat_lengths)
+        if self.cfg.aed.enabled and (with_aed or self.is_initializing()):
+            sos_eos = self.cfg.ctc.blank
+            if batch.ctc_labels is None:  # initialisation from a dummy batch: one eos-only target
+                labels, lengths = jnp.zeros((enc.shape[0], 1), jnp.int32), jnp.zeros((enc.shape[0],), jnp.int32)
+            else:
+                labels, lengths = batch.ctc_labels, batch.ctc_label_lengths
+            ys_in, ys_out, in_lengths = decoder_io(labels, lengths, sos_eos)
+            out["aed_logits"] = self.aed_logits(enc, enc_lengths, ys_in, in_lengths, deterministic)
+            out["aed_targets"] = ys_out
         return out
 
 

@@ -98,3 +98,15 @@ def assert_close_valid(got, ref, lengths, what: str, rel: float = 1e-4) -> float
     print(f"{what}: max|d| = {err:.3e}  (max|ref| = {mag:.3e}, tol = {tol:.3e})")
     assert np.isfinite(err) and err <= tol, f"{what}: max |delta| {err:.3e} > tol {tol:.3e} (max|ref| {mag:.3e})"
     return err
+
+
+def transformer_decoder(vocab_size, size, attention_heads=4, linear_units=64, num_blocks=2, seed=0):
+    """FunASR's AED `TransformerDecoder` (pre-LN), random weights, dropout off."""
+    from funasr.models.transformer.decoder import TransformerDecoder
+
+    torch.manual_seed(seed)
+    dec = TransformerDecoder(vocab_size=vocab_size, encoder_output_size=size, attention_heads=attention_heads,
+                             linear_units=linear_units, num_blocks=num_blocks, dropout_rate=0.0,
+                             positional_dropout_rate=0.0, self_attention_dropout_rate=0.0,
+                             src_attention_dropout_rate=0.0)
+    return randomize_(dec, seed)
