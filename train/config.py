@@ -60,16 +60,18 @@ class StageConfig:
     llm_weight: float = 1.0  # weight of the LLM cross-entropy (0 skips the LLM forward)
     ctc_weight: float = 0.0  # weight of the CTC loss on the CTC head
     bestrq_weight: float = 0.0  # weight of the Best-RQ masked-prediction loss (needs model.bestrq.enabled)
+    aed_weight: float = 0.0  # weight of the AED decoder's loss (needs model.aed.enabled)
 
     def validate(self):
         if self.kind not in ("sft", "grpo"):
             raise ConfigError(f"stage.kind must be 'sft' or 'grpo', got {self.kind!r}")
         if not self.trainable:
             raise ConfigError("stage.trainable is empty: nothing would be trained")
-        weights = (self.llm_weight, self.ctc_weight, self.bestrq_weight)
+        weights = (self.llm_weight, self.ctc_weight, self.bestrq_weight, self.aed_weight)
         if min(weights) < 0 or sum(weights) == 0:
-            raise ConfigError("stage.llm_weight, stage.ctc_weight and stage.bestrq_weight must be >= 0 and not all 0")
-        known = ("audio_encoder", "audio_adaptor", "llm", "ctc_decoder", "ctc", "bestrq_head", "*")
+            raise ConfigError("stage.llm_weight, stage.ctc_weight, stage.bestrq_weight and stage.aed_weight must be "
+                              ">= 0 and not all 0")
+        known = ("audio_encoder", "audio_adaptor", "llm", "ctc_decoder", "ctc", "bestrq_head", "aed_decoder", "*")
         for p in self.trainable:
             if p.split("/")[0].split(":")[0] not in known:
                 raise ConfigError(f"stage.trainable: {p!r} names no model part (one of {known})")
@@ -240,6 +242,10 @@ class TrainConfig:
             raise ConfigError("stage.bestrq_weight > 0 but model.bestrq.enabled is false")
         if self.stage.bestrq_weight > 0 and self.stage.kind != "sft":
             raise ConfigError(f"stage.bestrq_weight > 0 needs stage.kind 'sft' (teacher-forced losses), got {self.stage.kind!r}")
+        if self.stage.aed_weight > 0 and not self.model.aed.enabled:
+            raise ConfigError("stage.aed_weight > 0 but model.aed.enabled is false")
+        if self.stage.aed_weight > 0 and self.stage.kind != "sft":
+            raise ConfigError(f"stage.aed_weight > 0 needs stage.kind 'sft' (teacher-forced losses), got {self.stage.kind!r}")
         if any(p.endswith(":lora") for p in self.stage.trainable) and self.model.llm.lora.rank <= 0:
             raise ConfigError("stage.trainable uses 'llm:lora' but model.llm.lora.rank is 0")
         if self.stage.kind == "grpo" and self.optim.accum_steps != 1:

@@ -42,13 +42,13 @@ class StopRequested(Exception):
 
 
 def merged_model_config(cfg: TrainConfig, source_cfg):
-    """Architecture from the init source; LoRA, the Best-RQ heads, dtype, attention, remat, matmul precision and layer scanning from this run."""
+    """Architecture from the init source; LoRA, the Best-RQ / AED heads, dtype, attention, remat, matmul precision and layer scanning from this run."""
     if source_cfg is None:
         return cfg.model
     run = cfg.model
     llm = dataclasses.replace(source_cfg.llm, lora=run.llm.lora)
     ctc = dataclasses.replace(source_cfg.ctc, detach_encoder=run.ctc.detach_encoder)
-    return source_cfg.replace(llm=llm, ctc=ctc, bestrq=run.bestrq, dtype=run.dtype, attention_impl=run.attention_impl,
+    return source_cfg.replace(llm=llm, ctc=ctc, bestrq=run.bestrq, aed=run.aed, dtype=run.dtype, attention_impl=run.attention_impl,
                               ctc_loss_impl=run.ctc_loss_impl, remat=run.remat,
                               matmul_precision=run.matmul_precision, scan_layers=run.scan_layers)
 
@@ -270,6 +270,9 @@ def _summarise(window, step, cfg) -> dict:
         row["llm_acc"] = s["llm_correct"] / s["llm_count"]
     if s.get("ctc_count"):
         row["ctc_loss"] = s["ctc_sum"] / s["ctc_count"]
+    if s.get("aed_count"):
+        row["aed_loss"] = s["aed_sum"] / s["aed_count"]
+        row["aed_acc"] = s["aed_correct"] / s["aed_count"]
     if s.get("bestrq_count"):
         row["bestrq_loss"] = s["bestrq_sum"] / s["bestrq_count"]
         row["bestrq_acc"] = s["bestrq_correct"] / s["bestrq_count"]
@@ -290,10 +293,11 @@ GRPO_MEANS = ("reward", "kl", "clip_frac", "ratio", "entropy", "out_len", "adv_a
 
 
 def _evaluate(cfg: TrainConfig, model_cfg, params, data, log, step, final=False):
-    """Decoded dev error rates (LLM decoding, or CTC greedy for CTC-only stages; none for Best-RQ alone)."""
-    if cfg.stage.llm_weight == 0 and cfg.stage.ctc_weight == 0:
+    """Decoded dev error rates (LLM decoding; AED greedy for an AED stage; CTC greedy for CTC-only stages;
+    none for Best-RQ alone)."""
+    if cfg.stage.llm_weight == 0 and cfg.stage.ctc_weight == 0 and cfg.stage.aed_weight == 0:
         return {}  # a Best-RQ-only stage has no decoder to score (its masked-prediction loss is in metrics.jsonl)
-    mode = "llm" if cfg.stage.llm_weight > 0 else "ctc"
+    mode = "llm" if cfg.stage.llm_weight > 0 else "aed" if cfg.stage.aed_weight > 0 else "ctc"
     files = cfg.data.dev_files
     if not files:
         return {}

@@ -39,6 +39,8 @@ class Progress:
             parts.append(f"acc {row['llm_acc']:.3f}")
         if "ctc_loss" in row:
             parts.append(f"ctc {row['ctc_loss']:.3f}")
+        if "aed_loss" in row:
+            parts.append(f"aed {row['aed_loss']:.3f} (acc {row['aed_acc']:.3f})")
         if "bestrq_loss" in row:
             parts.append(f"bestrq {row['bestrq_loss']:.3f} (acc {row['bestrq_acc']:.3f})")
         if "reward" in row:  # a grpo stage
@@ -81,7 +83,7 @@ def plot_curves(metrics_path, png_path) -> Path | None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     rl = any("reward" in r for r in train)
     keys = ["reward"] + sorted({k for r in train for k in r if k.startswith("r/")}) if rl else \
-        ["loss", "llm_loss", "ctc_loss", "bestrq_loss"]
+        ["loss", "llm_loss", "ctc_loss", "bestrq_loss", "aed_loss"]
     for key in keys:
         pts = [(r["step"], r[key]) for r in train if key in r]
         if pts:

@@ -66,7 +66,8 @@ class StageParts:
 
 def loss_weights(cfg: TrainConfig) -> LossWeights:
     return LossWeights(llm=cfg.stage.llm_weight, ctc=cfg.stage.ctc_weight, ctc_blank=cfg.model.ctc.blank,
-                       ctc_impl=cfg.model.ctc_loss_impl, bestrq=cfg.stage.bestrq_weight)
+                       ctc_impl=cfg.model.ctc_loss_impl, bestrq=cfg.stage.bestrq_weight,
+                       aed=cfg.stage.aed_weight, aed_smoothing=cfg.model.aed.label_smoothing)
 
 
 def stage_parts(cfg: TrainConfig, *, total_steps: int | None = None) -> StageParts:

@@ -18,6 +18,7 @@ import optax
 
 from funasr_jax.models.batch import IGNORE_INDEX, Batch
 from funasr_jax.models.funasr import FunASRNano
+from funasr_jax.models.aed import label_smoothing_loss
 from funasr_jax.models.bestrq import bestrq_loss
 from funasr_jax.models.losses import ctc_branch_loss, llm_cross_entropy
 
@@ -29,6 +30,8 @@ class LossWeights:
     ctc_blank: int
     ctc_impl: str | None = None
     bestrq: float = 0.0  # weight of the Best-RQ masked-prediction loss (model.bestrq.enabled)
+    aed: float = 0.0  # weight of the AED decoder's label-smoothed loss (model.aed.enabled)
+    aed_smoothing: float = 0.1
 
 
 def batch_counts(batch: Batch) -> dict[str, float]:
@@ -55,10 +58,10 @@ def loss_fn(params, batch: Batch, rng, norm, *, model: FunASRNano, weights: Loss
         b = bestrq_loss(rq["logits"], rq["targets"], rq["mask"], batch.weight)
         total += weights.bestrq * b["loss"]
         metrics.update(bestrq_sum=b["sum"], bestrq_count=b["count"], bestrq_correct=b["correct"])
-        if weights.llm == 0 and weights.ctc == 0:
+        if weights.llm == 0 and weights.ctc == 0 and weights.aed == 0:
             return total, metrics
     out = model.apply({"params": params}, batch, deterministic=deterministic, with_llm=weights.llm > 0,
-                      with_ctc=weights.ctc > 0, rngs={"dropout": rng})
+                      with_ctc=weights.ctc > 0, with_aed=weights.aed > 0, rngs={"dropout": rng})
     if weights.llm > 0:
         ce = llm_cross_entropy(out["logits"], batch.labels, batch.weight)
         total += weights.llm * ce["sum"] / norm["tokens"]
@@ -68,6 +71,10 @@ def loss_fn(params, batch: Batch, rng, norm, *, model: FunASRNano, weights: Loss
                             blank_id=weights.ctc_blank, row_weight=batch.weight, implementation=weights.ctc_impl)
         total += weights.ctc * c["sum"] / norm["utts"]
         metrics.update(ctc_sum=c["sum"], ctc_count=c["count"])
+    if weights.aed > 0:  # FunASR: summed over tokens, divided by the utterances (length_normalized_loss false)
+        a = label_smoothing_loss(out["aed_logits"], out["aed_targets"], weights.aed_smoothing, batch.weight)
+        total += weights.aed * a["sum"] / norm["utts"]
+        metrics.update(aed_sum=a["sum"], aed_count=a["count"], aed_correct=a["correct"])
     return total, metrics
 
 

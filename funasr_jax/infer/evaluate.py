@@ -105,7 +105,8 @@ def main(argv=None):
     p.add_argument("--checkpoint", required=True, help="funasr-jax checkpoint / run dir / Fun-ASR dir")
     p.add_argument("--data", required=True, nargs="+", help="JSONL manifest(s)")
     p.add_argument("--out", help="write hypotheses as JSONL here")
-    p.add_argument("--mode", choices=["llm", "ctc"], default="llm")
+    p.add_argument("--mode", choices=["llm", "ctc", "aed"], default="llm",
+                   help="llm: the LLM decoder; ctc: CTC greedy; aed: the AED decoder of an AED pre-training run")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--max-utts", type=int, default=0)

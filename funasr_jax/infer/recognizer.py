@@ -31,13 +31,14 @@ from funasr_jax.audio.activity import frame_grid, speech_segments
 from funasr_jax.audio.frontend import FrontendConfig, extract_features, load_cmvn
 from funasr_jax.audio.io import load_audio
 from funasr_jax.data.rows import pad_batch, pad_feats
+from funasr_jax.decode.aed_search import aed_decode
 from funasr_jax.decode.beam import beam_search
 from funasr_jax.decode.generate import CausalDecoder, greedy_generate
 from funasr_jax.io.checkpoint import META_FILE, TRAIN_CONFIG_FILE, CheckpointError, LoadedModel, load_model
 from funasr_jax.models.batch import AUDIO_PLACEHOLDER_ID
 from funasr_jax.models.config import FunASRConfig, audio_token_count
 from funasr_jax.models.ctc_head import ctc_greedy
-from funasr_jax.models.funasr import FunASRNano, llm_module
+from funasr_jax.models.funasr import FunASRNano, aed_module, llm_module
 from funasr_jax.text.hotwords import HotwordIndex
 from funasr_jax.text.join import join_texts
 from funasr_jax.text.prompt import (
@@ -67,6 +68,12 @@ def prompt_embeds(model: FunASRNano, params, feats, feat_lengths, input_ids, aud
         return module.embed_prompt(input_ids, adapted, audio_start, audio_tokens)
 
     return model.apply({"params": params}, feats, feat_lengths, input_ids, audio_start, audio_tokens, method=f)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def encoder_outputs(model: FunASRNano, params, feats, feat_lengths):
+    """Encoder output [B, T, D_enc] and lengths [B] from features."""
+    return model.apply({"params": params}, feats, feat_lengths, method=FunASRNano.encode)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -379,6 +386,17 @@ class Recognizer:
         feats, lengths = self.pad_feats(feats_list)
         return self._ctc_texts(np.asarray(ctc_log_probs(self.model, self.params, feats, lengths)), lengths)
 
+    def decode_aed(self, feats_list: Sequence[np.ndarray], max_new_tokens: int = 128) -> list[str]:
+        """AED transcripts (a model with `model.aed.enabled`): greedy, or beam search with `beam`."""
+        if not self.cfg.aed.enabled or self.ctc_vocab is None:
+            raise ValueError("AED decoding needs a model with the AED decoder (model.aed.enabled) and a CTC vocabulary")
+        feats, lengths = self.pad_feats(feats_list)
+        enc, enc_lengths = encoder_outputs(self.model, self.params, feats, lengths)
+        ids, _, _ = aed_decode(aed_module(self.cfg), self.params["aed_decoder"], enc, enc_lengths, sos_eos=self.cfg.ctc.blank,
+                               beam=self.beam, max_new_tokens=max_new_tokens, length_penalty=self.length_penalty,
+                               row_max_new_tokens=self.token_limits([len(f) for f in feats_list], max_new_tokens))
+        return [" ".join(self.ctc_vocab.decode(s).split()) for s in ids]
+
     def _ctc_texts(self, logp: np.ndarray, lengths) -> list[str]:
         seqs = ctc_greedy(logp, lengths, self.cfg.ctc.blank)
         return [" ".join(self.ctc_vocab.decode(list(s)).split()) for s in seqs]
@@ -404,12 +422,14 @@ class Recognizer:
         prompt). Every waveform is split by `speech_segments`; the segments of all waveforms are
         decoded `batch_size` at a time, shortest first (features are computed per batch, so
         memory stays bounded by the segment length), and joined per waveform (`join_texts`).
-        mode: "llm" (greedy / joint LLM decoding) or "ctc" (CTC greedy).
+        mode: "llm" (greedy / joint LLM decoding), "ctc" (CTC greedy) or "aed" (the AED decoder).
         hotwords / contexts: per waveform (or None): a `HotwordIndex` searched per segment with
           its CTC hypothesis, and a `Context` (previous transcript, passages) for every segment.
         """
-        if mode not in ("llm", "ctc"):
-            raise ValueError(f"mode must be 'llm' or 'ctc', got {mode!r}")
+        if mode not in ("llm", "ctc", "aed"):
+            raise ValueError(f"mode must be 'llm', 'ctc' or 'aed', got {mode!r}")
+        if mode == "aed" and (not self.cfg.aed.enabled or self.ctc_vocab is None):
+            raise ValueError("AED decoding needs a model with the AED decoder (model.aed.enabled) and a CTC vocabulary")
         if mode == "ctc" and (not self.cfg.ctc.enabled or self.ctc_vocab is None):
             raise ValueError("CTC decoding needs a model with the CTC branch and a CTC vocabulary")
         if len(instructions) != len(waves) or (systems is not None and len(systems) != len(waves)):
@@ -432,6 +452,8 @@ class Recognizer:
             feats = [self.features(np.asarray(waves[i][a:b], np.float32)) for i, _, a, b in chunk]
             if mode == "ctc":
                 hyps, first = self.decode_ctc(feats), None
+            elif mode == "aed":
+                hyps, first = self.decode_aed(feats, max_new_tokens), None
             else:
                 hyps, first = self.decode_llm_with_first_pass(
                     [Utterance(f, instructions[i], systems[i], hotwords=hotwords[i],

@@ -129,8 +129,8 @@ class AEDConfig:
 
     Its width is the encoder's output size and its vocabulary the CTC vocabulary (start / end =
     the CTC blank id). label_smoothing: the mass spread over the other classes (FunASR
-    LabelSmoothingLoss); length_normalized_loss: divide the summed loss by the scored tokens
-    instead of the utterances (FunASR `length_normalized_loss`).
+    LabelSmoothingLoss). The loss is summed over tokens and divided by the utterances of the step
+    (FunASR's `length_normalized_loss: false`).
     """
 
     enabled: bool = False  # FunASRNano grows the `aed_decoder` (an AED stage's model)
@@ -141,9 +141,8 @@ class AEDConfig:
     positional_dropout_rate: float = 0.1
     attention_dropout_rate: float = 0.0
     label_smoothing: float = 0.1
-    length_normalized_loss: bool = False
 
-    def validate(self, width: int) -> None:
+    def check(self, width: int) -> None:
         for name in ("num_blocks", "attention_heads", "linear_units"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.aed.{name} must be >= 1, got {getattr(self, name)}")
@@ -205,7 +204,7 @@ class FunASRConfig:
             if not self.ctc.enabled:
                 raise ValueError("model.aed.enabled needs model.ctc.enabled: the AED decoder predicts CTC-vocabulary "
                                  "ids (the CTC branch defines the vocabulary and the start/end id)")
-            self.aed.validate(e.output_size)
+            self.aed.check(e.output_size)
         parse_remat(self.remat)  # RematConfigError (a ValueError) naming model.remat
         check_matmul_precision(self.matmul_precision)
         return self

@@ -154,6 +154,11 @@ def llm_module(cfg: FunASRConfig) -> Qwen3ForCausalLM:
                             matmul_precision=cfg.matmul_precision, scan_layers=cfg.scan_layers)
 
 
+def aed_module(cfg: FunASRConfig) -> AEDDecoder:
+    """The model's AED decoder as a standalone module (for decoding over `params["aed_decoder"]`)."""
+    return AEDDecoder(cfg.aed, cfg.encoder.output_size, cfg.ctc.vocab_size, dtype=jnp.dtype(cfg.dtype))
+
+
 def init_params(cfg: FunASRConfig, rng, batch: int = 1, frames: int = 16, tokens: int = 24):
     """Random f32 params for `cfg` (a nested dict, without the 'params' wrapper)."""
     model = FunASRNano(cfg)

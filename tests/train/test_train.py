@@ -20,7 +20,7 @@ from helpers.train import DEMO, small_manifest, tiny_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["sft1", "sft2", "sft3", "sft4", "sft5", "ctc_warmup", "sft_full", "sft_llm", "hotword_sft", "ctx_sft",
-          "stream_sft", "bestrq"]
+          "stream_sft", "bestrq", "aed"]
 FIRST_PASS_STAGES = ("sft_llm", "hotword_sft", "ctx_sft", "stream_sft")  # prompts carry the CTC first pass
 
 
