@@ -35,6 +35,14 @@ keyword recall and accuracy) goes to `test_scores.json` under "rl". A stage whos
 already holds a finished run of the same length (its summary.json) is reused, not retrained, so
 `--rl` after a plain quickstart in the same `--out` trains only the RL stage.
 
+With `--pretrain`, the encoder stages become the recipe's encoder pre-training (§4.1) at about the
+same wall time as ctc_seed + ctc_warmup: bestrq (Best-RQ on the training audio, transcripts not
+read, BESTRQ_STEPS of 16) -> aed_seed (AED + joint CTC on the 96 seed utterances, the seed
+curriculum's steps) -> aed (AED + joint CTC on the whole split, AED_STEPS of 32, fewer than
+ctc_warmup's because a step also runs the attention decoder); the first pass, llm_text and
+sft_llm then follow from the aed run as they do from ctc_warmup, and the test split is decoded
+the same three ways plus the AED decoder of the aed run ("aed" in `test_scores.json`).
+
 With `--hotwords`, a hotword SFT stage (configs/hotword_sft.py) follows sft_llm and the test split
 is decoded without hotwords and with each utterance's own hotwords among 0 / 100 / 1,000
 distractors (`train.hotword_demo`): error, keyword accuracy and recall overall, per subset and
@@ -63,11 +71,17 @@ from train.main import load_config
 
 # Steps per stage and the data settings the quickstart gives each (see the README for the why).
 SEED_UTTS, SEED_STEPS, CTC_STEPS, TEXT_STEPS, LLM_STEPS, RL_STEPS, HOTWORD_STEPS = 96, 500, 800, 400, 600, 150, 2000
+BESTRQ_STEPS, AED_STEPS = 300, 600  # --pretrain: ~ the wall time of ctc_seed + ctc_warmup in all
 STAGE_DATA = {
     "ctc_seed": {"data.batch_size": 8, "data.noise_prob": 0.0, "data.max_train_utts": SEED_UTTS,
                  "optim.warmup_steps": 50},
     "ctc_warmup": {"data.batch_size": 32, "optim.lr": 4e-3, "data.noise_prob": 0.2, "data.zero_pad_prob": 0.5,
                    "optim.warmup_steps": 50},
+    "bestrq": {"data.batch_size": 16, "data.noise_prob": 0.0},
+    "aed_seed": {"data.batch_size": 8, "data.noise_prob": 0.0, "data.max_train_utts": SEED_UTTS,
+                 "optim.warmup_steps": 50},
+    "aed": {"data.batch_size": 32, "optim.lr": 4e-3, "data.noise_prob": 0.2, "data.zero_pad_prob": 0.5,
+            "optim.warmup_steps": 50},
     "llm_text": {"data.batch_size": 32, "run.eval_at_end": False},
     "sft_llm": {"data.batch_size": 8, "data.noise_prob": 0.2, "data.zero_pad_prob": 0.5,
                 "optim.warmup_steps": 50},
@@ -149,6 +163,8 @@ def main(argv=None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count")
     p.add_argument("--eval-utts", type=int, default=0, help="0 = the whole test split")
     p.add_argument("--rl", action="store_true", help="add the GRPO stage and report the test split before / after it")
+    p.add_argument("--pretrain", action="store_true",
+                   help="encoder pre-training (Best-RQ -> AED) in place of the CTC seed / warm-up stages")
     p.add_argument("--hotwords", action="store_true",
                    help="add hotword SFT and report keyword recall / accuracy with 0 / 100 / 1,000 distractors")
     args = p.parse_args(argv)
@@ -171,12 +187,17 @@ def main(argv=None) -> int:
                         "steps_per_s": round(n / (time.time() - t), 2)}
         return cfg
 
-    seed = run_stage("ctc_seed", SEED_STEPS, None, config="ctc_warmup", **{"run.out_dir": str(out / "ctc_seed")})
-    warm = run_stage("ctc_warmup", CTC_STEPS, seed.run.out_dir)
+    if args.pretrain:
+        rq = run_stage("bestrq", BESTRQ_STEPS, None)
+        seed = run_stage("aed_seed", SEED_STEPS, rq.run.out_dir, config="aed", **{"run.out_dir": str(out / "aed_seed")})
+        warm = run_stage("aed", AED_STEPS, seed.run.out_dir)
+    else:
+        seed = run_stage("ctc_seed", SEED_STEPS, None, config="ctc_warmup", **{"run.out_dir": str(out / "ctc_seed")})
+        warm = run_stage("ctc_warmup", CTC_STEPS, seed.run.out_dir)
     print("== first pass: CTC hypotheses of the training split", file=sys.stderr)
     t = time.time()
     fp_files = [str(out / "first_pass" / Path(f).name) for f in warm.data.train_files]
-    if timing["ctc_warmup"].get("reused") and all(Path(f).exists() for f in fp_files):
+    if timing[warm.stage.name].get("reused") and all(Path(f).exists() for f in fp_files):
         fp = {"files": fp_files}  # written by the run that trained this ctc_warmup
     else:
         fp = write_first_pass_manifests(Recognizer.from_checkpoint(warm.run.out_dir), warm.data.train_files,
@@ -194,6 +215,12 @@ def main(argv=None) -> int:
                 for sub in sorted({ex.subset for ex in examples if ex.target})}
     results = evaluate_test(cfg.run.out_dir, examples, coverage, out)
     timing["test_decode"] = {"wall_s": round(time.time() - t, 1)}
+    if args.pretrain:  # the AED decoder of the pre-trained encoder, on its own
+        rows, table, info = evaluate_examples(Recognizer.from_checkpoint(warm.run.out_dir), examples, mode="aed",
+                                              batch_size=32, max_new_tokens=64)
+        results["aed"] = {"breakdown": table, **info,
+                          "per_subset": {sub: breakdown([r for r in rows if r.get("subset") == sub
+                                                         and not is_noise_only(r)]) for sub in coverage}}
     rl = None
     if args.rl:
         rl_cfg = run_stage("grpo", RL_STEPS, cfg.run.out_dir, **{"data.train_files": tuple(fp["files"])})
@@ -216,7 +243,9 @@ def main(argv=None) -> int:
                                                      indent=2, ensure_ascii=False))
     titles = {"ctc": "CTC head (greedy)", "llm": "LLM decoder (greedy, first pass in the prompt)",
               "joint": f"LLM decoder + CTC prefix scores (weight {results['joint']['ctc_weight']})"}
-    for label in ("ctc", "llm", "joint"):
+    if "aed" in results:
+        titles["aed"] = f"AED decoder of {warm.run.out_dir} (greedy)"
+    for label in [k for k in ("aed", "ctc", "llm", "joint") if k in results]:
         print(f"test split, {titles[label]}:")
         print(format_table(results[label]["breakdown"], results[label]))
         for sub, table in results[label]["per_subset"].items():

@@ -59,3 +59,25 @@ def test_quickstart_chain_runs(tmp_path):
     hw_cfg = json.loads((out / "hotword_sft" / "train_config.json").read_text())
     assert hw_cfg["data"]["hotword_prompt"] and hw_cfg["run"]["init_from"] == str(out / "sft_llm")
     assert "test split without / with hotwords" in r.stdout
+
+
+def test_quickstart_pretrain_chain_runs(tmp_path):
+    """--pretrain: bestrq -> aed_seed -> aed replace the CTC stages; the AED decoder is scored too."""
+    out = tmp_path / "qs"
+    r = subprocess.run([sys.executable, "-m", "train.quickstart", "--out", str(out), "--scale", "0.001",
+                        "--eval-utts", "4", "--pretrain"], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    scores = json.loads((out / "test_scores.json").read_text())
+    assert set(scores["results"]) == {"joint", "llm", "ctc", "aed"}
+    assert scores["results"]["aed"]["utterances"] == 4
+    assert {"bestrq", "aed_seed", "aed", "llm_text", "sft_llm"} <= set(scores["timing"])
+    assert "ctc_seed" not in scores["timing"]
+    chain = {name: json.loads((out / name / "train_config.json").read_text()) for name in ("bestrq", "aed_seed", "aed",
+                                                                                          "llm_text")}
+    assert chain["bestrq"]["run"]["init_from"] is None and chain["bestrq"]["model"]["bestrq"]["enabled"]
+    assert chain["aed_seed"]["run"]["init_from"] == str(out / "bestrq")
+    assert chain["aed_seed"]["data"]["max_train_utts"] == 96 and chain["aed_seed"]["stage"]["aed_weight"] > 0
+    assert chain["aed"]["run"]["init_from"] == str(out / "aed_seed")
+    assert chain["llm_text"]["run"]["init_from"] == str(out / "aed")
+    assert "AED decoder of" in r.stdout
