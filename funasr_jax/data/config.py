@@ -25,6 +25,9 @@ class DataConfig:
       before/after each ~ U(0, zero_pad_max_s) s, scaled down to fit the bucket.
     speed_factors: () for none, else one factor drawn uniformly per utterance and epoch.
     on_error: 'skip' (bad manifest lines / audio become warnings) or 'raise'.
+    require_transcripts: False lets the training manifests hold unlabelled lines (no assistant
+      message; `python -m funasr_jax.audio_list`), for a stage whose loss reads no transcript
+      (Best-RQ); their LLM / CTC targets are then empty.
     num_workers: grain worker processes (0 = in-process); num_threads / prefetch_buffer:
       grain threads and prefetched batches per process.
     instruction_override: None -> each example's manifest instruction; a string -> used for all.
@@ -85,6 +88,7 @@ class DataConfig:
     zero_pad_max_s: float = 1.0
     speed_factors: tuple[float, ...] = ()
     on_error: str = "skip"
+    require_transcripts: bool = True
     seed: int = 0
     shuffle: bool = True
     drop_remainder: bool = False

@@ -63,7 +63,7 @@ def read_train_examples(cfg: DataConfig) -> list[Example]:
     """The examples of cfg.train_files (bad lines per cfg.on_error); the first cfg.max_train_utts if > 0."""
     if not cfg.train_files:
         raise ValueError("DataConfig.train_files: no training manifests given")
-    examples = read_manifests(cfg.train_files, on_error=cfg.on_error)
+    examples = read_manifests(cfg.train_files, on_error=cfg.on_error, labelled=cfg.require_transcripts)
     return examples[: cfg.max_train_utts] if cfg.max_train_utts else examples
 
 

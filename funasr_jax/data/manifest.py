@@ -12,7 +12,11 @@ One JSON object per line (fun-asr-nano.md §6.3, §6.6; FunASR `docs/finetune.md
 `speech_length` counts 10 ms fbank frames (used only for length bucketing), `text_length`
 counts LLM tokens; `first_pass` is an optional first-pass (CTC) hypothesis of the utterance
 (`python -m funasr_jax.first_pass` writes it) that a data config with `first_pass_prompt`
-puts into the prompt. Only single-turn lines (one user + one assistant message, optional system)
+puts into the prompt. A line without an assistant message is *unlabelled* (`target` None): only
+a reader that asks for them (`read_manifests(labelled=False)`, the trainer with
+`data.require_transcripts=false`, i.e. Best-RQ) accepts it; any other reader stops at it naming
+file:line, so audio without transcripts never trains a stage as if its transcript were "".
+`python -m funasr_jax.audio_list` writes such lines from a list of audio files. Only single-turn lines (one user + one assistant message, optional system)
 are supported. Relative audio paths are resolved against the folder of the JSONL file.
 
 Every problem raises `ManifestError` whose message starts with `file:line:` and names the
@@ -72,7 +76,7 @@ class Example:
     audio_path: str
     system: str
     instruction: str
-    target: str
+    target: str | None  # None: an unlabelled line (no assistant message)
     language: str | None
     hotwords: tuple[str, ...]
     subset: str | None
@@ -164,9 +168,9 @@ def parse_line(text: str, source: str, line: int) -> Example | None:
         if not isinstance(content, str):
             raise _fail(where, f"field 'messages[{i}].content' must be a string, got {type(content).__name__}")
         by_role[role].append(content)
-    for role in ("user", "assistant"):
-        if len(by_role[role]) != 1:
-            raise _fail(where, f"field 'messages' needs exactly one '{role}' message, found {len(by_role[role])}"
+    for role, n_ok in (("user", (1,)), ("assistant", (0, 1))):
+        if len(by_role[role]) not in n_ok:
+            raise _fail(where, f"field 'messages' needs {'exactly' if role == 'user' else 'at most'} one '{role}' message, found {len(by_role[role])}"
                                " (multi-turn lines are not supported)")
     if len(by_role["system"]) > 1:
         raise _fail(where, f"field 'messages' has {len(by_role['system'])} 'system' messages; at most one allowed")
@@ -209,7 +213,7 @@ def parse_line(text: str, source: str, line: int) -> Example | None:
         path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(source)), path))
     return Example(
         key=str(key), audio_path=path, system=system, instruction=instruction,
-        target=by_role["assistant"][0], language=language, hotwords=tuple(hotwords),
+        target=by_role["assistant"][0] if by_role["assistant"] else None, language=language, hotwords=tuple(hotwords),
         subset=subset, speech_length=speech_length, source=source, line=line,
         text_length=text_length, first_pass=first_pass,
         audio_end_ms=None if audio_end_ms is None else float(audio_end_ms),
@@ -223,7 +227,7 @@ def read_manifest(path: str | os.PathLike, on_error: str = "raise",
 
 
 def read_manifests(paths: Iterable[str | os.PathLike] | str | os.PathLike, on_error: str = "raise",
-                   stats: ManifestStats | None = None) -> list[Example]:
+                   stats: ManifestStats | None = None, labelled: bool = True) -> list[Example]:
     """Reads JSONL manifests in order.
 
     Args:
@@ -231,6 +235,8 @@ def read_manifests(paths: Iterable[str | os.PathLike] | str | os.PathLike, on_er
       on_error: 'raise' -> the first bad line raises ManifestError; 'skip' -> each bad line
         is logged as one warning (naming file:line and the field) and dropped.
       stats: optional `ManifestStats` that receives line / example / skip counts.
+      labelled: True -> an unlabelled line (no assistant message) is a bad line (ManifestError
+        naming file:line); False -> it is read with target None (Best-RQ pre-training).
     Returns: the examples, in file then line order.
     """
     if on_error not in ("raise", "skip"):
@@ -249,6 +255,9 @@ def read_manifests(paths: Iterable[str | os.PathLike] | str | os.PathLike, on_er
                 stats.lines += 1
                 try:
                     ex = parse_line(text, src, lineno)
+                    if labelled and ex is not None and ex.target is None:
+                        raise _fail(f"{src}:{lineno}", "no 'assistant' message: an unlabelled line (no transcript); "
+                                    "only a stage with data.require_transcripts=false (bestrq) reads these")
                 except ManifestError as e:
                     if on_error == "raise":
                         raise

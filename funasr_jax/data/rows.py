@@ -197,11 +197,11 @@ def count_tokens(cfg: DataConfig, examples: Sequence[Example], tokenizer, ctc_vo
         if key not in piece_cache:
             before, after = prompt_pieces(*key)
             piece_cache[key] = len(tokenizer.encode(before)) + len(tokenizer.encode(after))
-        n_tgt = len(tokenizer.encode(f"{ex.target}<|im_end|>"))
+        n_tgt = len(tokenizer.encode(f"{ex.target or ''}<|im_end|>"))
         target.append(n_tgt)
         text.append(piece_cache[key] + n_tgt)
         if ctc_vocab is not None:
-            ctc.append(len(ctc_vocab.encode(ex.target)))
+            ctc.append(len(ctc_vocab.encode(ex.target or "")))
     ctc_arr = np.asarray(ctc, np.int64) if ctc_vocab is not None else None
     return np.asarray(text, np.int64), np.asarray(target, np.int64), ctc_arr
 
@@ -229,7 +229,7 @@ class BatchLoader:
         self._noise_cache = SharedCache(max_items=64)
         self._wave_cache = SharedCache(max_bytes=cfg.audio_cache_mb * MIB)
         self._feature_cache = SharedCache(max_bytes=cfg.feature_cache_mb * MIB)
-        self._units = TextUnits.of(ex.target for ex in self.examples) if cfg.first_pass_noise else None
+        self._units = TextUnits.of(ex.target or "" for ex in self.examples) if cfg.first_pass_noise else None
         if cfg.spec_freq_masks and cfg.spec_freq_mask_bins > self.frontend_cfg.n_mels:
             raise ValueError(f"DataConfig.spec_freq_mask_bins: at most the {self.frontend_cfg.n_mels} mel bins "
                              f"of the front end, got {cfg.spec_freq_mask_bins}")
@@ -317,7 +317,7 @@ class BatchLoader:
         context = self.contexts.of(i) if self.contexts.active else None
 
         def build(first_pass=None):
-            return build_prompt(self.tokenizer, system=ex.system, n_audio=n_audio, target=ex.target,
+            return build_prompt(self.tokenizer, system=ex.system, n_audio=n_audio, target=ex.target or "",
                                 instruction=example_instruction(self.cfg, ex, first_pass, context))
 
         if self._units is not None and ex.first_pass:
@@ -362,7 +362,7 @@ class BatchLoader:
                 raise DataError(f"{ex.where}: {len(p.input_ids)} tokens exceed the planned {lt}")
             feats[r], prompts[r], index[r], seconds[r] = f, p, i, n_samples / SAMPLE_RATE
             if self.ctc_vocab is not None:
-                ctc[r] = list(self.ctc_vocab.encode(ex.target))
+                ctc[r] = list(self.ctc_vocab.encode(ex.target or ""))
         return pad_batch(feats, prompts, pad_id=self.tokenizer.pad_id, feat_length=1 if self.cfg.text_only else edge,
                          token_length=lt,
                          feat_dim=self.frontend_cfg.feature_dim,
