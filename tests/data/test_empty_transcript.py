@@ -50,7 +50,7 @@ def test_manifest_accepts_empty_but_not_missing_or_non_string(manifest, tmp_path
         good = json.loads(f.readline())
     no_assistant = {**good, "messages": good["messages"][:2]}
     not_string = {**good, "messages": good["messages"][:2] + [{"role": "assistant", "content": None}]}
-    for obj, field in [(no_assistant, "exactly one 'assistant' message"), (not_string, "messages[2].content")]:
+    for obj, field in [(no_assistant, "no 'assistant' message: an unlabelled line"), (not_string, "messages[2].content")]:
         p = tmp_path / "bad.jsonl"
         p.write_text(json.dumps(good) + "\n" + json.dumps(obj) + "\n", encoding="utf-8")
         with pytest.raises(ManifestError, match=rf"^{re.escape(str(p))}:2: .*{re.escape(field)}"):

@@ -100,11 +100,19 @@ def _memory(seed, lengths, t=8):
     return jnp.asarray(padded_batch(lengths, t, D, seed=seed, scale=2.0)), jnp.asarray(lengths)
 
 
-def _teacher_scores(dec, params, memory, lengths, prefix, sos):
-    """log p(next | prefix) [V] for one utterance by the full teacher-forced forward (no cache)."""
-    ys = jnp.asarray([[sos] + list(prefix)])
-    logits = dec.apply({"params": params}, memory, lengths, ys, jnp.asarray([ys.shape[1]]))
-    return np.asarray(jax.nn.log_softmax(logits[0, -1]))
+def _teacher_scorer(dec, params, memory, lengths, sos):
+    """prefix -> log p(next | prefix) [V] for one utterance by the full teacher-forced forward (no cache);
+    memoised by prefix, so a brute-force search costs one forward per distinct prefix."""
+    forward = jax.jit(lambda ys: dec.apply({"params": params}, memory, lengths, ys, jnp.asarray([ys.shape[1]])))
+    cache = {}
+
+    def scores(prefix):
+        key = tuple(prefix)
+        if key not in cache:
+            logits = forward(jnp.asarray([[sos] + list(key)]))
+            cache[key] = np.asarray(jax.nn.log_softmax(logits[0, -1]))
+        return cache[key]
+    return scores
 
 
 def test_greedy_decoding_matches_step_by_step_teacher_forcing():
@@ -113,9 +121,9 @@ def test_greedy_decoding_matches_step_by_step_teacher_forcing():
     sos = V - 1
     ids, tokens, n = aed_decode(dec, params, memory, lengths, sos_eos=sos, beam=1, max_new_tokens=6)
     for b in range(2):
-        prefix = []
+        scores, prefix = _teacher_scorer(dec, params, memory[b:b + 1], lengths[b:b + 1], sos), []
         for _ in range(6):
-            nxt = int(np.argmax(_teacher_scores(dec, params, memory[b:b + 1], lengths[b:b + 1], prefix, sos)))
+            nxt = int(np.argmax(scores(prefix)))
             if nxt == sos:
                 break
             prefix.append(nxt)
@@ -128,7 +136,7 @@ def test_beam_search_finds_the_brute_force_best_sequence():
     sos, n_max = V - 1, 3
     ids, _, _ = aed_decode(dec, params, memory, lengths, sos_eos=sos, beam=V * V, max_new_tokens=n_max)
     for b in range(2):
-        best, best_seq = -np.inf, None
+        scores, best, best_seq = _teacher_scorer(dec, params, memory[b:b + 1], lengths[b:b + 1], sos), -np.inf, None
         # every hypothesis: up to n_max tokens, EOS included when it ends before the cap
         for n in range(1, n_max + 1):
             for seq in itertools.product(range(V), repeat=n):
@@ -136,7 +144,7 @@ def test_beam_search_finds_the_brute_force_best_sequence():
                     continue
                 score, prefix = 0.0, []
                 for tok in seq:
-                    score += _teacher_scores(dec, params, memory[b:b + 1], lengths[b:b + 1], prefix, sos)[tok]
+                    score += scores(prefix)[tok]
                     prefix.append(tok)
                 if score > best + 1e-6:
                     best, best_seq = score, [t for t in seq if t != sos]
