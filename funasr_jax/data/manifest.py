@@ -16,8 +16,8 @@ puts into the prompt. A line without an assistant message is *unlabelled* (`targ
 a reader that asks for them (`read_manifests(labelled=False)`, the trainer with
 `data.require_transcripts=false`, i.e. Best-RQ) accepts it; any other reader stops at it naming
 file:line, so audio without transcripts never trains a stage as if its transcript were "".
-`python -m funasr_jax.audio_list` writes such lines from a list of audio files. Only single-turn lines (one user + one assistant message, optional system)
-are supported. Relative audio paths are resolved against the folder of the JSONL file.
+`python -m funasr_jax.audio_list` writes such lines from a list of audio files. Only single-turn
+lines (one user + at most one assistant message, optional system) are supported. Relative audio paths are resolved against the folder of the JSONL file.
 
 Every problem raises `ManifestError` whose message starts with `file:line:` and names the
 field; `read_manifests(..., on_error="skip")` logs one warning per bad line instead.
@@ -170,7 +170,8 @@ def parse_line(text: str, source: str, line: int) -> Example | None:
         by_role[role].append(content)
     for role, n_ok in (("user", (1,)), ("assistant", (0, 1))):
         if len(by_role[role]) not in n_ok:
-            raise _fail(where, f"field 'messages' needs {'exactly' if role == 'user' else 'at most'} one '{role}' message, found {len(by_role[role])}"
+            how_many = "exactly" if role == "user" else "at most"
+            raise _fail(where, f"field 'messages' needs {how_many} one '{role}' message, found {len(by_role[role])}"
                                " (multi-turn lines are not supported)")
     if len(by_role["system"]) > 1:
         raise _fail(where, f"field 'messages' has {len(by_role['system'])} 'system' messages; at most one allowed")
