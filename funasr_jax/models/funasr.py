@@ -138,6 +138,9 @@ class FunASRNano(nn.Module):
             self.bestrq_outputs(batch.feats, batch.feat_lengths)
         if self.cfg.aed.enabled and (with_aed or self.is_initializing()):
             sos_eos = self.cfg.ctc.blank
+            if batch.ctc_labels is None and not self.is_initializing():
+                raise ValueError("with_aed needs batch.ctc_labels (the AED decoder is teacher-forced with the CTC "
+                                 "transcript labels; give the data a CTC vocabulary)")
             if batch.ctc_labels is None:  # initialisation from a dummy batch: one eos-only target
                 labels, lengths = jnp.zeros((enc.shape[0], 1), jnp.int32), jnp.zeros((enc.shape[0],), jnp.int32)
             else:

@@ -149,3 +149,14 @@ def test_beam_search_finds_the_brute_force_best_sequence():
                 if score > best + 1e-6:
                     best, best_seq = score, [t for t in seq if t != sos]
         assert ids[b] == best_seq, (b, ids[b], best_seq)
+
+
+def test_aed_forward_without_ctc_labels_raises():
+    from funasr_jax.models.config import tiny_config
+    from funasr_jax.models.funasr import FunASRNano, dummy_batch, init_params
+
+    cfg = tiny_config().replace(aed=AEDConfig(enabled=True, num_blocks=1, linear_units=32)).validate()
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    assert "aed_decoder" in params
+    with pytest.raises(ValueError, match="batch.ctc_labels"):
+        FunASRNano(cfg).apply({"params": params}, dummy_batch(cfg), with_llm=False, with_aed=True)
