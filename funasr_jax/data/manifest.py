@@ -17,7 +17,8 @@ a reader that asks for them (`read_manifests(labelled=False)`, the trainer with
 `data.require_transcripts=false`, i.e. Best-RQ) accepts it; any other reader stops at it naming
 file:line, so audio without transcripts never trains a stage as if its transcript were "".
 `python -m funasr_jax.audio_list` writes such lines from a list of audio files. Only single-turn
-lines (one user + at most one assistant message, optional system) are supported. Relative audio paths are resolved against the folder of the JSONL file.
+lines (one user + at most one assistant message, optional system) are supported. Relative audio
+paths are resolved against the folder of the JSONL file.
 
 Every problem raises `ManifestError` whose message starts with `file:line:` and names the
 field; `read_manifests(..., on_error="skip")` logs one warning per bad line instead.
