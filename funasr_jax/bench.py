@@ -15,7 +15,8 @@ Both use the same random weights (torch's initialisation converted into ours by
 Reports per B: steady-state seconds per batch (median of `--repeats` after `--warmup` calls),
 RTF = compute seconds / audio seconds, generated tokens/s, our compile time (first call minus a
 steady one) separately, and the ratio ours/torch of tokens/s (> 1: ours is faster).
-`--dtype bfloat16`: our compute dtype bf16; torch's LLM weights bf16 (FunASR's bf16 inference).
+`--dtype bfloat16` (the nano preset's default): our compute dtype bf16; torch's LLM weights bf16
+(FunASR's bf16 inference). `--dtype float32`: both sides f32.
 `--smoke`: tiny preset, 2 s, batch 1,2, 4 tokens, 1 repeat (seconds on a CPU).
 """
 
@@ -130,10 +131,14 @@ def _row(impl: str, b: int, seconds: float, new: int, first: float, steady: floa
             "compile_s": round(max(0.0, first - steady), 3), **extra}
 
 
-def run(preset_name: str, batches, seconds: float, new_tokens: int, dtype: str = "float32", repeats: int = 3,
+def run(preset_name: str, batches, seconds: float, new_tokens: int, dtype: str | None = None, repeats: int = 3,
         warmup: int = 2, with_torch: bool = True, seed: int = 0) -> dict:
-    """The benchmark record: {"config", "ours": [rows], "torch": [rows], "ratio": [rows]}."""
-    cfg = preset(preset_name).replace(dtype=dtype).validate()
+    """The benchmark record: {"config", "ours": [rows], "torch": [rows], "ratio": [rows]}.
+
+    dtype: our compute dtype (None: the preset's own, bf16 for nano, f32 for tiny)."""
+    cfg = preset(preset_name)
+    dtype = dtype or cfg.dtype
+    cfg = cfg.replace(dtype=dtype).validate()
     rec = {"preset": preset_name, "dtype": dtype, "audio_s": seconds, "new_tokens": new_tokens,
            "jax": jax.__version__, "backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
            "ours": [], "torch": [], "ratio": []}
@@ -208,7 +213,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", default="1,16", help="comma-separated batch sizes (utterances)")
     p.add_argument("--seconds", type=float, default=10.0, help="audio seconds per utterance")
     p.add_argument("--new-tokens", type=int, default=40, help="greedy tokens generated per utterance (fixed)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                   help="compute dtype (default: the preset's: bf16 for nano, f32 for tiny)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per batch size (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls first (the first compiles; torch needs ~2 to settle)")
     p.add_argument("--no-torch", action="store_true", help="time ours only (no torch / funasr needed)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 
+from funasr_jax.configtools import ConfigError
 from funasr_jax.data.datasets import load_text_tools, make_train_data, read_train_examples
 from funasr_jax.models.batch import Batch
 
@@ -14,14 +15,7 @@ class TrainData:
     def __init__(self, cfg):
         self.cfg = cfg.data
         self.tokenizer, self.ctc_vocab = load_text_tools(cfg.data)
-        if cfg.stage.ctc_weight > 0 and self.ctc_vocab is None:
-            raise ValueError("data.ctc_tokenizer is required when stage.ctc_weight > 0")
-        if cfg.stage.llm_weight > 0 and self.tokenizer.vocab_size > cfg.model.llm.vocab_size:
-            raise ValueError(f"data.tokenizer has {self.tokenizer.vocab_size} tokens but model.llm.vocab_size "
-                             f"is {cfg.model.llm.vocab_size}")
-        if self.ctc_vocab is not None and cfg.model.ctc.enabled and self.ctc_vocab.vocab_size != cfg.model.ctc.vocab_size:
-            raise ValueError(f"data.ctc_tokenizer has {self.ctc_vocab.vocab_size} labels (blank included) but "
-                             f"model.ctc.vocab_size is {cfg.model.ctc.vocab_size}")
+        check_vocabularies(cfg, self.tokenizer, self.ctc_vocab)
         self.examples = read_train_examples(cfg.data)
         self.train = make_train_data(cfg.data, self.examples, self.tokenizer, self.ctc_vocab, cfg.frontend,
                                      process_index=jax.process_index(), process_count=jax.process_count())
@@ -36,3 +30,32 @@ class TrainData:
     def restore(self, state) -> None:
         if state:
             self.iterator.set_state(state)
+
+
+def uses_ctc_labels(cfg) -> bool:
+    """Whether the stage's loss reads CTC labels (the CTC loss, or the AED decoder teacher-forced with them)."""
+    return cfg.stage.ctc_weight > 0 or cfg.stage.aed_weight > 0
+
+
+def check_vocabularies(cfg, tokenizer, ctc_vocab) -> None:
+    """ConfigError (one line, both sizes, the flag that fixes it) when a vocabulary the stage uses
+    does not fit the model; a mismatch of a part the stage does not use is no error.
+
+    The LLM tokenizer may be smaller than the embedding (Qwen3: 151,669 entries, 151,936 rows);
+    the CTC vocabulary (blank included) must equal the CTC head's output size.
+    """
+    if cfg.stage.llm_weight > 0 and tokenizer.vocab_size > cfg.model.llm.vocab_size:
+        raise ConfigError(f"data.tokenizer has {tokenizer.vocab_size} tokens but model.llm.vocab_size is "
+                          f"{cfg.model.llm.vocab_size}: give the model's tokenizer (--set data.tokenizer=...) "
+                          f"or size the embedding (--set model.llm.vocab_size={tokenizer.vocab_size})")
+    if not uses_ctc_labels(cfg):
+        return
+    if ctc_vocab is None:
+        raise ConfigError("data.ctc_tokenizer is required when stage.ctc_weight > 0 or stage.aed_weight > 0")
+    if ctc_vocab.vocab_size != cfg.model.ctc.vocab_size:
+        fix = (f"its CTC head comes from run.init_from {cfg.run.init_from}: give that head's CTC tokenizer with "
+               "--set data.ctc_tokenizer=PATH" if cfg.run.init_from else
+               f"--set model.ctc.vocab_size={ctc_vocab.vocab_size} sizes a fresh CTC head for it, or "
+               "--set data.ctc_tokenizer=PATH gives the head's own tokenizer")
+        raise ConfigError(f"data.ctc_tokenizer has {ctc_vocab.vocab_size} labels (blank included) but "
+                          f"model.ctc.vocab_size is {cfg.model.ctc.vocab_size}; {fix}")

@@ -77,7 +77,11 @@ def main(argv=None) -> int:
         print(json.dumps(configtools.to_dict(cfg), indent=2, ensure_ascii=False))
         return 0
     initialize_distributed()  # no-op for one process; SLURM / Kubernetes / JAX_COORDINATOR_ADDRESS
-    summary = train(cfg)
+    try:
+        summary = train(cfg)
+    except ConfigError as e:  # found once files are read (a tokenizer that does not fit the model, ...)
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
 

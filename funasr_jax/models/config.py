@@ -154,11 +154,24 @@ class AEDConfig:
                 raise ValueError(f"model.aed.{name} must be in [0, 1), got {getattr(self, name)}")
 
 
+# What runs in which dtype when `FunASRConfig.dtype` is bf16 (README "Precision"); tests/models/
+# test_precision.py checks the traced step against it.
+PRECISION_POLICY = {
+    "bf16": ("matmul inputs and outputs", "activations between blocks", "attention scores and values",
+             "MLP gates (SiLU)", "KV cache"),
+    "f32": ("parameters (master weights)", "optimizer state", "gradients as the optimizer sees them",
+            "LayerNorm / RMSNorm statistics", "softmax statistics (max, sum)", "log-softmax and losses",
+            "CTC recursions", "the FSMN memory block"),
+}
+
+
 @dataclass(frozen=True)
 class FunASRConfig:
     """The whole Fun-ASR model.
 
-    dtype: compute dtype of matmuls ("float32" | "bfloat16"); params stay float32.
+    dtype: compute dtype of matmuls and activations ("float32" | "bfloat16"); params stay float32
+      (`PRECISION_POLICY`). The dataclass default is f32 (parity with PyTorch f32); the nano and
+      full presets set bf16, the tiny preset keeps f32.
     attention_impl: name passed to `kernels.attention.attention(implementation=...)`
       (None = best available for the backend); ctc_loss_impl likewise for the CTC loss.
     matmul_precision: "default" | "high" | "highest" (`funasr_jax.models.precision`), applied to
@@ -245,8 +258,8 @@ def tiny_config(vocab_size: int = 512, ctc_vocab_size: int = 512, tie: bool = Tr
 
 
 def nano_config() -> FunASRConfig:
-    """Fun-ASR-Nano-2512 exactly (fun-asr-nano.md)."""
-    return FunASRConfig()
+    """Fun-ASR-Nano-2512's architecture exactly, computing in bf16 (`PRECISION_POLICY`)."""
+    return FunASRConfig(dtype="bfloat16")
 
 
 def full_config() -> FunASRConfig:
@@ -260,6 +273,7 @@ def full_config() -> FunASRConfig:
             tie_word_embeddings=False,
         ),
         ctc=CTCConfig(decoder=AdaptorConfig(encoder_dim=1024, llm_dim=1024, ffn_dim=4096, n_layer=5, attention_heads=16)),
+        dtype="bfloat16",
     )
 
 
