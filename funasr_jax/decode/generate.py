@@ -36,15 +36,25 @@ class GenerateInputError(ValueError):
     """Bad input to generation (names the argument)."""
 
 
+def restrict_vocab(logits, vocab_size: int):
+    """logits [B, V] with ids >= vocab_size (when 0 < vocab_size < V) at -inf."""
+    if 0 < vocab_size < logits.shape[-1]:
+        return jnp.where(jnp.arange(logits.shape[-1]) < vocab_size, logits, jnp.asarray(-jnp.inf, logits.dtype))
+    return logits
+
+
 @dataclasses.dataclass(frozen=True)
 class CausalDecoder:
     """Adapts a Linen causal LM (`Qwen3ForCausalLM` API) to the callables generation needs.
 
     Hashable (a static argument of the jitted generator). `params` may be the bare param dict
-    or {'params': ...}.
+    or {'params': ...}. vocab_size > 0: ids >= vocab_size get -inf logits, so no decoding rule
+    (greedy, beam, joint) can emit an embedding row the tokenizer has no token for (Qwen3's
+    151,936 rows against its tokenizer's 151,669 entries).
     """
 
     module: nn.Module
+    vocab_size: int = 0
 
     @staticmethod
     def _vars(params):
@@ -58,7 +68,8 @@ class CausalDecoder:
                                  cache_index=cache_index, kv_mask=kv_mask, return_hidden=True)
 
     def logits(self, params, hidden):
-        return self.module.apply(self._vars(params), hidden, method="logits_from_hidden")
+        return restrict_vocab(self.module.apply(self._vars(params), hidden, method="logits_from_hidden"),
+                              self.vocab_size)
 
     def init_cache(self, batch, max_len):
         return self.module.init_cache(batch, max_len)

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from funasr_jax.decode.generate import CausalDecoder, GenerateInputError, _row_limits, run_generation
+from funasr_jax.decode.generate import CausalDecoder, GenerateInputError, _row_limits, restrict_vocab, run_generation
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,6 @@ class SamplingConfig:
         if self.vocab_size < 0:
             raise GenerateInputError(f"sampling vocab_size must be >= 0 (0 = all ids), got {self.vocab_size}")
         return self
-
-
-def restrict_vocab(logits, vocab_size: int):
-    """logits [B, V] with ids >= vocab_size (when 0 < vocab_size < V) at -inf."""
-    if 0 < vocab_size < logits.shape[-1]:
-        return jnp.where(jnp.arange(logits.shape[-1]) < vocab_size, logits, jnp.asarray(-jnp.inf, logits.dtype))
-    return logits
 
 
 def filter_logits(logits, cfg: SamplingConfig):

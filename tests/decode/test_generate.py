@@ -95,3 +95,20 @@ def test_bad_generate_inputs():
         greedy_generate(model, params, x, jnp.asarray([3]), max_new_tokens=3, eos_id=1, pad_id=0)
     with pytest.raises(GenerateInputError, match="max_new_tokens"):
         greedy_generate(model, params, x, jnp.asarray([3, 1]), max_new_tokens=0, eos_id=1, pad_id=0)
+
+
+def test_vocab_limit_keeps_ids_the_tokenizer_has():
+    """CausalDecoder(vocab_size=K): ids >= K are never chosen (an embedding padded past the
+    tokenizer, as Qwen3's 151,936 rows against 151,669 tokens); the choice equals HF's argmax
+    over the first K logits."""
+    hf, model, params = make_pair(True, 1e6, 16, 5)
+    ids = np.random.default_rng(6).integers(0, 96, (4, 6))
+    with torch.no_grad():
+        logits = hf(input_ids=torch.tensor(ids)).logits[:, -1].numpy()
+    k = 8
+    unrestricted = logits.argmax(-1)
+    assert (unrestricted >= k).any()  # the limit changes something for these rows
+    embeds = model.apply({"params": params}, jnp.asarray(ids), method="embed")
+    tokens, _ = greedy_generate(CausalDecoder(model, vocab_size=k), params, embeds, jnp.asarray([6] * 4),
+                                max_new_tokens=1, eos_id=95, pad_id=PAD)
+    np.testing.assert_array_equal(np.asarray(tokens)[:, 0], logits[:, :k].argmax(-1))
