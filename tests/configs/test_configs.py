@@ -78,3 +78,46 @@ def test_configs_hold_no_schema():
     """configs/ only produces values: the dataclass schema lives in train/config.py."""
     for path in Path(CONFIG_DIR).glob("*.py"):
         assert "@dataclass" not in path.read_text(), path
+
+
+@pytest.mark.parametrize("preset", ["nano", "full"])
+def test_production_presets_read_the_demo_with_qwen3_and_a_matching_ctc_head(preset):
+    cfg = load_config("sft4.py", preset)
+    assert cfg.data.tokenizer == "qwen3" and cfg.model.llm.vocab_size == 151936
+    assert cfg.data.ctc_tokenizer == str(DEMO / "tokenizer.model")
+    assert cfg.model.ctc.vocab_size == DEMO_VOCAB_SIZE + 1
+
+
+def test_a_ctc_mismatch_a_stage_does_not_use_is_no_error(tmp_path):
+    """sft4 has no CTC loss: a CTC head of another size (a release's 60,515) does not stop it."""
+    from helpers.train import tiny_cfg
+    from train.data import TrainData
+
+    data = TrainData(tiny_cfg("sft4.py", tmp_path, **{"model.ctc.vocab_size": 60515}))
+    assert data.ctc_vocab.vocab_size == DEMO_VOCAB_SIZE + 1
+
+
+@pytest.mark.parametrize("stage", ["sft5.py", "ctc_warmup.py"])
+def test_a_ctc_mismatch_that_matters_is_one_line_naming_both_sizes_and_the_flag(stage, tmp_path):
+    from funasr_jax.configtools import ConfigError
+    from helpers.train import tiny_cfg
+    from train.data import TrainData
+
+    with pytest.raises(ConfigError) as e:
+        TrainData(tiny_cfg(stage, tmp_path, **{"model.ctc.vocab_size": 60515}))
+    msg = str(e.value)
+    assert "\n" not in msg and "1601" in msg and "60515" in msg and "--set model.ctc.vocab_size=1601" in msg
+
+
+def test_the_cli_reports_a_vocabulary_mismatch_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers.train import ROOT, small_manifest
+
+    train = small_manifest(tmp_path, "train", 8)
+    r = subprocess.run([sys.executable, "-m", "train.main", "--config", "sft5.py", "--set",
+                        f"data.train_files=['{train}']", "--set", "model.ctc.vocab_size=60515", "--set",
+                        f"run.out_dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "config error: data.ctc_tokenizer has 1601 labels" in r.stderr
