@@ -6,6 +6,8 @@ Two LLM vocabularies share one interface (`Tokenizer`):
   with the ChatML strings as user-defined pieces.
 * `HFTokenizer` — a Hugging Face `tokenizer.json` such as Qwen3's (151,669 entries; the LLM
   embedding has 151,936 rows, so `vocab_size` here may be smaller than the model's vocabulary).
+  Qwen3's own ships with the package: `load_tokenizer("qwen3")` (`QWEN3_TOKENIZER`; built by
+  `funasr_jax.text.qwen3_tokenizer`, see there and docs/tokenizer.md).
 
 Both recognise special-token strings (`<|im_start|>`, `<|im_end|>`, ...) inside the text as single
 ids, add no BOS/EOS, and use `eos_id == im_end_id` and `pad_id == <|endoftext|>` as Qwen chat does.
@@ -25,6 +27,7 @@ ENDOFTEXT = "<|endoftext|>"
 START_OF_SPEECH = "<|startofspeech|>"
 END_OF_SPEECH = "<|endofspeech|>"
 CHATML_SPECIALS = (IM_START, IM_END, ENDOFTEXT, START_OF_SPEECH, END_OF_SPEECH)
+QWEN3_TOKENIZER = "qwen3"  # load_tokenizer spec (any case) for the bundled Qwen3 tokenizer
 
 
 class TokenizerError(ValueError):
@@ -146,14 +149,32 @@ class HFTokenizer:
         path = os.fspath(tokenizer_json_path)
         if os.path.isdir(path):
             path = os.path.join(path, "tokenizer.json")
-        self.path = _check_file(path, "tokenizer.json")
+        path = _check_file(path, "tokenizer.json")
         try:
-            self._tok = _HFTok.from_file(self.path)
+            tok = _HFTok.from_file(path)
         except Exception as e:
-            raise TokenizerError(f"cannot load Hugging Face tokenizer {self.path!r}: {e}") from e
-        self.vocab_size: int = self._tok.get_vocab_size(with_added_tokens=True)
+            raise TokenizerError(f"cannot load Hugging Face tokenizer {path!r}: {e}") from e
+        self._setup(tok, path)
+
+    @classmethod
+    def from_json(cls, json_text: str, source: str) -> HFTokenizer:
+        """A tokenizer from `tokenizer.json` text held in memory; `source` names it in errors."""
+        from tokenizers import Tokenizer as _HFTok
+
+        try:
+            tok = _HFTok.from_str(json_text)
+        except Exception as e:
+            raise TokenizerError(f"cannot load Hugging Face tokenizer {source!r}: {e}") from e
+        self = cls.__new__(cls)
+        self._setup(tok, source)
+        return self
+
+    def _setup(self, tok, source: str) -> None:
+        self.path = source
+        self._tok = tok
+        self.vocab_size: int = tok.get_vocab_size(with_added_tokens=True)
         self.special_ids: frozenset[int] = frozenset(
-            i for i, tok in self._tok.get_added_tokens_decoder().items() if tok.special)
+            i for i, t in tok.get_added_tokens_decoder().items() if t.special)
         self.im_start_id = self.token_to_id(IM_START)
         self.im_end_id = self.token_to_id(IM_END)
         self.eos_id = self.im_end_id
@@ -208,9 +229,24 @@ class CTCVocabulary:
         return self.sp.token_to_id(token)
 
 
+def qwen3_tokenizer() -> HFTokenizer:
+    """Qwen3's tokenizer from the JSON bundled with the package (a package resource; no network)."""
+    from funasr_jax.text.qwen3_tokenizer import bundled_path, load_qwen3_json
+
+    try:
+        text = load_qwen3_json()
+    except FileNotFoundError as e:
+        raise TokenizerError(str(e)) from e
+    return HFTokenizer.from_json(text, str(bundled_path()))
+
+
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
-    """`*.model` -> SentencePieceTokenizer; `tokenizer.json` or a folder holding it -> HFTokenizer."""
+    """A tokenizer from a spec: `"qwen3"` (any case; QWEN3_TOKENIZER) -> the bundled Qwen3
+    HFTokenizer; `*.model` -> SentencePieceTokenizer; `tokenizer.json` or a folder holding it ->
+    HFTokenizer. (A folder literally named `qwen3` is reached as `./qwen3`.)"""
     p = os.fspath(path)
+    if p.lower() == QWEN3_TOKENIZER:
+        return qwen3_tokenizer()
     if p.endswith(".model"):
         return SentencePieceTokenizer(p)
     if os.path.basename(p) == "tokenizer.json" or p.endswith(".json"):
