@@ -26,6 +26,8 @@ from funasr_jax.io.hf_qwen3 import llm_params_from_hf, qwen3_config_from_hf, qwe
 from funasr_jax.io.names import CheckpointError, CheckpointMismatchError
 from funasr_jax.models.config import preset
 from funasr_jax.models.funasr import component_counts, init_params
+from funasr_jax.text.qwen3_tokenizer import load_qwen3_json
+from funasr_jax.text.tokenizer import QWEN3_TOKENIZER
 
 
 def cmd_from_torch(args):
@@ -70,7 +72,9 @@ def cmd_to_torch(args):
     (out / "config.yaml").write_text(yaml.safe_dump(funasr_config_to_yaml(m.cfg, args.dtype if args.dtype == "bf16" else "fp32"),
                                                     sort_keys=False, allow_unicode=True))
     (out / QWEN_DIR / "config.json").write_text(json.dumps(qwen3_config_to_hf(m.cfg.llm), indent=2))
-    if m.tokenizer_path and Path(m.tokenizer_path).name == "tokenizer.json" and Path(m.tokenizer_path).exists():
+    if m.tokenizer_path and m.tokenizer_path.lower() == QWEN3_TOKENIZER:  # the bundled one, written out
+        (out / QWEN_DIR / "tokenizer.json").write_text(load_qwen3_json(), encoding="utf-8")
+    elif m.tokenizer_path and Path(m.tokenizer_path).name == "tokenizer.json" and Path(m.tokenizer_path).exists():
         shutil.copy(m.tokenizer_path, out / QWEN_DIR / "tokenizer.json")
     print(f"wrote {out/'model.pt'} ({len(sd)} tensors, {args.dtype}), {out/'config.yaml'}")
 

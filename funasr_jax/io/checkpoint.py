@@ -30,6 +30,7 @@ from funasr_jax.io.funasr_torch import QWEN_DIR, load_funasr_dir
 from funasr_jax.io.names import CheckpointError, CheckpointMismatchError, flatten, unflatten
 from funasr_jax.models.config import FunASRConfig
 from funasr_jax.models.funasr import abstract_params
+from funasr_jax.text.tokenizer import QWEN3_TOKENIZER
 
 META_FILE = "funasr_jax.json"
 TRAIN_CONFIG_FILE = "train_config.json"  # in a run directory: the resolved TrainConfig (train.loop)
@@ -69,9 +70,13 @@ def write_meta(path, cfg: FunASRConfig, tokenizer_path=None, ctc_tokenizer_path=
 
 
 def _bundle(p, base: Path):
-    """Copy a side file into `base` (if not already there); return its name relative to `base`."""
+    """Copy a side file into `base` (if not already there); return its name relative to `base`.
+    The bundled Qwen3 tokenizer's name (`QWEN3_TOKENIZER`) is kept as a name: it ships with the
+    library, so the checkpoint needs no copy."""
     if p is None:
         return None
+    if _builtin(p):
+        return QWEN3_TOKENIZER
     src = Path(p).resolve()
     if not src.exists():
         raise CheckpointError(f"{src}: no such file (needed by the checkpoint in {base})")
@@ -219,4 +224,11 @@ def _resolve_path(p, base: Path) -> Path:
 
 
 def _resolve(p, base: Path):
-    return None if p is None else str(_resolve_path(p, base))
+    if p is None or _builtin(p):
+        return None if p is None else QWEN3_TOKENIZER
+    return str(_resolve_path(p, base))
+
+
+def _builtin(p) -> bool:
+    """`p` names the tokenizer bundled with the library rather than a file."""
+    return isinstance(p, str) and p.lower() == QWEN3_TOKENIZER
