@@ -5,8 +5,21 @@ from __future__ import annotations
 import jax
 
 from funasr_jax.configtools import ConfigError
+from funasr_jax.data.config import StepNeeds
 from funasr_jax.data.datasets import load_text_tools, make_train_data, read_train_examples
 from funasr_jax.models.batch import Batch
+
+
+def step_needs(cfg) -> StepNeeds:
+    """What the stage's step reads from a batch, and its micro-batches per optimizer step.
+
+    LLM labels: the LLM loss, and GRPO (prompt lengths from the labels); CTC labels: the CTC and
+    AED losses of an SFT stage. A Best-RQ-only stage reads neither.
+    """
+    sft = cfg.stage.kind == "sft"
+    return StepNeeds(llm_labels=cfg.stage.llm_weight > 0 or not sft,
+                     ctc_labels=sft and (cfg.stage.ctc_weight > 0 or cfg.stage.aed_weight > 0),
+                     micro_batches=cfg.optim.accum_steps)
 
 
 class TrainData:
@@ -17,12 +30,18 @@ class TrainData:
         self.tokenizer, self.ctc_vocab = load_text_tools(cfg.data)
         check_vocabularies(cfg, self.tokenizer, self.ctc_vocab)
         self.examples = read_train_examples(cfg.data)
+        self.needs = step_needs(cfg)
         self.train = make_train_data(cfg.data, self.examples, self.tokenizer, self.ctc_vocab, cfg.frontend,
-                                     process_index=jax.process_index(), process_count=jax.process_count())
+                                     process_index=jax.process_index(), process_count=jax.process_count(),
+                                     needs=self.needs)
         self.iterator = self.train.iterator()
 
     def next_train(self) -> Batch:
         return next(self.iterator)
+
+    def templates(self):
+        """[(BucketShape, padding-only Batch of this process's rows)] per bucket with batches."""
+        return self.train.templates()
 
     def state(self):
         return self.iterator.get_state()

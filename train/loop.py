@@ -1,6 +1,9 @@
 """The training loop: init or resume, jitted steps, progress, metrics, eval, checkpoints, signals.
 
 `train(cfg)` runs one stage described by a validated `TrainConfig` and returns a summary dict.
+An SFT stage compiles its step once per bucket before step 1 (`train.precompile`; figures in
+summary.json "compile") and then runs one jitted call per optimizer step: its k = optim.accum_steps
+micro-batches stacked [k, B, ...] (`train.step.StepFns.accumulate`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import warnings
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from funasr_jax import configtools
@@ -31,10 +33,11 @@ from train.config import TrainConfig, parse_layer_map
 from train.data import TrainData
 from train.distributed import enable_compilation_cache
 from train.evaluation import evaluate_split
+from train.precompile import precompile
 from train.progress import MetricsLog, Progress, plot_curves
 from train.rl_host import GRPOHost
-from train.sharded import replicate, restore_target, shard_batch, shard_state
-from train.step import batch_counts
+from train.sharded import replicate, restore_target, shard_micro_batches, shard_state
+from train.step import step_counts
 
 
 class StopRequested(Exception):
@@ -164,6 +167,12 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
     print(f"stage {cfg.stage.name}: preset {cfg.preset}, params " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
           + f"; trainable {trainable:,}", file=sys.stderr)
 
+    accum = cfg.optim.accum_steps
+    compiled = None
+    if grpo is None:  # every bucket's step, before step 1; the loop never compiles again
+        compiled = precompile(steps.accumulate, restore_target(built.abstract_state, steps.state_shardings),
+                              data.templates(), micro_batches=accum, rows=cfg.data.batch_size)
+
     log = MetricsLog(out / "metrics.jsonl")
     start = int(state["step"])
     progress = Progress(cfg.run.steps, start, enabled=cfg.run.progress)
@@ -175,7 +184,6 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     window = _new_window()
-    accum = cfg.optim.accum_steps
     step = start
     try:
         while step < cfg.run.steps:
@@ -184,36 +192,24 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
             window["data_s"] += time.time() - t_data
             if grpo is not None:
                 state, metrics, host = grpo.step(state, micro[0])
-                metric_list = [metrics]
                 for k, v in host.items():
                     if isinstance(v, float):
                         window["sums"][k] = window["sums"].get(k, 0.0) + v
                 window["samples"] = host["samples"]
-            elif accum == 1:
-                norm = _step_norm(micro, mesh)
-                state, metrics = steps.train(state, shard_batch(micro[0], mesh), norm)
-                metric_list = [metrics]
             else:
-                norm = _step_norm(micro, mesh)
-                grads, metric_list = None, []
-                rng = state["rng"]
-                for b in micro:
-                    rng, sub = jax.random.split(rng)
-                    g, m = steps.grad(state["params"], shard_batch(b, mesh), sub, norm)
-                    grads = g if grads is None else jax.tree_util.tree_map(jnp.add, grads, g)
-                    metric_list.append(m)
-                state, stats = steps.update({**state, "rng": rng}, grads)
-                metric_list[-1] = {**metric_list[-1], **stats}
+                norm = replicate(step_counts(micro), mesh)
+                state, metrics = compiled(state, shard_micro_batches(micro, mesh), norm)
             step += 1
             window["steps"] += 1
             window["audio"] += float(sum(np.asarray(b.audio_seconds).sum() for b in micro))
             # Metrics stay on the device until the log line: reading them every step would wait for
-            # the step to finish, so the host could not load the next batch while it runs.
-            for m in metric_list:
-                for k, v in m.items():
-                    window["sums"][k] = window["sums"].get(k, 0.0) + v
+            # the step to finish, so the host could not load the next batch while it runs. They are
+            # summed on the host then (adding device scalars would compile little programs mid-run).
+            window["pending"].append(metrics)
             if step % cfg.run.log_every == 0 or step == cfg.run.steps:
-                window["sums"] = {k: float(v) for k, v in jax.device_get(window["sums"]).items()}
+                for m in jax.device_get(window.pop("pending")):
+                    for k, v in m.items():
+                        window["sums"][k] = window["sums"].get(k, 0.0) + float(v)
                 row = _summarise(window, step, cfg)
                 log.write(row)
                 progress.update(step, row)
@@ -233,6 +229,7 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
         plot_curves(out / "metrics.jsonl", out / "curves.png")
         summary = {"stage": cfg.stage.name, "steps": step, "out_dir": str(out), "resumed_from": resumed_from,
                    **init_info, "mesh": dict(mesh.shape), "compiles": dict(steps.counter.by_name),
+                   "compile": compiled.summary() if compiled is not None else None,
                    "kernels": dict(steps.counter.kernels), "eval": result}
         (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
         return summary
@@ -247,16 +244,10 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
         ckpt.close()
 
 
-def _step_norm(micro, mesh):
-    """The step's loss normalisers (scored tokens, CTC utterances) over all its micro-batches."""
-    norms = [batch_counts(b) for b in micro]
-    return replicate({k: np.float32(max(1.0, sum(n[k] for n in norms))) for k in ("tokens", "utts")}, mesh)
-
-
 def _new_window() -> dict:
     """Accumulators of one log interval: steps, audio seconds, start time, seconds waiting for
-    batches, and metric sums (device scalars until the log line)."""
-    return {"steps": 0, "audio": 0.0, "t": time.time(), "data_s": 0.0, "sums": {}}
+    batches, each step's device metrics (read at the log line) and the metric sums (host floats)."""
+    return {"steps": 0, "audio": 0.0, "t": time.time(), "data_s": 0.0, "pending": [], "sums": {}}
 
 
 def _summarise(window, step, cfg) -> dict:

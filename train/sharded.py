@@ -4,11 +4,14 @@
 
     state = built.init_state(shard_state(params, steps.state_shardings["params"]))
     state, metrics = steps.train(state, shard_batch(batch, mesh), replicate(norm, mesh))
+    state, metrics = steps.accumulate(state, shard_micro_batches(micro, mesh), replicate(norm, mesh))
     steps.counter.count                                                 # compiles so far
 
-Every jit has explicit in/out shardings; the state argument is donated. The traced functions
-run inside `sharding.activation_sharding(mesh, rules)`, so the models' `constrain` calls take
-effect. `CompileCounter` counts traces (one per new input-shape signature = one compile).
+Every jit has explicit in/out shardings; the state argument is donated. A batch's rows lie over
+data x fsdp; micro-batches stacked [k, B, ...] keep the k axis whole on every device. The traced
+functions run inside `sharding.activation_sharding(mesh, rules)`, so the models' `constrain`
+calls take effect. `CompileCounter` counts traces (one per new input-shape signature = one
+compile); the loop compiles `accumulate` ahead of time, once per bucket (`train.precompile`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding
+from jax.sharding import NamedSharding, PartitionSpec
 
 from funasr_jax.models.axes import logical_axes_for
 from funasr_jax.models.batch import Batch
@@ -30,6 +33,7 @@ from sharding.rules import ShardingRules, get_rules
 from sharding.specs import (
     batch_sharding,
     batch_shards,
+    batch_spec,
     check_sufficiently_sharded,
     opt_state_shardings,
     param_shardings,
@@ -104,12 +108,18 @@ def _traced(fn: Callable, name: str, counter: CompileCounter, mesh, rules, batch
     return run
 
 
-def check_batch(abstract_batch: Batch, mesh) -> None:
+def micro_batch_sharding(mesh) -> NamedSharding:
+    """Micro-batches stacked [k, B, ...]: the k axis unsharded, rows over data x fsdp."""
+    return NamedSharding(mesh, PartitionSpec(None, *batch_spec(mesh)))
+
+
+def check_batch(abstract_batch: Batch, mesh, row_axis: int = 0) -> None:
     n = batch_shards(mesh)
     for k, v in abstract_batch.arrays().items():
-        if v.shape[0] % n:
-            raise BatchShapeError(f"batch[{k!r}] has {v.shape[0]} rows, not a multiple of the {n} batch shards "
-                                  f"(data x fsdp) of mesh {dict(mesh.shape)}; change data.batch_size or mesh.preset")
+        if v.shape[row_axis] % n:
+            raise BatchShapeError(f"batch[{k!r}] has {v.shape[row_axis]} rows, not a multiple of the {n} batch "
+                                  f"shards (data x fsdp) of mesh {dict(mesh.shape)}; change data.batch_size or "
+                                  "mesh.preset")
 
 
 def jit_sharded_train_step(train_step, abstract_state, abstract_batch, mesh, rules: ShardingRules, *,
@@ -133,33 +143,35 @@ def jit_sharded_train_step(train_step, abstract_state, abstract_batch, mesh, rul
 
 @dataclass
 class ShardedSteps:
-    """The four `train.step.StepFns`, jitted for one mesh."""
+    """`train.step.StepFns` jitted for one mesh: the fused one-batch step, the accumulating step
+    the loop runs, and eval."""
 
     mesh: jax.sharding.Mesh
     rules: ShardingRules
     state_shardings: dict
     counter: CompileCounter
     train: Callable  # (state, batch, norm) -> (state, metrics); state donated
-    grad: Callable  # (params, batch, rng, norm) -> (grads sharded like params, metrics)
-    update: Callable  # (state, grads) -> (state, stats); state donated
+    accumulate: Callable  # (state, micro-batches [k, B, ...], norm) -> (state, metrics); state donated
     eval: Callable  # (params, batch) -> metrics
 
 
 def make_sharded_steps(steps, abstract_state, mesh, rules: ShardingRules, *, min_sharded_size: int = 1_000_000
                        ) -> ShardedSteps:
-    """`steps` (a `train.step.StepFns`: grad, update, train, eval) -> ShardedSteps."""
-    grad_fn, update_fn, train_step, eval_fn = steps
+    """`steps` (a `train.step.StepFns`) -> ShardedSteps."""
     counter = CompileCounter()
     sh = state_shardings(abstract_state, mesh, rules, min_sharded_size=min_sharded_size)
     rep, bsh, psh = replicated(mesh), batch_sharding(mesh), sh["params"]
-    train = jit_sharded_train_step(train_step, abstract_state, None, mesh, rules, counter=counter, shardings=sh)
-    grad = jax.jit(_traced(grad_fn, "grad", counter, mesh, rules, 1), in_shardings=(psh, bsh, rep, rep),
-                   out_shardings=(psh, rep))
-    update = jax.jit(_traced(update_fn, "update", counter, mesh, rules, None), in_shardings=(sh, psh),
-                     out_shardings=(sh, rep), donate_argnums=(0,))
-    evaluate = jax.jit(_traced(eval_fn, "eval", counter, mesh, rules, 1), in_shardings=(psh, bsh),
+    train = jit_sharded_train_step(steps.train, abstract_state, None, mesh, rules, counter=counter, shardings=sh)
+
+    def accumulate(state, micro, norm):
+        return steps.accumulate(state, micro, norm, grad_sharding=psh)
+
+    accumulate = jax.jit(_traced(accumulate, "accumulate", counter, mesh, rules, 1),
+                         in_shardings=(sh, micro_batch_sharding(mesh), rep), out_shardings=(sh, rep),
+                         donate_argnums=(0,))
+    evaluate = jax.jit(_traced(steps.eval, "eval", counter, mesh, rules, 1), in_shardings=(psh, bsh),
                        out_shardings=rep)
-    return ShardedSteps(mesh, rules, sh, counter, train, grad, update, evaluate)
+    return ShardedSteps(mesh, rules, sh, counter, train, accumulate, evaluate)
 
 
 @dataclass
@@ -240,6 +252,29 @@ def replicate(tree, mesh):
     """Small host values (the step's `norm`, scalars) -> replicated global arrays."""
     rep = replicated(mesh)
     return jax.tree_util.tree_map(lambda x: _global_from_host(x, rep), tree)
+
+
+def shard_micro_batches(micro, mesh) -> Batch:
+    """The k micro-batches of one optimizer step (this process's rows of each, numpy `Batch`es of
+    one shape) -> one `Batch` of global arrays [k, B, ...], k unsharded, rows over data x fsdp.
+    Host-only fields are dropped."""
+    micro = [b.on_device_fields() for b in micro]
+    shapes = [tuple((k, np.shape(v)) for k, v in b.arrays().items()) for b in micro]
+    if any(s != shapes[0] for s in shapes[1:]):
+        raise BatchShapeError(f"the {len(micro)} micro-batches of one optimizer step differ in shape ({shapes}); "
+                              "the planner gives every micro-batch of a step the same bucket")
+    sh = micro_batch_sharding(mesh)
+    n_local = max(1, batch_shards(mesh) // jax.process_count())
+
+    def put(name, vs):
+        v = np.stack([np.asarray(x) for x in vs])
+        if v.shape[1] % n_local:
+            raise BatchShapeError(f"batch.{name}: {v.shape[1]} local rows are not a multiple of the {n_local} "
+                                  f"batch shards this process holds on mesh {dict(mesh.shape)}")
+        return jax.make_array_from_process_local_data(sh, v)
+
+    names = list(micro[0].arrays())
+    return Batch(**{k: put(k, [b.arrays()[k] for b in micro]) for k in names})
 
 
 def shard_batch(batch: Batch, mesh) -> Batch:

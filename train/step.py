@@ -90,12 +90,15 @@ class StepFns(NamedTuple):
     update(state, grads) -> (state, {"grad_norm"})
     train(state, batch, norm) -> (state, metrics)   (one micro-batch: grad + update fused)
     eval(params, batch) -> metrics (sums / counts, deterministic)
+    accumulate(state, micro, norm, grad_sharding=None) -> (state, metrics): the k micro-batches
+      of one optimizer step stacked [k, B, ...] (`accumulate_grads`), one update; what the loop runs
     """
 
     grad: Callable
     update: Callable
     train: Callable
     eval: Callable
+    accumulate: Callable
 
 
 def make_steps(model: FunASRNano, tx: optax.GradientTransformation, mask, weights: LossWeights) -> StepFns:
@@ -126,7 +129,73 @@ def make_steps(model: FunASRNano, tx: optax.GradientTransformation, mask, weight
                              deterministic=True)
         return metrics
 
-    return StepFns(grad_fn, update_fn, train_step, eval_fn)
+    def accumulate(state, micro: Batch, norm, grad_sharding=None):
+        """One optimizer step over k micro-batches stacked along a leading axis (feats [k, B, T,
+        560], input_ids [k, B, L], ...): grads and metrics summed over them, then one update.
+
+        norm: the step's totals over all k micro-batches (`step_counts`). k = 1 is `train_step`
+        itself (same RNG split, same program). k > 1 splits the state's key once more into k
+        keys, one per micro-batch. grad_sharding: the params' shardings, kept on the f32 sum.
+        """
+        k = micro.feats.shape[0]
+        if k == 1:
+            return train_step(state, jax.tree_util.tree_map(lambda x: x[0], micro), norm)
+        rng, sub = jax.random.split(state["rng"])
+        grads, metrics = accumulate_grads(grad_fn, state["params"], mask, micro, jax.random.split(sub, k), norm,
+                                          grad_sharding)
+        state, stats = update_fn({**state, "rng": rng}, grads)
+        return state, {**metrics, **stats}
+
+    return StepFns(grad_fn, update_fn, train_step, eval_fn, accumulate)
+
+
+def accumulate_grads(grad_fn, params, mask, micro: Batch, keys, norm, shardings=None):
+    """Sum of `grad_fn(params, micro[i], keys[i], norm)` over the leading axis of `micro`, in one
+    `lax.scan`: (grads like params, metrics summed in f32).
+
+    Only trainable leaves (mask True) are carried, summed in f32 and returned in the params'
+    dtype; frozen leaves get zeros (what `stop_frozen_gradients` gives them). shardings: a tree
+    like params whose leaves constrain the carried sums (None: left to XLA).
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    trained = [i for i, m in enumerate(treedef.flatten_up_to(mask)) if m]
+    placed = [None] * len(leaves) if shardings is None else treedef.flatten_up_to(shardings)
+
+    def constrain(i, x):
+        return x if placed[i] is None else jax.lax.with_sharding_constraint(x, placed[i])
+
+    first = jax.tree_util.tree_map(lambda x: x[0], micro)
+    _, metric_shapes = jax.eval_shape(grad_fn, params, first, keys[0], norm)
+    init = ([constrain(i, jnp.zeros(leaves[i].shape, jnp.float32)) for i in trained],
+            jax.tree_util.tree_map(lambda m: jnp.zeros(m.shape, jnp.float32), metric_shapes))
+
+    def body(carry, xs):
+        sums, msums = carry
+        batch, key = xs
+        g, m = grad_fn(params, batch, key, norm)
+        g = treedef.flatten_up_to(g)
+        sums = [constrain(i, s + g[i].astype(jnp.float32)) for s, i in zip(sums, trained)]
+        return (sums, jax.tree_util.tree_map(lambda a, v: a + v.astype(jnp.float32), msums, m)), None
+
+    (sums, metrics), _ = jax.lax.scan(body, init, (micro, keys))
+    out = [jnp.zeros(x.shape, x.dtype) for x in leaves]
+    for s, i in zip(sums, trained):
+        out[i] = s.astype(leaves[i].dtype)
+    return treedef.unflatten(out), metrics
+
+
+def step_counts(micro) -> dict[str, np.float32]:
+    """The loss normalisers of one optimizer step (host side): scored LLM tokens and CTC
+    utterances summed over its micro-batches (a sequence of `Batch`), each at least 1. A batch
+    without labels / CTC labels (a stage that does not read them) counts 0 of that kind."""
+    tokens = utts = 0.0
+    for b in micro:
+        w = np.asarray(b.weight) > 0
+        if b.labels is not None:
+            tokens += float(((np.asarray(b.labels)[:, 1:] != IGNORE_INDEX) & w[:, None]).sum())
+        if b.ctc_label_lengths is not None:
+            utts += float((w & (np.asarray(b.ctc_label_lengths) > 0)).sum())
+    return {"tokens": np.float32(max(1.0, tokens)), "utts": np.float32(max(1.0, utts))}
 
 
 def init_state(params, tx, seed: int) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Data pipeline settings (`DataConfig`) and the error the pipeline raises (`DataError`)."""
+"""Data pipeline settings (`DataConfig`), what the training step reads (`StepNeeds`), and the
+error the pipeline raises (`DataError`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,34 @@ class DataError(ValueError):
 
 
 @dataclass(frozen=True)
+class StepNeeds:
+    """What the training step reads from a batch and how many batches one optimizer step takes:
+    the trainer's side of the pipeline, passed in as a value (the library never imports train/).
+
+    llm_labels: fill `labels` [B, L] (the LLM loss; GRPO's prompt lengths); False leaves them None.
+    ctc_labels: fill `ctc_labels` [B, Lc] + `ctc_label_lengths` [B] (the CTC and AED losses) when
+      there is a CTC vocabulary; False leaves them None and plans no Lc.
+    micro_batches: k >= 1 consecutive global batches of a plan share one bucket: the micro-batches
+      of one optimizer step, stacked [k, B, ...] by the trainer. An epoch is a whole number of
+      such groups (a bucket's last group is filled with padding rows, or dropped with
+      drop_remainder).
+    """
+
+    llm_labels: bool = True
+    ctc_labels: bool = True
+    micro_batches: int = 1
+
+    def validate(self) -> StepNeeds:
+        for f in ("llm_labels", "ctc_labels"):
+            if not isinstance(getattr(self, f), bool):
+                raise ValueError(f"StepNeeds.{f}: must be a bool, got {getattr(self, f)!r}")
+        k = self.micro_batches
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"StepNeeds.micro_batches: must be a positive integer, got {k!r}")
+        return self
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Data pipeline settings.
 
@@ -19,6 +48,12 @@ class DataConfig:
     batch_size: global batch size (rows over all processes).
     max_target_tokens: training skips targets with more LLM tokens ("{text}<|im_end|>").
     token_multiple: L and Lc are rounded up to a multiple of this.
+    token_length / ctc_length: the padded prompt length L / CTC label length Lc of a bucket.
+      0 = from the data at planning time: each bucket's longest planned row (text tokens +
+      audio_token_count(edge) placeholders; CTC labels) rounded up to token_multiple. N > 0 =
+      every bucket's L (Lc) is N (a multiple of token_multiple), so the step's shapes follow
+      from bucket_frames alone (the same compiled steps for any corpus); a longer example is a
+      DataError naming its manifest line. Either way a batch's shapes are a function of its bucket.
     noise_dir: folder searched (recursively) for noise audio; None -> no noise.
     noise_prob: probability an utterance gets noise; SNR ~ N(snr_mean, snr_std) dB.
     zero_pad_prob: probability a *noised* utterance is zero-padded before the noise is added;
@@ -80,6 +115,8 @@ class DataConfig:
     bucket_frames: tuple[int, ...] = (64, 128, 256, 512)
     max_target_tokens: int = 256
     token_multiple: int = 32
+    token_length: int = 0
+    ctc_length: int = 0
     noise_dir: str | None = None
     noise_prob: float = 0.3
     snr_mean: float = 10.0
@@ -145,6 +182,10 @@ class DataConfig:
         for f in ("max_target_tokens", "token_multiple", "num_threads", "prefetch_buffer"):
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
                 bad(f, "must be a positive integer")
+        for f in ("token_length", "ctc_length"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % self.token_multiple:
+                bad(f, f"must be 0 (from the data) or a positive multiple of token_multiple={self.token_multiple}")
         if self.noise_dir is not None and not isinstance(self.noise_dir, (str, os.PathLike)):
             bad("noise_dir", "must be a path or None")
         for f in ("noise_prob", "zero_pad_prob"):

@@ -6,18 +6,24 @@ of (seed, epoch): length buckets, shuffles, batches, augmentation choices) -> gr
 grain iterator. Dev / test evaluation decodes with `infer.recognizer` (`infer.evaluate`).
 
 - Training skips (with a warning) utterances longer than the largest bucket and targets longer
-  than `max_target_tokens`.
+  than `max_target_tokens`; with a fixed data.token_length / ctc_length, a longer example is a
+  DataError (manifest file:line, its length, the limit, the option).
+- What the step reads and its micro-batches per optimizer step come in as `StepNeeds` (default:
+  every target, one batch per step): fields it does not read are None, and with k micro-batches
+  every k consecutive batches share a bucket (`planning`).
 - Sharding: process p of P gets rows [p*B/P, (p+1)*B/P) of every global batch.
 - Nothing depends on the order batches are produced in, so an iterator restored with
   `set_state` continues exactly.
 
 Each element is a `funasr_jax.models.batch.Batch` of numpy arrays, B = batch_size // process_count
-rows, T = the bucket's edge in LFR frames (60 ms), L / Lc planned token / CTC label lengths::
+rows, T = the bucket's edge in LFR frames (60 ms), L / Lc the bucket's token / CTC label lengths
+(`TrainData.bucket_shapes`: one shape per bucket)::
 
     feats [B, T, 560] f32        feat_lengths [B] i32 (LFR frames)
-    input_ids [B, L] i32 (pad_id)  labels [B, L] i32 (-100)  token_lengths [B] i32
+    input_ids [B, L] i32 (pad_id)  labels [B, L] i32 (-100; with StepNeeds.llm_labels)  token_lengths [B] i32
     audio_start [B] i32          audio_tokens [B] i32 (N = audio_token_count(feat_length))
-    ctc_labels [B, Lc] i32 (0-padded) + ctc_label_lengths [B] i32   (only with a CTC vocabulary)
+    ctc_labels [B, Lc] i32 (0-padded) + ctc_label_lengths [B] i32   (with a CTC vocabulary and
+                                                                     StepNeeds.ctc_labels)
     example_index [B] i32 (-1 on padding rows)  weight [B] f32 (0 on padding rows)
     audio_seconds [B] f32 (duration of the waveform after augmentation)
 
@@ -38,11 +44,12 @@ import grain
 import numpy as np
 from absl import flags
 
-from funasr_jax.data.config import DataConfig
+from funasr_jax.data.config import DataConfig, DataError, StepNeeds
 from funasr_jax.data.manifest import Example, read_manifests
-from funasr_jax.data.planning import EpochPlan, Planner, lfr_estimate
+from funasr_jax.data.planning import BucketShape, EpochPlan, Planner, lfr_estimate
 from funasr_jax.data.context import PromptContexts
 from funasr_jax.data.rows import BatchLoader, count_tokens
+from funasr_jax.models.batch import Batch
 from funasr_jax.text.tokenizer import CTCVocabulary, load_tokenizer
 
 __all__ = ["NOISE_EXTENSIONS", "TrainData", "load_text_tools", "make_train_data", "make_train_iterator",
@@ -124,6 +131,14 @@ class TrainData:
     def plan(self, epoch: int) -> EpochPlan:
         return self.loader.planner.plan(epoch)
 
+    def bucket_shapes(self) -> list[BucketShape]:
+        """Every shape a batch of this dataset can have, one per bucket with batches."""
+        return self.loader.planner.bucket_shapes()
+
+    def templates(self) -> list[tuple[BucketShape, Batch]]:
+        """(shape, padding-only batch of that shape: this process's rows) per bucket with batches."""
+        return [(sh, self.loader.template(sh)) for sh in self.bucket_shapes()]
+
     def iterator(self):
         """A grain DatasetIterator (get_state()/set_state(), JSON-serialisable state)."""
         return _iterate(self.dataset, self.loader.cfg)
@@ -131,14 +146,19 @@ class TrainData:
 
 def make_train_data(cfg: DataConfig, examples: Sequence[Example], tokenizer, ctc_vocab=None,
                     frontend_cfg=None, process_index: int = 0, process_count: int = 1,
-                    num_epochs: int | None = None) -> TrainData:
-    """Builds the training grain dataset (see module docstring for batch contents)."""
+                    num_epochs: int | None = None, needs: StepNeeds | None = None) -> TrainData:
+    """Builds the training grain dataset (see module docstring for batch contents).
+
+    needs: what the step reads and its micro-batches per optimizer step (default: everything, 1).
+    """
     cfg.validate()
+    needs = (needs if needs is not None else StepNeeds()).validate()
     _check_sharding(cfg, process_index, process_count)
     examples = list(examples)
     if not examples:
         raise ValueError("make_train_data: no training examples")
     contexts = PromptContexts(cfg, examples)  # drawn once: the planner and the loader see the same prompts
+    ctc_vocab = ctc_vocab if needs.ctc_labels else None  # no CTC labels, no Lc, where no loss reads them
     text, target, ctc = count_tokens(cfg, examples, tokenizer, ctc_vocab, contexts)
     frames = np.asarray([ex.speech_length for ex in examples], np.int64)
     too_long = (lfr_estimate(frames) > cfg.bucket_frames[-1]) & (not cfg.text_only)
@@ -151,21 +171,34 @@ def make_train_data(cfg: DataConfig, examples: Sequence[Example], tokenizer, ctc
     if not len(kept):
         raise ValueError("make_train_data: every training example was skipped (see warnings)")
     noise_files = _noise_files(cfg.noise_dir)
-    planner = Planner(cfg, kept, frames, cfg.bucket_frames, text, ctc, has_noise=bool(noise_files))
+    planner = Planner(cfg, kept, frames, cfg.bucket_frames, text, ctc, has_noise=bool(noise_files),
+                      micro_batches=needs.micro_batches)
+    _check_fixed_lengths(planner, examples)
     if planner.steps_per_epoch == 0:
-        raise ValueError(f"make_train_data: {len(kept)} examples give no full batch of {cfg.batch_size} "
-                         "(drop_remainder=True)")
+        raise ValueError(f"make_train_data: {len(kept)} examples give no full group of {needs.micro_batches} "
+                         f"batch(es) of {cfg.batch_size} (drop_remainder=True)")
     loader = BatchLoader(cfg, examples, planner, tokenizer, ctc_vocab, frontend_cfg, noise_files,
-                         process_index, process_count, contexts)
+                         process_index, process_count, contexts, needs)
     total = sys.maxsize if num_epochs is None else num_epochs * planner.steps_per_epoch
     ds = grain.MapDataset.range(total).map(loader)
     return TrainData(dataset=ds, steps_per_epoch=planner.steps_per_epoch, kept=kept,
                      examples=examples, loader=loader)
 
 
+def _check_fixed_lengths(planner: Planner, examples: Sequence[Example]) -> None:
+    """DataError naming the first example longer than its bucket's fixed L / Lc (and how many)."""
+    over = planner.overflows()
+    if over:
+        o, ex = over[0], examples[over[0].example]
+        more = f" ({len(over) - 1} more examples too long)" if len(over) > 1 else ""
+        raise DataError(f"{ex.where} (key {ex.key!r}): {o.length} {o.what} exceed {o.option}={o.limit}{more}; "
+                        f"raise {o.option} (a multiple of data.token_multiple) or set it to 0 to plan each bucket's "
+                        "length from the data")
+
+
 def make_train_iterator(cfg: DataConfig, examples: Sequence[Example], tokenizer, ctc_vocab=None,
                         frontend_cfg=None, process_index: int = 0, process_count: int = 1,
-                        num_epochs: int | None = None):
+                        num_epochs: int | None = None, needs: StepNeeds | None = None):
     """grain DatasetIterator over training batches (this process's rows of each global batch).
 
     `it.get_state()` is a small JSON-serialisable dict; `it.set_state(state)` on a fresh
@@ -173,4 +206,4 @@ def make_train_iterator(cfg: DataConfig, examples: Sequence[Example], tokenizer,
     uninterrupted run would produce.
     """
     return make_train_data(cfg, examples, tokenizer, ctc_vocab, frontend_cfg, process_index,
-                           process_count, num_epochs).iterator()
+                           process_count, num_epochs, needs).iterator()

@@ -10,13 +10,16 @@ targets). Shapes and units (B rows, T LFR frames of 60 ms, L LLM tokens, Lc CTC 
     audio_start [B] i32 (first placeholder, in the padded row)   audio_tokens [B] i32 (N)
     labels [B, L] i32 (IGNORE_INDEX outside targets) weight [B] f32 (1 real row, 0 padding row)
     ctc_labels [B, Lc] i32 (0-padded) + ctc_label_lengths [B] i32   (when CTC labels are given)
+    (labels only where the step reads them, `StepNeeds.llm_labels`; CTC labels likewise)
     example_index [B] i32 / audio_seconds [B] f32                    (when given)
 
 Side 'right': row b's tokens fill [0, token_lengths[b]); 'left': [L - token_lengths[b], L)
 (what `decode.generate` expects). A padding row (None) has every length 0.
 
 `BatchLoader` is the grain map function of training: global step -> the planned batch's rows of
-this process, each loaded (`audio.io`), augmented per the plan (speed, zero padding, noise), turned
+this process, padded to its bucket's shape (`planning.BucketShape`: T, L, Lc fixed per bucket;
+`BatchLoader.template` is the same batch with padding rows only, for compiling ahead of time),
+each loaded (`audio.io`), augmented per the plan (speed, zero padding, noise), turned
 into features (fbank + LFR 7/6 + CMVN), optionally masked (SpecAugment-style, `augment.
 draw_spec_masks`) and given a ChatML prompt (`text.prompt.build_prompt`).
 
@@ -60,9 +63,9 @@ from funasr_jax.data.augment import (
     zero_pad,
 )
 from funasr_jax.data.cache import MIB, SharedCache, frozen
-from funasr_jax.data.config import DataConfig, DataError
+from funasr_jax.data.config import DataConfig, DataError, StepNeeds
 from funasr_jax.data.manifest import Example, example_audio
-from funasr_jax.data.planning import EpochPlan, Planner
+from funasr_jax.data.planning import BucketShape, EpochPlan, Planner
 from funasr_jax.models.batch import IGNORE_INDEX, Batch
 from funasr_jax.models.config import audio_token_count
 from funasr_jax.text.prompt import (
@@ -111,14 +114,15 @@ def pad_feats(feats: Sequence[np.ndarray | None], length: int | None = None, dim
 
 def pad_batch(feats: Sequence[np.ndarray | None], prompts: Sequence[PromptIds | None], *, pad_id: int,
               feat_length: int | None = None, token_length: int | None = None, feat_dim: int | None = None,
-              side: str = "right", targets: bool = True,
+              side: str = "right", targets: bool = True, llm_labels: bool = True,
               ctc_labels: Sequence[Sequence[int] | None] | None = None, ctc_length: int | None = None,
               example_index: Sequence[int] | None = None, audio_seconds: Sequence[float] | None = None) -> Batch:
     """One padded `Batch` (numpy) from per-row features [T_b, D] and prompts; None = padding row.
 
     feat_length / token_length / ctc_length: padded T / L / Lc (default: the longest row).
     side: 'right' (training, teacher forcing) or 'left' (generation: prompts end at column L).
-    targets: fill `labels` and `weight` (False for decoding: both None).
+    targets: fill `labels` and `weight` (False for decoding: both None); llm_labels=False leaves
+    `labels` None but keeps `weight` (a step without an LLM loss).
     ctc_labels: per-row CTC label ids (None: no CTC fields). example_index / audio_seconds:
     per-row host bookkeeping, copied as given.
     """
@@ -147,7 +151,8 @@ def pad_batch(feats: Sequence[np.ndarray | None], prompts: Sequence[PromptIds | 
     out = {"feats": x, "feat_lengths": feat_lengths, "input_ids": ids, "token_lengths": token_lengths,
            "audio_start": audio_start, "audio_tokens": audio_tokens}
     if targets:
-        out["labels"] = labels
+        if llm_labels:
+            out["labels"] = labels
         out["weight"] = np.array([0.0 if p is None else 1.0 for p in prompts], np.float32)
     if ctc_labels is not None:
         lc = [0 if c is None else len(c) for c in ctc_labels]
@@ -214,13 +219,14 @@ class BatchLoader:
 
     def __init__(self, cfg: DataConfig, examples: Sequence[Example], planner: Planner, tokenizer,
                  ctc_vocab, frontend_cfg: FrontendConfig | None, noise_files: Sequence[str], process_index: int,
-                 process_count: int, contexts: PromptContexts | None = None):
+                 process_count: int, contexts: PromptContexts | None = None, needs: StepNeeds | None = None):
         self.cfg = cfg
+        self.needs = needs if needs is not None else StepNeeds()
         self.examples = list(examples)
         self.contexts = PromptContexts(cfg, self.examples) if contexts is None else contexts
         self.planner = planner
         self.tokenizer = tokenizer
-        self.ctc_vocab = ctc_vocab
+        self.ctc_vocab = ctc_vocab if self.needs.ctc_labels else None  # no CTC labels where no loss reads them
         self.frontend_cfg = frontend_cfg if frontend_cfg is not None else FrontendConfig()
         self.cmvn = load_cmvn(self.frontend_cfg.cmvn_file) if self.frontend_cfg.cmvn_file else None
         self.noise_files = list(noise_files)
@@ -335,6 +341,19 @@ class BatchLoader:
             raise DataError(msg) from err
         log.warning("unusable utterance replaced by a weight-0 padding row: %s", msg)
 
+    def _pad(self, feats, prompts, ctc, index, seconds, edge: int, lt: int, lc: int) -> Batch:
+        return pad_batch(feats, prompts, pad_id=self.tokenizer.pad_id, feat_length=1 if self.cfg.text_only else edge,
+                         token_length=lt, feat_dim=self.frontend_cfg.feature_dim, llm_labels=self.needs.llm_labels,
+                         ctc_labels=ctc if self.ctc_vocab is not None else None, ctc_length=lc,
+                         example_index=index, audio_seconds=seconds)
+
+    def template(self, shape: BucketShape) -> Batch:
+        """A batch of `shape`'s bucket with padding rows only (zeros, weight 0): exactly the
+        fields, shapes and dtypes of that bucket's batches (this process's rows)."""
+        b = self.local_b
+        return self._pad([None] * b, [None] * b, [None] * b, [-1] * b, [0.0] * b,
+                         int(self.planner.edges[shape.bucket]), shape.tokens, shape.ctc_tokens)
+
     def __call__(self, step: int) -> Batch:
         epoch, s = divmod(int(step), self.planner.steps_per_epoch)
         plan = self.planner.plan(epoch)
@@ -359,12 +378,9 @@ class BatchLoader:
                 f = self._masked(f, i, epoch)
             p = self._prompt(ex, i, epoch, int(audio_token_count(f.shape[0])) if f.shape[0] else 0, lt)
             if len(p.input_ids) > lt:  # the plan's token count is an upper bound by construction
-                raise DataError(f"{ex.where}: {len(p.input_ids)} tokens exceed the planned {lt}")
+                raise DataError(f"{ex.where}: a prompt of {len(p.input_ids)} tokens exceeds its bucket's planned "
+                                f"L={lt} (data.token_length={self.cfg.token_length}; 0 plans L from the data)")
             feats[r], prompts[r], index[r], seconds[r] = f, p, i, n_samples / SAMPLE_RATE
             if self.ctc_vocab is not None:
                 ctc[r] = list(self.ctc_vocab.encode(ex.target or ""))
-        return pad_batch(feats, prompts, pad_id=self.tokenizer.pad_id, feat_length=1 if self.cfg.text_only else edge,
-                         token_length=lt,
-                         feat_dim=self.frontend_cfg.feature_dim,
-                         ctc_labels=ctc if self.ctc_vocab is not None else None, ctc_length=int(plan.ctc_tokens[s]),
-                         example_index=index, audio_seconds=seconds)
+        return self._pad(feats, prompts, ctc, index, seconds, edge, lt, int(plan.ctc_tokens[s]))

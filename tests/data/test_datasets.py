@@ -22,7 +22,7 @@ from helpers.data import (
 )
 
 from funasr_jax.audio.frontend import extract_features
-from funasr_jax.data.config import DataConfig, DataError
+from funasr_jax.data.config import DataConfig, DataError, StepNeeds
 from funasr_jax.data.datasets import (
     load_text_tools,
     make_train_data,
@@ -30,6 +30,8 @@ from funasr_jax.data.datasets import (
     read_train_examples,
 )
 from funasr_jax.data.manifest import read_manifests
+from funasr_jax.data.rows import count_tokens
+from funasr_jax.models.config import audio_token_count
 
 EDGES = (8, 16, 32, 64)  # LFR frames: 0.48 / 0.96 / 1.92 / 3.84 s
 DURS = [0.3, 0.5, 0.7, 0.9, 1.1, 1.3, 1.6, 1.9, 2.2, 2.5, 3.0, 3.5, 0.4, 0.8, 5.0]  # last: too long
@@ -124,6 +126,83 @@ def test_batch_contents_static_shapes(corpus, caplog):
     td2 = make_train_data(_cfg(corpus, drop_remainder=True), exs, tok, num_epochs=1)
     assert td2.steps_per_epoch == sum(c // 4 for c in counts)
     assert all((b.example_index >= 0).all() and b.ctc_labels is None for b in td2.iterator())
+
+
+def _fields(b):
+    return {k: (v.shape, v.dtype) for k, v in b.arrays().items()}
+
+
+def test_shapes_are_a_function_of_the_bucket(corpus):
+    """Every batch of a bucket has that bucket's planned shape (and its template's fields), L_k
+    being the bucket's longest row (text + audio placeholders of the edge) rounded up."""
+    tok, ctc, exs = CharTokenizer(), CharCTC(), corpus["examples"]
+    cfg = _aug(corpus)
+    td = make_train_data(cfg, exs, tok, ctc, num_epochs=2)
+    shapes = {s.bucket: s for s in td.bucket_shapes()}
+    templates = {s.bucket: t for s, t in td.templates()}
+    assert sorted(shapes) == [0, 1, 2, 3] and all(not t.weight.any() for t in templates.values())
+    spe = td.steps_per_epoch
+    for step, b in enumerate(td.iterator()):
+        k = int(td.plan(step // spe).bucket[step % spe])
+        s = shapes[k]
+        assert (b.feats.shape[1], b.input_ids.shape[1], b.ctc_labels.shape[1]) == (s.frames, s.tokens, s.ctc_tokens)
+        assert _fields(b) == _fields(templates[k])
+    text, _, n_ctc = count_tokens(cfg, exs, tok, ctc)
+    for k, s in shapes.items():
+        members = [i for i in td.kept if (td.loader.planner.bucket_of[i] == k)]
+        need = max(text[i] for i in members) + audio_token_count(EDGES[k])
+        assert s.tokens == 16 * math.ceil(need / 16) and s.ctc_tokens == 16 * math.ceil(max(n_ctc[members]) / 16)
+
+
+def test_micro_batches_of_a_step_share_a_bucket(corpus):
+    tok, ctc, exs = CharTokenizer(), CharCTC(), corpus["examples"]
+    k = 3
+    for cfg in (_cfg(corpus), _cfg(corpus, shuffle=False), _cfg(corpus, drop_remainder=True, batch_size=1)):
+        td = make_train_data(cfg, exs, tok, ctc, needs=StepNeeds(micro_batches=k))
+        plan, b = td.plan(1), cfg.batch_size
+        assert td.steps_per_epoch % k == 0 and len(plan.rows) == td.steps_per_epoch
+        groups = plan.rows.reshape(-1, k, b)
+        assert (plan.bucket.reshape(-1, k) == plan.bucket.reshape(-1, k)[:, :1]).all()
+        real = plan.rows[plan.rows >= 0]
+        assert len(set(real.tolist())) == len(real)
+        if cfg.drop_remainder:
+            assert (groups >= 0).all()
+        else:
+            assert sorted(real.tolist()) == sorted(td.kept.tolist())
+            per_batch = (groups >= 0).sum(axis=2)  # padding dealt round-robin over a group's batches
+            assert (per_batch.max(axis=1) - per_batch.min(axis=1) <= 1).all()
+    # k = 1 plans what plain batching plans
+    a = make_train_data(_aug(corpus), exs, tok, ctc).plan(0)
+    one = make_train_data(_aug(corpus), exs, tok, ctc, needs=StepNeeds(micro_batches=1)).plan(0)
+    np.testing.assert_array_equal(a.rows, one.rows)
+
+
+def test_fields_the_step_does_not_read_are_left_out(corpus):
+    tok, ctc, exs = CharTokenizer(), CharCTC(), corpus["examples"]
+    td = make_train_data(_cfg(corpus), exs, tok, ctc, needs=StepNeeds(llm_labels=False, ctc_labels=False))
+    assert all(s.ctc_tokens == 0 for s in td.bucket_shapes())
+    b = next(td.iterator())
+    assert b.labels is None and b.ctc_labels is None and b.ctc_label_lengths is None
+    assert b.weight is not None and b.input_ids is not None
+    assert _fields(b) == _fields({s.frames: t for s, t in td.templates()}[b.feats.shape[1]])
+    with pytest.raises(ValueError, match="StepNeeds.micro_batches"):
+        make_train_data(_cfg(corpus), exs, tok, ctc, needs=StepNeeds(micro_batches=0))
+
+
+def test_fixed_lengths_and_the_error_naming_a_longer_example(corpus):
+    tok, ctc, exs = CharTokenizer(), CharCTC(), corpus["examples"]
+    planned = make_train_data(_cfg(corpus), exs, tok, ctc).bucket_shapes()
+    longest, longest_ctc = max(s.tokens for s in planned), max(s.ctc_tokens for s in planned)
+    td = make_train_data(_cfg(corpus, token_length=longest + 16, ctc_length=longest_ctc), exs, tok, ctc)
+    assert {(s.tokens, s.ctc_tokens) for s in td.bucket_shapes()} == {(longest + 16, longest_ctc)}
+    b = next(td.iterator())
+    assert b.input_ids.shape[1] == longest + 16 and b.ctc_labels.shape[1] == longest_ctc
+    with pytest.raises(DataError, match=r"train.jsonl:\d+ .*tokens exceed data.token_length=16.*raise data.token_length"):
+        make_train_data(_cfg(corpus, token_length=16), exs, tok, ctc)
+    with pytest.raises(ValueError, match="DataConfig.token_length"):
+        _cfg(corpus, token_length=20).validate()
+    with pytest.raises(ValueError, match="DataConfig.ctc_length"):
+        _cfg(corpus, ctc_length=-16).validate()
 
 
 def test_determinism_and_epoch_order(corpus):
