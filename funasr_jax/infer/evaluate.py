@@ -28,10 +28,11 @@ from funasr_jax.text.prompt import DEFAULT_SYSTEM_PROMPT
 def evaluate_examples(rec: Recognizer, examples: Sequence, *, mode: str = "llm", batch_size: int = 8,
                       max_new_tokens: int = 128, on_error: str = "raise", progress: bool = False,
                       hotwords: Sequence[HotwordIndex | None] | None = None,
-                      contexts: Sequence[Context | None] | None = None):
+                      contexts: Sequence[Context | None] | None = None, ctc_text: bool = False):
     """Decode `examples` (manifest `Example`s) with `rec.recognize` (energy gate, long files cut)
     and score them. hotwords / contexts: per example (aligned with `examples`), see
-    `Recognizer.recognize`.
+    `Recognizer.recognize`; ctc_text (mode "llm"): each row also gets "ctc", the CTC head's greedy
+    hypothesis from the encoder pass the LLM decoded from.
 
     Returns (rows, breakdown, info): rows are per-utterance dicts in manifest order (every
     decoded example, noise-only ones included); breakdown is `metrics.breakdown` of the rows
@@ -62,11 +63,13 @@ def evaluate_examples(rec: Recognizer, examples: Sequence, *, mode: str = "llm",
             ok.append(i)
         if not waves:
             continue
+        # ctc_text is passed only when asked for: a recognizer without the option serves the rest
         results = rec.recognize(waves, [examples[i].instruction for i in ok],
                                 [examples[i].system or DEFAULT_SYSTEM_PROMPT for i in ok], mode=mode,
                                 batch_size=batch_size, max_new_tokens=max_new_tokens,
                                 hotwords=None if hotwords is None else [hotwords[i] for i in ok],
-                                contexts=None if contexts is None else [contexts[i] for i in ok])
+                                contexts=None if contexts is None else [contexts[i] for i in ok],
+                                **({"ctc_text": True} if ctc_text else {}))
         for i, res in zip(ok, results):
             rows[i] = _row(examples[i], res)
         if progress:
@@ -97,6 +100,8 @@ def _row(ex, res) -> dict:
            "subset": ex.subset, "errors": c.errors, "ref_tokens": c.ref_tokens, "hotwords": list(ex.hotwords)}
     if res.first_pass is not None:
         row["first_pass"] = res.first_pass
+    if res.ctc_text is not None:
+        row["ctc"] = res.ctc_text
     return row
 
 

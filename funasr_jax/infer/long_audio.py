@@ -10,8 +10,10 @@ WebRTC's voice-activity detector (`audio.vad`), the segments are decoded `batch_
 optionally in order with the previous segment's transcript as the prompt's `上文` context (for
 models trained with contextual SFT; sequential, so slower), and each segment's text is
 force-aligned to the CTC head's posteriors (`decode.align`) for token and word start / end
-times in milliseconds from the start of the recording. Memory: the waveform plus one batch of
-segments' features, so a 10-minute file (9.6 M samples, 38 MB) decodes on a small machine.
+times in milliseconds from the start of the recording (the posteriors come from the encoder pass
+the LLM decoded the segment from: `Recognizer.recognize(ctc_posteriors=True)`). Memory: the
+waveform plus one batch of segments' features and posteriors, so a 10-minute file (9.6 M
+samples, 38 MB) decodes on a small machine.
 """
 
 from __future__ import annotations
@@ -74,19 +76,56 @@ def segment_words(rec: Recognizer, waves: Sequence[np.ndarray], texts: Sequence[
     feats = [rec.features(waves[k]) for k in todo]
     x, lengths = rec.pad_feats(feats)
     logp = np.asarray(ctc_log_probs(rec.model, rec.params, x, lengths))
-    frame_ms = lfr_seconds(1, rec.frontend) * 1000.0
     for row, k in enumerate(todo):
-        labels = list(rec.ctc_vocab.encode(texts[k]))
-        try:
-            al = ctc_forced_align(logp[row, : int(lengths[row])], labels, rec.cfg.ctc.blank)
-        except AlignmentError:
-            continue
-        pieces = [rec.ctc_vocab.sp.id_to_token(i) for i in labels]
-        # the last LFR frame reaches past the audio (LFR pads the end): clip times to the segment
-        end_ms = float(offsets_ms[k]) + 1000.0 * len(waves[k]) / SAMPLE_RATE
-        times = [(min(a, end_ms), min(b, end_ms)) for a, b in token_times(al, frame_ms, float(offsets_ms[k]))]
-        out[k] = tuple(word_timestamps(*merge_byte_pieces(pieces, times)))
+        out[k] = aligned_words(rec, logp[row, : int(lengths[row])], texts[k], offsets_ms[k], len(waves[k]))
     return out
+
+
+def aligned_words(rec: Recognizer, logp: np.ndarray, text: str, offset_ms: float,
+                  n_samples: int) -> tuple[TimedToken, ...]:
+    """`text` force-aligned to one segment's CTC log-posteriors [T, V_ctc] (T LFR frames of 60 ms):
+    its words with times in ms plus `offset_ms`, clipped to the segment's `n_samples`; () for an
+    empty text or one the CTC head cannot align."""
+    if not text.strip():
+        return ()
+    labels = list(rec.ctc_vocab.encode(text))
+    try:
+        al = ctc_forced_align(logp, labels, rec.cfg.ctc.blank)
+    except AlignmentError:
+        return ()
+    pieces = [rec.ctc_vocab.sp.id_to_token(i) for i in labels]
+    frame_ms = lfr_seconds(1, rec.frontend) * 1000.0
+    # the last LFR frame reaches past the audio (LFR pads the end): clip times to the segment
+    end_ms = float(offset_ms) + 1000.0 * n_samples / SAMPLE_RATE
+    times = [(min(a, end_ms), min(b, end_ms)) for a, b in token_times(al, frame_ms, float(offset_ms))]
+    return tuple(word_timestamps(*merge_byte_pieces(pieces, times)))
+
+
+def _decode_pieces(rec: Recognizer, pieces: Sequence[np.ndarray], offsets_ms: Sequence[float], instruction: str,
+                   hotwords: HotwordIndex | None, contexts: Sequence[Context | None], *, timestamps: bool,
+                   batch_size: int, max_new_tokens: int) -> list[tuple[str, tuple[TimedToken, ...]]]:
+    """(text, words) per VAD segment of one `recognize` call. Words come from the CTC posteriors
+    the recognizer kept of the encoder pass it decoded from; a piece it cut into several
+    segments (longer than its `max_segment_s`) is aligned from a CTC pass of its own."""
+    res = rec.recognize(list(pieces), [instruction] * len(pieces), batch_size=batch_size,
+                        max_new_tokens=max_new_tokens, hotwords=[hotwords] * len(pieces), contexts=list(contexts),
+                        ctc_posteriors=timestamps)
+    if not timestamps:
+        return [(t.text, ()) for t in res]
+    words: list[tuple[TimedToken, ...]] = [()] * len(pieces)
+    apart = []
+    for k, (t, piece) in enumerate(zip(res, pieces)):
+        post = t.ctc_posteriors
+        if len(post) == 1 and (post[0].start, post[0].end) == (0, len(piece)):
+            words[k] = aligned_words(rec, post[0].log_probs, t.text, offsets_ms[k], len(piece))
+        elif t.text.strip():
+            apart.append(k)
+    if apart:
+        found = segment_words(rec, [pieces[k] for k in apart], [res[k].text for k in apart],
+                              [offsets_ms[k] for k in apart])
+        for k, w in zip(apart, found):
+            words[k] = w
+    return [(t.text, w) for t, w in zip(res, words)]
 
 
 def transcribe_long(rec: Recognizer, wave: np.ndarray, *, vad: VadConfig = VadConfig(), language: str | None = None,
@@ -103,24 +142,18 @@ def transcribe_long(rec: Recognizer, wave: np.ndarray, *, vad: VadConfig = VadCo
     spans = vad_segments(wave, SAMPLE_RATE, vad)
     instruction = instruction_text(language, (), itn)
     pieces = [wave[a:b] for a, b in spans]
-    texts: list[str] = []
+    offsets = [1000.0 * s / SAMPLE_RATE for s, _ in spans]
+    kw = dict(timestamps=timestamps and rec.has_ctc, max_new_tokens=max_new_tokens)
+    done: list[tuple[str, tuple]] = []
     if context_previous:
         base = context or Context()
-        for piece in pieces:
-            ctx = Context(texts[-1] if texts else base.previous, tuple(base.passages))
-            texts.append(rec.recognize([piece], [instruction], batch_size=1, max_new_tokens=max_new_tokens,
-                                       hotwords=[hotwords], contexts=[ctx])[0].text)
+        for piece, offset in zip(pieces, offsets):
+            ctx = Context(done[-1][0] if done else base.previous, tuple(base.passages))
+            done += _decode_pieces(rec, [piece], [offset], instruction, hotwords, [ctx], batch_size=1, **kw)
     else:
         for a in range(0, len(pieces), batch_size):
             group = pieces[a: a + batch_size]
-            texts += [t.text for t in rec.recognize(group, [instruction] * len(group), batch_size=batch_size,
-                                                    max_new_tokens=max_new_tokens, hotwords=[hotwords] * len(group),
-                                                    contexts=[context] * len(group))]
-    words: list[tuple] = [()] * len(pieces)
-    if timestamps and rec.has_ctc:
-        words = []
-        for a in range(0, len(pieces), batch_size):
-            words += segment_words(rec, pieces[a: a + batch_size], texts[a: a + batch_size],
-                                   [1000.0 * s / SAMPLE_RATE for s, _ in spans[a: a + batch_size]])
+            done += _decode_pieces(rec, group, offsets[a: a + batch_size], instruction, hotwords,
+                                   [context] * len(group), batch_size=batch_size, **kw)
     return [TimedSegment(1000.0 * s / SAMPLE_RATE, 1000.0 * e / SAMPLE_RATE, t, w)
-            for (s, e), t, w in zip(spans, texts, words)]
+            for (s, e), (t, w) in zip(spans, done)]

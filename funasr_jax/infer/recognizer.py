@@ -21,7 +21,7 @@ import functools
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
@@ -60,30 +60,44 @@ DEFAULT_TOKEN_SLACK = 8
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def prompt_embeds(model: FunASRNano, params, feats, feat_lengths, input_ids, audio_start, audio_tokens):
-    """LLM input embeddings [B, P, D] laid out like `input_ids` (left-padded for generation), with
-    the audio rows spliced in at [audio_start, audio_start + audio_tokens)."""
-    def f(module, feats, feat_lengths, input_ids, audio_start, audio_tokens):
-        adapted, _, _ = module.audio_embeds(feats, feat_lengths)
-        return module.embed_prompt(input_ids, adapted, audio_start, audio_tokens)
-
-    return model.apply({"params": params}, feats, feat_lengths, input_ids, audio_start, audio_tokens, method=f)
-
-
-@functools.partial(jax.jit, static_argnums=0)
 def encoder_outputs(model: FunASRNano, params, feats, feat_lengths):
-    """Encoder output [B, T, D_enc] and lengths [B] from features."""
+    """Encoder output [B, T, D_enc] (f32) and lengths [B] from features [B, T, 560] (LFR frames of
+    60 ms): a batch's one encoder pass, read by the CTC head and the adaptor alike."""
     return model.apply({"params": params}, feats, feat_lengths, method=FunASRNano.encode)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def ctc_log_probs(model: FunASRNano, params, feats, feat_lengths):
-    """CTC log-posteriors [B, T, V] from features."""
-    def f(module, feats, feat_lengths):
-        enc, lens = module.encode(feats, feat_lengths)
-        return jax.nn.log_softmax(module.ctc_logits(enc, lens), axis=-1)
+def ctc_from_encoder(model: FunASRNano, params, enc, enc_lengths):
+    """CTC log-posteriors [B, T, V_ctc] from the encoder output [B, T, D_enc]."""
+    def f(module, enc, enc_lengths):
+        return jax.nn.log_softmax(module.ctc_logits(enc, enc_lengths), axis=-1)
 
-    return model.apply({"params": params}, feats, feat_lengths, method=f)
+    return model.apply({"params": params}, enc, enc_lengths, method=f)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def embeds_from_encoder(model: FunASRNano, params, enc, enc_lengths, input_ids, audio_start, audio_tokens):
+    """LLM input embeddings [B, P, D] laid out like `input_ids` (left-padded for generation), with
+    the adaptor rows of the encoder output [B, T, D_enc] spliced in at
+    [audio_start, audio_start + audio_tokens)."""
+    def f(module, enc, enc_lengths, input_ids, audio_start, audio_tokens):
+        adapted, _ = module.adapt(enc, enc_lengths)
+        return module.embed_prompt(input_ids, adapted, audio_start, audio_tokens)
+
+    return model.apply({"params": params}, enc, enc_lengths, input_ids, audio_start, audio_tokens, method=f)
+
+
+def ctc_log_probs(model: FunASRNano, params, feats, feat_lengths):
+    """CTC log-posteriors [B, T, V_ctc] from features [B, T, 560]: `encoder_outputs`, then
+    `ctc_from_encoder`."""
+    return ctc_from_encoder(model, params, *encoder_outputs(model, params, feats, feat_lengths))
+
+
+def prompt_embeds(model: FunASRNano, params, feats, feat_lengths, input_ids, audio_start, audio_tokens):
+    """LLM input embeddings [B, P, D] from features [B, T, 560]: `encoder_outputs`, then
+    `embeds_from_encoder` (use those two to share one encoder pass with the CTC head)."""
+    enc, enc_lengths = encoder_outputs(model, params, feats, feat_lengths)
+    return embeds_from_encoder(model, params, enc, enc_lengths, input_ids, audio_start, audio_tokens)
 
 
 def _round_up(n: int, m: int) -> int:
@@ -160,14 +174,43 @@ class Utterance:
 
 
 @dataclass(frozen=True)
+class SegmentPosteriors:
+    """One decoded segment's CTC log-posteriors [T, V_ctc] over its own T LFR frames (60 ms each)
+    and its sample range [start, end) in the waveform."""
+
+    start: int
+    end: int
+    log_probs: np.ndarray
+
+
+@dataclass(frozen=True)
 class Transcript:
     """One file's result: its text (segment texts joined), the joined CTC first-pass hypotheses
     when the prompt carried them (else None), and how many non-silent segments were decoded
-    (0: the whole file was gated as silence)."""
+    (0: the whole file was gated as silence). When `recognize` was asked for them, the CTC
+    head's greedy hypotheses joined (`ctc_text`) and each decoded segment's CTC posteriors
+    (`ctc_posteriors`, in order), both from the encoder pass the LLM decoded from."""
 
     text: str
     first_pass: str | None = None
     segments: int = 0
+    ctc_text: str | None = None
+    ctc_posteriors: tuple[SegmentPosteriors, ...] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """One LLM decode of a batch of utterances (`Recognizer.decode_batch`), per row: `ids` the new
+    token ids (after its `prefix_ids`, EOS dropped); `texts` its transcript (prefix + new tokens);
+    `ctc_texts` the CTC head's greedy hypothesis (None when no hypothesis was needed);
+    `first_pass` the hypotheses put in the prompts (None without `first_pass_prompt`);
+    `ctc_log_probs` the CTC log-posteriors [T_b, V_ctc] of its own T_b frames (when asked for)."""
+
+    ids: list[list[int]]
+    texts: list[str]
+    ctc_texts: list[str] | None = None
+    first_pass: list[str] | None = None
+    ctc_log_probs: list[np.ndarray] | None = None
 
 
 def shares_vocabulary(tokenizer, ctc_vocab) -> bool:
@@ -305,39 +348,70 @@ class Recognizer:
         """(greedy LLM transcripts, the CTC first-pass hypotheses put in their prompts or None).
 
         A row's transcript is its `prefix_ids` followed by what the LLM generated after them.
-        One CTC forward serves both the first-pass prompt and joint decoding.
+        One encoder pass serves the CTC head (first pass, hotwords, joint decoding) and the LLM.
         """
-        ids, first_pass = self.generate_ids(utts, max_new_tokens)
-        return [" ".join(self.tokenizer.decode(list(u.prefix_ids) + new).split()) for u, new in zip(utts, ids)], \
-            first_pass
+        d = self.decode_batch(utts, max_new_tokens)
+        return d.texts, d.first_pass
 
     def generate_ids(self, utts: Sequence[Utterance], max_new_tokens: int = 128):
         """(new token ids per row — after its `prefix_ids`, EOS dropped —, first-pass hypotheses or None).
 
         Each row may emit at most its `token_limits` entry minus len(prefix_ids) (>= 1) tokens."""
-        first_pass = None
+        d = self.decode_batch(utts, max_new_tokens)
+        return d.ids, d.first_pass
+
+    def decode_batch(self, utts: Sequence[Utterance], max_new_tokens: int = 128, *, ctc_text: bool = False,
+                     ctc_posteriors: bool = False) -> DecodedBatch:
+        """Decode a batch with the LLM from one encoder pass (`encoder_outputs`): the CTC head
+        (`ctc_from_encoder`: first-pass prompt, hotword retrieval, joint decoding) and the
+        adaptor (`embeds_from_encoder`) both read that output.
+
+        ctc_text / ctc_posteriors (need the CTC branch): also return each row's CTC greedy
+        hypothesis / its log-posteriors [T_b, V_ctc] (`DecodedBatch`), from the same pass.
+        """
+        if (ctc_text or ctc_posteriors) and not self.has_ctc:
+            raise ValueError("ctc_text / ctc_posteriors need a model with the CTC branch and a CTC vocabulary")
         feats = [u.feats for u in utts]
-        logp = hyps = None
-        retrieve = any(u.hotwords is not None and len(u.hotwords) for u in utts) and self.has_ctc
-        if self.ctc_weight > 0 or self.first_pass_prompt or retrieve:
-            x, lengths = self.pad_feats(feats)
-            logp = ctc_log_probs(self.model, self.params, x, lengths)
-            hyps = self._ctc_texts(np.asarray(logp), lengths) if (self.first_pass_prompt or retrieve) else None
+        x, lengths = self.pad_feats(feats)
+        enc, enc_lengths = encoder_outputs(self.model, self.params, x, lengths)
+        retrieve = self.has_ctc and any(u.hotwords is not None and len(u.hotwords) for u in utts)
+        want_hyps = self.first_pass_prompt or retrieve or ctc_text
+        logp = host = hyps = None
+        if want_hyps or ctc_posteriors or self.ctc_weight > 0:
+            logp = ctc_from_encoder(self.model, self.params, enc, enc_lengths)
+        if want_hyps or ctc_posteriors:
+            host = np.asarray(logp)
+        if want_hyps:
+            hyps = self._ctc_texts(host, lengths)
+        batch = self._prompt_batch(utts, hyps)
+        embeds = embeds_from_encoder(self.model, self.params, enc, enc_lengths, batch.input_ids, batch.audio_start,
+                                     batch.audio_tokens)
+        ids = self._generate(utts, embeds, batch.token_lengths, logp, lengths, max_new_tokens)
+        texts = [" ".join(self.tokenizer.decode(list(u.prefix_ids) + new).split()) for u, new in zip(utts, ids)]
+        return DecodedBatch(ids, texts, ctc_texts=hyps, first_pass=hyps if self.first_pass_prompt else None,
+                            ctc_log_probs=[host[k, :int(n)] for k, n in enumerate(lengths)] if ctc_posteriors else None)
+
+    def _prompt_batch(self, utts: Sequence[Utterance], hyps: Sequence[str] | None):
+        """The left-padded generation `Batch` of `utts`' prompts (hotwords retrieved from `hyps`,
+        the CTC hypotheses, which the first-pass prompt also carries); features padded as `pad_feats`."""
+        feats = [u.feats for u in utts]
         instructions = [with_context(u.instruction, hotwords=self.prompt_hotwords(u, hyps and hyps[k]),
                                      previous=u.previous, passages=u.passages) for k, u in enumerate(utts)]
         if self.first_pass_prompt:
-            first_pass = hyps
-            instructions = [with_first_pass(i, h) for i, h in zip(instructions, first_pass)]
+            instructions = [with_first_pass(i, h) for i, h in zip(instructions, hyps)]
         prompts = [build_prompt(self.tokenizer, system=u.system, instruction=ins,
                                 n_audio=int(audio_token_count(len(f))), prev_text=u.prev_text, prefix_ids=u.prefix_ids)
                    for u, ins, f in zip(utts, instructions, feats)]
         # Left padding (decode.generate's layout); pad columns are masked out, so any in-vocabulary id does.
-        batch = pad_batch(feats, prompts, pad_id=AUDIO_PLACEHOLDER_ID, feat_length=self.padded_frames(feats),
-                          token_length=_round_up(max(len(q.input_ids) for q in prompts), self.token_bucket),
-                          side="left", targets=False)
-        embeds = prompt_embeds(self.model, self.params, batch.feats, batch.feat_lengths, batch.input_ids,
-                               batch.audio_start, batch.audio_tokens)
-        limits = self.token_limits([len(f) for f in feats], max_new_tokens)
+        return pad_batch(feats, prompts, pad_id=AUDIO_PLACEHOLDER_ID, feat_length=self.padded_frames(feats),
+                         token_length=_round_up(max(len(q.input_ids) for q in prompts), self.token_bucket),
+                         side="left", targets=False)
+
+    def _generate(self, utts: Sequence[Utterance], embeds, token_lengths, logp, ctc_lengths,
+                  max_new_tokens: int) -> list[list[int]]:
+        """New token ids per row (EOS dropped) from prompt embeddings [B, P, D]: greedy or beam,
+        jointly with the CTC log-posteriors `logp` [B, T, V] when ctc_weight > 0."""
+        limits = self.token_limits([len(u.feats) for u in utts], max_new_tokens)
         n_prefix = np.array([len(u.prefix_ids) for u in utts], np.int32)
         limits = np.maximum(1, limits - n_prefix).astype(np.int32)
         ctc_prefix = None
@@ -348,20 +422,20 @@ class Recognizer:
                 pre[k, :len(u.prefix_ids)] = u.prefix_ids
             ctc_prefix = (pre, n_prefix)
         common = dict(max_new_tokens=max_new_tokens, eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id,
-                      ctc_log_probs=logp if self.ctc_weight > 0 else None, ctc_lengths=batch.feat_lengths,
+                      ctc_log_probs=logp if self.ctc_weight > 0 else None, ctc_lengths=ctc_lengths,
                       ctc_weight=self.ctc_weight, ctc_blank=self.cfg.ctc.blank, row_max_new_tokens=limits)
         if self.beam > 1:
             if ctc_prefix is not None:
                 raise ValueError("beam search does not continue a forced prefix with joint CTC scores; "
                                  "use beam=1 for streaming with ctc_weight > 0")
-            tokens, n, _ = beam_search(self.decoder, self.params["llm"], embeds, batch.token_lengths, beam=self.beam,
+            tokens, n, _ = beam_search(self.decoder, self.params["llm"], embeds, token_lengths, beam=self.beam,
                                        length_penalty=self.length_penalty, **common)
         else:
-            tokens, n = greedy_generate(self.decoder, self.params["llm"], embeds, batch.token_lengths,
+            tokens, n = greedy_generate(self.decoder, self.params["llm"], embeds, token_lengths,
                                         ctc_prefix_ids=ctc_prefix, **common)
         tokens, n = np.asarray(tokens), np.asarray(n)
         eos = self.tokenizer.eos_id
-        return [[int(t) for t in row[:int(k)] if int(t) != eos] for row, k in zip(tokens, n)], first_pass
+        return [[int(t) for t in row[:int(k)] if int(t) != eos] for row, k in zip(tokens, n)]
 
     @property
     def has_ctc(self) -> bool:
@@ -415,7 +489,8 @@ class Recognizer:
     def recognize(self, waves: Sequence[np.ndarray], instructions: Sequence[str],
                   systems: Sequence[str] | None = None, *, mode: str = "llm", batch_size: int = 8,
                   max_new_tokens: int = 128, hotwords: Sequence[HotwordIndex | None] | None = None,
-                  contexts: Sequence[Context | None] | None = None) -> list[Transcript]:
+                  contexts: Sequence[Context | None] | None = None, ctc_text: bool = False,
+                  ctc_posteriors: bool = False) -> list[Transcript]:
         """Waveforms ([S] float32, 16 kHz) -> one `Transcript` per waveform, in order.
 
         instructions / systems: each waveform's prompt pieces (systems None: the default system
@@ -425,6 +500,9 @@ class Recognizer:
         mode: "llm" (greedy / joint LLM decoding), "ctc" (CTC greedy) or "aed" (the AED decoder).
         hotwords / contexts: per waveform (or None): a `HotwordIndex` searched per segment with
           its CTC hypothesis, and a `Context` (previous transcript, passages) for every segment.
+        ctc_text / ctc_posteriors (mode "llm", a CTC branch): each Transcript also carries the CTC
+          head's greedy hypotheses / each segment's CTC posteriors, from the encoder pass the LLM
+          decoded from (`decode_batch`): no second encoder run for them.
         """
         if mode not in ("llm", "ctc", "aed"):
             raise ValueError(f"mode must be 'llm', 'ctc' or 'aed', got {mode!r}")
@@ -432,6 +510,10 @@ class Recognizer:
             raise ValueError("AED decoding needs a model with the AED decoder (model.aed.enabled) and a CTC vocabulary")
         if mode == "ctc" and (not self.cfg.ctc.enabled or self.ctc_vocab is None):
             raise ValueError("CTC decoding needs a model with the CTC branch and a CTC vocabulary")
+        keep_ctc = ctc_text or ctc_posteriors
+        if keep_ctc and (mode != "llm" or not self.has_ctc):
+            raise ValueError(f"ctc_text / ctc_posteriors need mode 'llm' (got {mode!r}) and a model with the CTC "
+                             "branch and a CTC vocabulary")
         if len(instructions) != len(waves) or (systems is not None and len(systems) != len(waves)):
             raise ValueError(f"recognize: {len(waves)} waveforms but {len(instructions)} instructions"
                              + ("" if systems is None else f" and {len(systems)} system prompts"))
@@ -446,26 +528,37 @@ class Recognizer:
                       key=lambda j: j[3] - j[2])
         texts = [[""] * len(segs) for segs in plans]
         firsts = [[""] * len(segs) for segs in plans]
+        ctcs = [[""] * len(segs) for segs in plans]
+        posts: list[list] = [[None] * len(segs) for segs in plans]
         with_first = False
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start: start + batch_size]
             feats = [self.features(np.asarray(waves[i][a:b], np.float32)) for i, _, a, b in chunk]
+            extra = None
             if mode == "ctc":
                 hyps, first = self.decode_ctc(feats), None
             elif mode == "aed":
                 hyps, first = self.decode_aed(feats, max_new_tokens), None
             else:
-                hyps, first = self.decode_llm_with_first_pass(
-                    [Utterance(f, instructions[i], systems[i], hotwords=hotwords[i],
-                               **(contexts[i] or Context()).fields()) for f, (i, *_) in zip(feats, chunk)],
-                    max_new_tokens)
-            for j, (i, k, _, _) in enumerate(chunk):
+                utts = [Utterance(f, instructions[i], systems[i], hotwords=hotwords[i],
+                                  **(contexts[i] or Context()).fields()) for f, (i, *_) in zip(feats, chunk)]
+                if keep_ctc:
+                    extra = self.decode_batch(utts, max_new_tokens, ctc_text=ctc_text, ctc_posteriors=ctc_posteriors)
+                    hyps, first = extra.texts, extra.first_pass
+                else:
+                    hyps, first = self.decode_llm_with_first_pass(utts, max_new_tokens)
+            for j, (i, k, a, b) in enumerate(chunk):
                 texts[i][k] = hyps[j]
                 if first is not None:
                     firsts[i][k], with_first = first[j], True
+                if extra is not None and ctc_text:
+                    ctcs[i][k] = extra.ctc_texts[j]
+                if extra is not None and ctc_posteriors:
+                    posts[i][k] = SegmentPosteriors(a, b, extra.ctc_log_probs[j])
         with_first = with_first or (mode == "llm" and self.first_pass_prompt)
-        return [Transcript(join_texts(t), join_texts(f) if with_first else None, len(t))
-                for t, f in zip(texts, firsts)]
+        return [Transcript(join_texts(t), join_texts(f) if with_first else None, len(t),
+                           join_texts(c) if ctc_text else None, tuple(p) if ctc_posteriors else None)
+                for t, f, c, p in zip(texts, firsts, ctcs, posts)]
 
     def transcribe(self, audio: Sequence, *, language=None, hotwords: Sequence[str] | HotwordIndex = (),
                    itn: bool = True, context: Context | None = None, batch_size: int = 8,

@@ -3,8 +3,8 @@
     python -m funasr_jax.rl_select --checkpoint runs/quickstart/sft_llm --data train.jsonl \\
         --out-dir runs/rl_data [--per-subset 200] [--max-utts 0]
 
-Every utterance is decoded twice with the model: the LLM (its recorded decoding: first-pass prompt,
-joint CTC weight) and the CTC head (greedy). Then, in this order of precedence:
+Every utterance is decoded with the LLM (its recorded decoding: first-pass prompt, joint CTC
+weight) and the CTC head (greedy), both from one encoder pass. Then, in this order of precedence:
 
   hallucination  the reference is empty (a noise-only clip) and the LLM wrote something, or the LLM
                  output has hallucinated units against the reference (`rewards.hallucinated_span`:
@@ -128,9 +128,8 @@ def select_rl_data(rec: Recognizer, files: Sequence[str], out_dir, *, per_subset
     examples = read_manifests(files, on_error="skip")
     if max_utts:
         examples = examples[:max_utts]
-    llm_rows, _, _ = evaluate_examples(rec, examples, mode="llm", batch_size=batch_size, on_error="skip")
-    ctc_rows, _, _ = evaluate_examples(rec, examples, mode="ctc", batch_size=batch_size, on_error="skip")
-    llm, ctc = {r["where"]: r["hyp"] for r in llm_rows}, {r["where"]: r["hyp"] for r in ctc_rows}
+    rows, _, _ = evaluate_examples(rec, examples, mode="llm", batch_size=batch_size, on_error="skip", ctc_text=True)
+    llm, ctc = {r["where"]: r["hyp"] for r in rows}, {r["where"]: r["ctc"] for r in rows}
     chosen: dict[str, list[dict]] = {s: [] for s in SUBSETS}
     for ex in examples:
         if ex.where not in llm:

@@ -68,15 +68,21 @@ def test_partials_keep_their_stable_prefix(model, ctc_weight, rollback):
     assert parts[-1].text == " ".join(rec.tokenizer.decode(list(parts[-1].token_ids)).split())
 
 
+def compiled() -> tuple[int, ...]:
+    """How many shapes the recognizer's jitted encoder, adaptor and generator have compiled."""
+    return (recognizer_mod.encoder_outputs._cache_size(), recognizer_mod.embeds_from_encoder._cache_size(),
+            generate._greedy._cache_size())
+
+
 def test_no_recompile_per_chunk(model):
     """A second stream of the same length compiles nothing new: shapes are bucketed."""
     rec = make_rec(model)
     cfg = StreamConfig(chunk_ms=240.0, rollback_tokens=2)
     list(stream_transcribe(rec, [wave(2.0)], cfg))
-    sizes = (recognizer_mod.prompt_embeds._cache_size(), generate._greedy._cache_size())
+    sizes = compiled()
     parts = list(stream_transcribe(rec, [wave(2.0)[::-1].copy()], cfg))
     assert len(parts) >= 8
-    assert (recognizer_mod.prompt_embeds._cache_size(), generate._greedy._cache_size()) == sizes
+    assert compiled() == sizes
 
 
 def test_silence_zero_length_feeds_and_mid_chunk_stop(model):
