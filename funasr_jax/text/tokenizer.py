@@ -21,6 +21,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
+from funasr_jax.text.qwen3_tokenizer import bundled_path, load_qwen3_json
+
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 ENDOFTEXT = "<|endoftext|>"
@@ -231,8 +233,6 @@ class CTCVocabulary:
 
 def qwen3_tokenizer() -> HFTokenizer:
     """Qwen3's tokenizer from the JSON bundled with the package (a package resource; no network)."""
-    from funasr_jax.text.qwen3_tokenizer import bundled_path, load_qwen3_json
-
     try:
         text = load_qwen3_json()
     except FileNotFoundError as e:
