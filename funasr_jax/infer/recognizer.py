@@ -282,7 +282,7 @@ class Recognizer:
         self.tokens_per_second, self.token_slack = tokens_per_second, int(token_slack)
         self.cmvn = load_cmvn(frontend.cmvn_file) if frontend.cmvn_file else None
         self.model = FunASRNano(cfg)
-        self.decoder = CausalDecoder(llm_module(cfg))
+        self.decoder = CausalDecoder(llm_module(cfg), vocab_size=tokenizer.vocab_size)  # no id past the tokenizer
 
     @classmethod
     def from_checkpoint(cls, path, tokenizer_path=None, ctc_tokenizer_path=None, **kw) -> Recognizer:

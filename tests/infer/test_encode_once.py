@@ -17,15 +17,15 @@ from helpers.data import tone
 from funasr_jax.audio.io import load_audio
 from funasr_jax.data.manifest import read_manifests
 from funasr_jax.data.rows import pad_batch
-from funasr_jax.decode.generate import greedy_generate
+from funasr_jax.decode.generate import CausalDecoder, greedy_generate
 from funasr_jax.infer import recognizer as R
 from funasr_jax.infer.long_audio import segment_words, transcribe_long
 from funasr_jax.infer.recognizer import Recognizer, Utterance
 from funasr_jax.models.batch import AUDIO_PLACEHOLDER_ID
-from funasr_jax.models.config import audio_token_count
+from funasr_jax.models.config import audio_token_count, tiny_config
 from funasr_jax.models.ctc_head import ctc_greedy
 from funasr_jax.models.encoder import SenseVoiceEncoderSmall
-from funasr_jax.models.funasr import FunASRNano
+from funasr_jax.models.funasr import FunASRNano, llm_module
 from funasr_jax.text.hotwords import HotwordIndex
 from funasr_jax.text.prompt import build_prompt, instruction_text, with_context, with_first_pass
 from funasr_jax.text.tokenizer import CTCVocabulary, load_tokenizer
@@ -219,3 +219,17 @@ def test_long_audio_aligns_from_the_decoding_pass(model, monkeypatch):
     pieces = [wave[int(s.start_ms * 16): int(s.end_ms * 16)] for s in segs]
     want = segment_words(rec, pieces, [s.text for s in segs], [s.start_ms for s in segs])
     assert [s.words for s in segs] == want
+
+
+
+def test_the_recognizer_never_emits_an_id_past_its_tokenizer():
+    """An LLM embedding larger than the tokenizer (Qwen3: 151,936 rows, 151,669 tokens): the
+    recognizer decodes through a CausalDecoder that masks the rows the tokenizer has no token for
+    (the masking itself: tests/decode/test_generate.py::test_vocab_limit_keeps_ids_the_tokenizer_has)."""
+
+    class SevenTokens:
+        vocab_size = 7
+
+    cfg = tiny_config()
+    rec = Recognizer(cfg, None, SevenTokens())
+    assert rec.decoder == CausalDecoder(llm_module(cfg), vocab_size=7)
