@@ -11,6 +11,9 @@ Per device, for each mesh layout that fits the device count:
               skeleton model (one layer per stack) and one more layer per stack type, then
               scaled to the real layer counts; divided by the batch shards (data x fsdp).
               With remat, one block's full residuals are added (recomputed during backward).
+              The LLM loss never holds [B, L, V] logits (`funasr_jax.models.losses`: the LM
+              head runs on one chunk of scored positions at a time, its gradient formed in the
+              same pass): one chunk's [rows per device, chunk, V] f32 terms are added per device.
   batch       the input arrays
 Tensor parallelism is not credited on activations (conservative). The verdict compares the
 total with `usable` = capacity x memory fraction (JAX preallocates 75% of a GPU by default;
@@ -38,6 +41,8 @@ import numpy as np
 
 from funasr_jax.configtools import ConfigError
 from funasr_jax.models.axes import logical_axes_for
+from funasr_jax.models.funasr import FunASRNano, lm_head_params
+from funasr_jax.models.losses import chunk_positions, chunk_stats
 from sharding.mesh import MESH_PRESETS, MeshError, mesh_shape
 from sharding.rules import get_rules
 from sharding.specs import opt_state_shardings, param_shardings
@@ -100,11 +105,11 @@ def sharded_bytes(tree, shardings, sizes) -> int:
     return int(sum(_nbytes(x) // _shard_factor(s.spec, sizes) for x, s in zip(leaves, shs)))
 
 
-def residual_bytes(fn, *args) -> tuple[int, int]:
+def residual_bytes(fn, *args, keep=None) -> tuple[int, int]:
     """(bytes, largest tensor) of what `jax.vjp(fn, args[0])` keeps for the backward pass.
 
     Arguments and values that only pass through stop_gradient are not counted (they are the
-    params / inputs themselves).
+    params / inputs themselves); keep(aval) -> bool, if given, selects the residuals counted.
     """
     def vjp(p, *rest):
         return jax.vjp(lambda q: fn(q, *rest), p)
@@ -124,7 +129,7 @@ def residual_bytes(fn, *args) -> tuple[int, int]:
         src = v
         while src in producer and producer[src].primitive.name == "stop_gradient":
             src = producer[src].invars[0]
-        if src in invars or id(v) in seen:
+        if src in invars or id(v) in seen or (keep is not None and not keep(v.aval)):
             continue
         seen.add(id(v))
         nb = _nbytes(v.aval)
@@ -190,6 +195,30 @@ def activation_plan(cfg, batch_sds, *, attention: str = "xla") -> dict:
     return out
 
 
+def loss_chunk_bytes(parts, rows: int, length: int) -> tuple[int, int]:
+    """(bytes, positions per row) of one chunk of the LLM loss while its gradient is formed: what
+    differentiating `losses.chunk_stats` keeps per position (its [rows, chunk, V] f32 logits /
+    softmax statistics), for `rows` rows per device of `length` tokens. The head weight's
+    compute-dtype copy is not counted (the full-logits loss held it too). (0, 0) without an LLM
+    loss."""
+    if parts.weights.llm <= 0 or length < 2:
+        return 0, 0
+    chunk = chunk_positions(rows, length - 1)
+    llm = parts.cfg.model.llm
+    h = jax.ShapeDtypeStruct((rows, chunk, llm.hidden_size), jnp.dtype(parts.cfg.model.dtype))
+    targets = jax.ShapeDtypeStruct((rows, chunk), jnp.int32)
+    valid = jax.ShapeDtypeStruct((rows, chunk), jnp.bool_)
+
+    def head(w, x):
+        return parts.model.apply({"params": w}, x, method=FunASRNano.lm_logits)
+
+    def one(x, w, t, m):
+        return chunk_stats(head, w, x, t, m)[0]
+
+    per_position = lambda aval: tuple(aval.shape[:2]) == (rows, chunk)  # noqa: E731
+    return residual_bytes(one, h, lm_head_params(parts.abstract_params), targets, valid, keep=per_position)[0], chunk
+
+
 def plan(cfg, *, n_devices: int, device: str, batch: int, seconds: float, text_tokens=None, presets=None,
          attention: str = "xla", mem_fraction: float | None = None) -> dict:
     """The plan as a dict (see module docstring). `cfg` is a validated TrainConfig."""
@@ -224,10 +253,12 @@ def plan(cfg, *, n_devices: int, device: str, batch: int, seconds: float, text_t
         g_b = int(sum(_nbytes(x) // _shard_factor(s.spec, sizes) for x, s in zip(trainable_tree, g_tree)))
         b_b = sum(_nbytes(v) for v in batch_sds.arrays().values()) // shards
         static = p_b + o_b + g_b + b_b
+        loss_b, chunk = loss_chunk_bytes(parts, batch // shards, batch_sds.input_ids.shape[1])
         rec = {"preset": preset, "mesh": sizes, "params": p_b, "opt_state": o_b, "grads": g_b, "batch": b_b,
+               "llm_loss_chunk": loss_b, "llm_loss_chunk_positions": chunk,
                "activations": {}, "total": {}, "fits": {}}
         for remat, a in acts.items():
-            act = a["total"] // shards
+            act = a["total"] // shards + loss_b
             rec["activations"][remat] = act
             rec["total"][remat] = static + act
             rec["fits"][remat] = static + act <= usable
@@ -258,17 +289,18 @@ def format_plan(p: dict) -> str:
         per = ", ".join(f"{k} {g(v)} x{p['layer_counts'][k]}" for k, v in a["per_layer"].items())
         lines.append(f"  remat={remat}: total {g(a['total'])}; {per}")
     remats = list(p["activations_global"])
-    lines += ["", "| mesh | params | opt | grads | batch | " + " | ".join(f"act ({r})" for r in remats) + " | "
-              + " | ".join(f"total ({r})" for r in remats) + " |",
-              "|---" * (5 + 2 * len(remats)) + "|"]
+    lines += ["", "| mesh | params | opt | grads | batch | loss chunk | " + " | ".join(f"act ({r})" for r in remats)
+              + " | " + " | ".join(f"total ({r})" for r in remats) + " |",
+              "|---" * (6 + 2 * len(remats)) + "|"]
     for L in p["layouts"]:
         if "error" in L:
             lines.append(f"| {L['preset']} | {L['error']} |")
             continue
         lines.append(f"| {L['preset']} | {g(L['params'])} | {g(L['opt_state'])} | {g(L['grads'])} | {g(L['batch'])} | "
-                     + " | ".join(g(L["activations"][r]) for r in remats) + " | "
+                     f"{g(L['llm_loss_chunk'])} | " + " | ".join(g(L["activations"][r]) for r in remats) + " | "
                      + " | ".join(f"{g(L['total'][r])} {'fits' if L['fits'][r] else 'NO'}" for r in remats) + " |")
-    lines.append(f"(GiB per device; planned in {p['plan_s']} s)")
+    lines.append(f"(GiB per device; act includes the loss chunk: the LLM loss's logits, [rows per device, "
+                 f"chunk, V] f32 (chunk = llm_loss_chunk_positions in --json); planned in {p['plan_s']} s)")
     return "\n".join(lines)
 
 

@@ -17,10 +17,10 @@ import numpy as np
 import optax
 
 from funasr_jax.models.batch import IGNORE_INDEX, Batch
-from funasr_jax.models.funasr import FunASRNano
+from funasr_jax.models.funasr import FunASRNano, lm_head_params
 from funasr_jax.models.aed import label_smoothing_loss
 from funasr_jax.models.bestrq import bestrq_loss
-from funasr_jax.models.losses import ctc_branch_loss, llm_cross_entropy
+from funasr_jax.models.losses import ctc_branch_loss, llm_cross_entropy_from_hidden
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,12 @@ def loss_fn(params, batch: Batch, rng, norm, *, model: FunASRNano, weights: Loss
         if weights.llm == 0 and weights.ctc == 0 and weights.aed == 0:
             return total, metrics
     out = model.apply({"params": params}, batch, deterministic=deterministic, with_llm=weights.llm > 0,
-                      with_ctc=weights.ctc > 0, with_aed=weights.aed > 0, rngs={"dropout": rng})
-    if weights.llm > 0:
-        ce = llm_cross_entropy(out["logits"], batch.labels, batch.weight)
+                      with_ctc=weights.ctc > 0, with_aed=weights.aed > 0, with_logits=False, rngs={"dropout": rng})
+    if weights.llm > 0:  # LM head only at scored positions, a chunk at a time (never [B, L, V])
+        def head(head_params, h):
+            return model.apply({"params": head_params}, h, method=FunASRNano.lm_logits)
+
+        ce = llm_cross_entropy_from_hidden(out["hidden"], batch.labels, head, lm_head_params(params), batch.weight)
         total += weights.llm * ce["sum"] / norm["tokens"]
         metrics.update(llm_sum=ce["sum"], llm_count=ce["count"], llm_correct=ce["correct"])
     if weights.ctc > 0:

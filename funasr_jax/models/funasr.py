@@ -113,12 +113,22 @@ class FunASRNano(nn.Module):
         return adapted, enc, enc_lengths
 
     @_precision
+    def lm_logits(self, hidden):
+        """LLM final hidden states [..., D] (`__call__(..., with_logits=False)`) -> logits [..., V] f32."""
+        logits = self.llm.logits_from_hidden(hidden)
+        if logits.ndim == 3:
+            logits = constrain(logits, ("batch", "length", "vocab"))
+        return logits
+
+    @_precision
     def __call__(self, batch: Batch, deterministic: bool = True, with_llm: bool = True, with_ctc: bool = True,
-                 with_aed: bool = False):
+                 with_aed: bool = False, with_logits: bool = True):
         """Teacher-forced forward of `batch` (its model-input fields; targets are not read, except
         the CTC labels that the AED decoder is teacher-forced with).
 
-        Returns a dict: `logits` [B, L, V] (f32; absent if not with_llm), `ctc_logits`
+        Returns a dict: `logits` [B, L, V] (f32; absent if not with_llm) — or, with
+        with_logits=False, `hidden` [B, L, D] (the LLM's final-normed states in the compute dtype,
+        for `lm_logits` at chosen positions: the training loss never builds [B, L, V]), `ctc_logits`
         [B, T, V_ctc] (if the CTC branch is enabled and with_ctc), `enc_lengths` [B];
         with_aed (needs cfg.aed.enabled and batch.ctc_labels): `aed_logits` [B, U+1, V_ctc] and
         `aed_targets` [B, U+1] (labels then eos, IGNORE_INDEX after).
@@ -129,8 +139,11 @@ class FunASRNano(nn.Module):
         if with_llm:
             adapted, _ = self.adapt(enc, enc_lengths, deterministic)
             embeds = self.embed_prompt(batch.input_ids, adapted, batch.audio_start, batch.audio_tokens)
-            logits, _ = self.llm(embeds, lengths=batch.token_lengths, deterministic=deterministic)
-            out["logits"] = constrain(logits, ("batch", "length", "vocab"))
+            h, _ = self.llm(embeds, lengths=batch.token_lengths, deterministic=deterministic, return_hidden=True)
+            if with_logits:
+                out["logits"] = self.lm_logits(h)
+            else:
+                out["hidden"] = constrain(h, ("batch", "length", "embed"))
         if self.cfg.ctc.enabled and with_ctc:
             out["ctc_logits"] = constrain(self.ctc_logits(enc, enc_lengths, deterministic),
                                           ("batch", "length", "vocab"))
@@ -149,6 +162,15 @@ class FunASRNano(nn.Module):
             out["aed_logits"] = self.aed_logits(enc, enc_lengths, ys_in, in_lengths, deterministic)
             out["aed_targets"] = ys_out
         return out
+
+
+def lm_head_params(params):
+    """The part of `params` (the model's, without the 'params' wrapper) that `FunASRNano.lm_logits`
+    reads: {"llm": {"lm_head": ...}} (untied) or {"llm": {"model": {"embed_tokens": ...}}} (tied)."""
+    llm = params["llm"]
+    if "lm_head" in llm:
+        return {"llm": {"lm_head": llm["lm_head"]}}
+    return {"llm": {"model": {"embed_tokens": llm["model"]["embed_tokens"]}}}
 
 
 def llm_module(cfg: FunASRConfig) -> Qwen3ForCausalLM:

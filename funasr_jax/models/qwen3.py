@@ -20,6 +20,7 @@ Three attention modes (`DecoderContext.mode`, chosen by `Qwen3ForCausalLM.__call
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -274,9 +275,12 @@ class Qwen3ForCausalLM(_Qwen3Part):
     def setup(self):
         self.model = Qwen3Model(self.cfg, self.dtype, self.attention_impl, self.remat, scan_layers=self.scan_layers)
         if not self.cfg.tie_word_embeddings:
+            # f32 accumulation (as the tied head): bf16 compute must not round the logits to bf16.
             self.lm_head = nn.Dense(self.cfg.vocab_size, use_bias=False, dtype=self.dtype,
                                     param_dtype=jnp.float32,
-                                    kernel_init=nn.initializers.normal(stddev=0.02))
+                                    kernel_init=nn.initializers.normal(stddev=0.02),
+                                    dot_general=functools.partial(lax.dot_general,
+                                                                  preferred_element_type=jnp.float32))
 
     @_precision
     def embed(self, input_ids):
@@ -285,7 +289,11 @@ class Qwen3ForCausalLM(_Qwen3Part):
 
     @_precision
     def logits_from_hidden(self, h):
-        """Final-normed hidden [..., D] -> logits [..., V] f32 (tied: h @ embedding.T)."""
+        """Final-normed hidden [..., D] -> logits [..., V] f32 (tied: h @ embedding.T).
+
+        Matmul inputs in `dtype`, accumulated in f32. With `__call__(..., return_hidden=True)`
+        this lets a caller project only the positions it needs (the training loss, GRPO).
+        """
         if self.cfg.tie_word_embeddings:
             w = self.model.embed_tokens.embedding.astype(self.dtype)
             return jnp.einsum("...d,vd->...v", h.astype(self.dtype), w, preferred_element_type=jnp.float32)
