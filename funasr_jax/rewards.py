@@ -1,4 +1,4 @@
-"""The ASR rewards of reinforcement learning (funaudio-asr-recipe.md, GRPO), and their registry.
+"""The ASR rewards of reinforcement learning (the FunAudio-ASR report, GRPO), and their registry.
 
 Every reward is a pure function `fn(hyp: str, meta: UtteranceMeta) -> float` of one hypothesis
 and the utterance's reference + metadata. Texts are compared in scoring units

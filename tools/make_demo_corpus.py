@@ -50,7 +50,7 @@ from funasr_jax.text.prompt import FIRST_PASS_LABEL
 
 SAMPLE_RATE = 16000
 SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|startofspeech|>", "<|endofspeech|>"]
-# Instruction strings of fun-asr-nano.md §6.3, by language of the utterance.
+# Instruction strings of the release's prompts (FunASR model.py / fine-tuning guide), by language of the utterance.
 INSTRUCTIONS = {
     "zh": [("语音转写：", 0.6), ("语音转写成中文：", 0.2), ("Speech transcription:", 0.1),
            ("Transcribe speech into Chinese:", 0.1)],

@@ -48,7 +48,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class StageConfig:
-    """What a stage trains and with which losses (funaudio-asr-recipe.md, SFT table).
+    """What a stage trains and with which losses (the FunAudio-ASR report's SFT stages).
 
     trainable: param path prefixes; "llm:lora" = only the LoRA adapters of the LLM (their rank,
       alpha and targets are model settings: `model.llm.lora`).

@@ -1,6 +1,6 @@
 """Synthetic batches and random params shaped like the PyTorch anchor's (for the bench, planner, tests).
 
-Shapes (gpu-anchors.md, tools/anchor_torch_train_bench.py): LFR frames T of `seconds` of 16 kHz
+Shapes (as FunASR's PyTorch training benchmark uses them): LFR frames T of `seconds` of 16 kHz
 audio (`funasr_jax.audio.frontend`: fbank 25/10 ms snip_edges, then LFR 7/6), N =
 audio_token_count(T) audio rows, LLM tokens L = round_up(23 prompt + N + text + 5, 16) with
 text = 100 tokens for >= 30 s, else 30; CTC labels = the text tokens.

@@ -1,6 +1,6 @@
 """Speech front end of Fun-ASR-Nano: Kaldi fbank -> LFR stacking -> optional CMVN.
 
-Numerically this is FunASR's `WavFrontend` with dither 0 (fun-asr-nano.md §2):
+Numerically this is FunASR's `WavFrontend` with dither 0:
 
 - waveform in [-1, 1] x 32768 (int16 scale);
 - frames of 25 ms every 10 ms, `snip_edges` (T_fb = 1 + (S - 400) // 160 at 16 kHz);

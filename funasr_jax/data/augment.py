@@ -1,6 +1,6 @@
 """Waveform and feature augmentation (pure numpy; randomness only through an explicit Generator or seed key).
 
-Recipe (funaudio-asr-recipe.md "Noise robustness", "Hallucination mitigation"): noise is mixed
+Recipe (the FunAudio-ASR report, "Noise robustness", "Hallucination mitigation"): noise is mixed
 into ~30% of utterances at SNR ~ N(10 dB, 5 dB) (the caller draws the SNR); zero padding is
 applied *before* the noise so the model sees noise-only stretches it must transcribe as nothing.
 All signals are [S] float32 samples at 16 kHz in [-1, 1].

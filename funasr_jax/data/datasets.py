@@ -1,6 +1,6 @@
 """Training batches on grain, with static shapes and exact resumption.
 
-Flow (DESIGN.md "Data flow"): manifest examples -> per-epoch plan (`planning.Planner`: pure function
+Flow (ARCHITECTURE.md, "A training step"): manifest examples -> per-epoch plan (`planning.Planner`: pure function
 of (seed, epoch): length buckets, shuffles, batches, augmentation choices) -> grain
 `MapDataset.range(steps).map(rows.BatchLoader)` (load + augment + fbank/LFR + tokenize + pad) ->
 grain iterator. Dev / test evaluation decodes with `infer.recognizer` (`infer.evaluate`).

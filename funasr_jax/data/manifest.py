@@ -1,6 +1,6 @@
 """FunASR ChatML JSONL manifests -> a list of `Example` records.
 
-One JSON object per line (fun-asr-nano.md §6.3, §6.6; FunASR `docs/finetune.md`)::
+One JSON object per line (the ChatML JSONL of FunASR's Fun-ASR fine-tuning guide)::
 
     {"key": "utt1",
      "messages": [{"role": "system", "content": "You are a helpful assistant."},

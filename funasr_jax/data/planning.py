@@ -9,7 +9,7 @@ LFR frames (one LFR frame = FBANK_PER_LFR fbank frames); token counts are LLM to
   step maps to (epoch, batch) without history.
 - Augmentations that lengthen audio are limited to the room left in the example's bucket: a speed
   factor < 1 that would overflow falls back to 1.0, zero padding is scaled down to fit. Zero padding
-  is applied only to utterances that get noise (funaudio-asr-recipe.md "Hallucination mitigation").
+  is applied only to utterances that get noise (the FunAudio-ASR report, "Hallucination mitigation").
 - Shapes are a function of the bucket: bucket k has a fixed prompt length L_k = round_up(max over
   its planned examples of text tokens + audio_token_count(edge_k), token_multiple) and CTC label
   length Lc_k (likewise), or the fixed DataConfig.token_length / ctc_length. They come from the

@@ -1,7 +1,7 @@
 """The naming contract between our Flax parameter trees and PyTorch state dicts.
 
 Flax modules are named after the PyTorch submodules, so a parameter path maps to a state-dict
-key by joining with "." and renaming the leaf (DESIGN.md decision 2):
+key by joining with "." and renaming the leaf (README, "Design notes"):
 
 | Flax leaf              | PyTorch leaf | layout rule                                              |
 |------------------------|--------------|----------------------------------------------------------|

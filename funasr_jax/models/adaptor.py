@@ -1,4 +1,4 @@
-"""The FunASR llm_asr `Transformer` adaptor (fun-asr-nano.md §4.2); also the CTC decoder body (§5.1).
+"""The FunASR llm_asr `Transformer` adaptor (FunASR `llm_asr/adaptor.py`); also the CTC decoder body.
 
 x [B, T, encoder_dim] -> frame-concat downsample by k -> linear1 -> ReLU -> linear2 ->
 n_layer pre-norm transformer blocks (no positional encoding, key-padding mask) -> [B, T', llm_dim].

@@ -8,7 +8,7 @@ B rows (utterances), T LFR frames of 60 ms, L LLM tokens, Lc CTC labels::
     input_ids      [B, L] i32        prompt + target ids; audio placeholders are AUDIO_PLACEHOLDER_ID
     token_lengths  [B] i32           valid tokens per row (right padding)
     audio_start    [B] i32           index of the first audio placeholder
-    audio_tokens   [B] i32           N placeholders = audio_token_count(feat_lengths) (fun-asr-nano.md §6.4)
+    audio_tokens   [B] i32           N placeholders = audio_token_count(feat_lengths) (the release's fake-token splice)
   targets (None where a path has none, e.g. decoding):
     labels         [B, L] i32        HF-style: IGNORE_INDEX where not scored
     weight         [B] f32           row weight; 0 = padding row

@@ -15,7 +15,7 @@ from funasr_jax.models.remat import parse_remat
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """SenseVoiceEncoderSmall (SAN-M) hyper-parameters (fun-asr-nano.md §3.1)."""
+    """SenseVoiceEncoderSmall (SAN-M) hyper-parameters (the release's `audio_encoder_conf`)."""
 
     input_size: int = 560  # LFR feature dim (80 mel x 7 stacked frames)
     output_size: int = 512  # d_model
@@ -32,7 +32,7 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class AdaptorConfig:
-    """FunASR llm_asr `Transformer` adaptor (also the CTC decoder body), fun-asr-nano.md §4.
+    """FunASR llm_asr `Transformer` adaptor (also the CTC decoder body), the release's `audio_adaptor_conf`.
 
     The block FFN width is `llm_dim // 4` whatever `ffn_dim` says (FunASR hard-codes it);
     `ffn_dim` is the width of linear1 (encoder_dim*k -> ffn_dim -> llm_dim).
@@ -60,7 +60,7 @@ class LoraConfig:
 
 @dataclass(frozen=True)
 class Qwen3Config:
-    """Qwen3 causal LM (Hugging Face `Qwen3Config` field names), fun-asr-nano.md §6.1."""
+    """Qwen3 causal LM (Hugging Face `Qwen3Config` field names), as in the release's Qwen3-0.6B/config.json."""
 
     vocab_size: int = 151936
     hidden_size: int = 1024
@@ -224,7 +224,7 @@ class FunASRConfig:
 
 
 def audio_token_count(lfr_frames):
-    """N = number of adaptor rows the LLM sees for T LFR frames (fun-asr-nano.md §4.3).
+    """N = number of adaptor rows the LLM sees for T LFR frames (the adaptor's two stride-2 convolutions and its downsampling).
 
     Works on Python ints, numpy and jax arrays. Equals ceil(T / 8) for T >= 1.
     """
@@ -263,7 +263,7 @@ def nano_config() -> FunASRConfig:
 
 
 def full_config() -> FunASRConfig:
-    """FunAudio-ASR class: ~0.7B SAN-M encoder + Qwen3-8B decoder (recipe.md, 'Model')."""
+    """FunAudio-ASR class: ~0.7B SAN-M encoder + Qwen3-8B decoder (the FunAudio-ASR report, 'Model')."""
     return FunASRConfig(
         encoder=EncoderConfig(output_size=1024, attention_heads=8, linear_units=4096, num_blocks=50, tp_blocks=20),
         adaptor=AdaptorConfig(encoder_dim=1024, llm_dim=4096, ffn_dim=4096, n_layer=2, attention_heads=16),

@@ -1,4 +1,4 @@
-"""CTC output layer and greedy decoding (fun-asr-nano.md §5).
+"""CTC output layer and greedy decoding (the release's `ctc_decoder` + `ctc.ctc_lo`).
 
 The CTC decoder body is `adaptor.Transformer`; this module holds the final projection
 `ctc_lo` (D -> vocab) and pure helpers on its output.

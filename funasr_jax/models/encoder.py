@@ -1,4 +1,4 @@
-"""SenseVoiceEncoderSmall: the SAN-M audio encoder of Fun-ASR (fun-asr-nano.md §3).
+"""SenseVoiceEncoderSmall: the SAN-M audio encoder of Fun-ASR (FunASR `sense_voice/model.py`).
 
 Input: LFR features [B, T, input_size] (one frame = 60 ms) and their lengths [B]; output:
 [B, T, output_size] float32 and the same lengths (no subsampling).

@@ -5,7 +5,7 @@ Top-level submodule names are the state-dict prefixes of the release (`audio_enc
 
 Inputs come as a `funasr_jax.models.batch.Batch` (feats [B, T, 560] LFR frames of 60 ms,
 feat_lengths [B], input_ids [B, L] with N = audio_token_count(T) placeholder rows at
-`audio_start`, fun-asr-nano.md §6.4); the model reads its input fields by name.
+`audio_start`, the release's fake-token splice); the model reads its input fields by name.
 """
 
 from __future__ import annotations

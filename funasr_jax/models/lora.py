@@ -1,4 +1,4 @@
-"""LoRA for the LLM projections (fun-asr-nano.md §6.7) and pure helpers on parameter trees.
+"""LoRA for the LLM projections (FunASR's `llm_conf.lora_conf`) and pure helpers on parameter trees.
 
 `LoRADense` is a drop-in for a bias-free `nn.Dense`: its base weight sits at `<proj>/kernel`
 [in, out] exactly where `nn.Dense` puts it; with `rank > 0` it adds the adapters

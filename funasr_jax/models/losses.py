@@ -35,7 +35,7 @@ LOSS_CHUNK_MAX_POSITIONS = 64
 
 
 def scored_targets(labels, row_weight=None):
-    """HF shift (fun-asr-nano.md §6.6): position l predicts labels[l + 1].
+    """HF shift (as `Qwen3ForCausalLM`'s loss): position l predicts labels[l + 1].
 
     labels [B, L] int (IGNORE_INDEX = not scored), row_weight [B] (0 drops a padding row) ->
     (valid [B, L-1] bool, targets [B, L-1] int32 with unscored entries set to 0).

@@ -1,4 +1,4 @@
-"""Qwen3 causal LM in Flax Linen (fun-asr-nano.md §6.1–6.2), with LoRA and a functional KV cache.
+"""Qwen3 causal LM in Flax Linen (Hugging Face `Qwen3ForCausalLM`), with LoRA and a functional KV cache.
 
 Parameter paths mirror the Hugging Face state dict (`funasr_jax.io.names` maps them):
 `model/embed_tokens/embedding` [V, D], `model/layers/{i}/self_attn/{q,k,v,o}_proj/kernel`,

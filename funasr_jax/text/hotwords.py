@@ -1,4 +1,4 @@
-"""Hotword retrieval over the CTC hypothesis (the report's RAG step, funaudio-asr-recipe.md §hotwords).
+"""Hotword retrieval over the CTC hypothesis (the FunAudio-ASR report's RAG step for hotwords).
 
 Every hotword and every hypothesis is turned into a sequence of *units*:
 

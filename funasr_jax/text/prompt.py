@@ -1,4 +1,4 @@
-"""ChatML prompt construction shared by training and inference (fun-asr-nano.md §6.3, §6.4, §6.6).
+"""ChatML prompt construction shared by training and inference (FunASR `fun_asr_nano/model.py`: `get_prompt`, `data_load_speech`, `forward`).
 
 Layout of one sequence (ids; `0` marks the N audio placeholder rows the adaptor output replaces)::
 
@@ -50,7 +50,7 @@ _HOTWORD_HEADER = (
 
 # The first-pass (CTC) hypothesis line put in front of the instruction (recipe: "retrieved
 # candidates + CTC hypothesis + audio go into the LLM prompt"). The label is the one of FunASR's
-# training-time context prompt (fun-asr-nano.md §6.3); the release's exact template is unconfirmed.
+# training-time context prompt (FunASR `MultiContextPrompt`); the release's exact template is unconfirmed.
 FIRST_PASS_LABEL = "一遍解码结果："
 PREVIOUS_LABEL = "上文："  # contextual SFT: the previous segment's transcript (our layout)
 
@@ -81,7 +81,7 @@ class PromptIds:
 
 
 def instruction_text(language: str | None = None, hotwords: Sequence[str] = (), itn: bool = True) -> str:
-    """The user instruction of model.py `get_prompt` (fun-asr-nano.md §6.3).
+    """The user instruction of model.py `get_prompt`.
 
     language: None, a code from LANGUAGE_NAMES ('zh', 'en', 'ja', 'cs') or a Chinese language
       name used verbatim (e.g. '粤语').
