@@ -51,11 +51,6 @@ class TrainData:
             self.iterator.set_state(state)
 
 
-def uses_ctc_labels(cfg) -> bool:
-    """Whether the stage's loss reads CTC labels (the CTC loss, or the AED decoder teacher-forced with them)."""
-    return cfg.stage.ctc_weight > 0 or cfg.stage.aed_weight > 0
-
-
 def check_vocabularies(cfg, tokenizer, ctc_vocab) -> None:
     """ConfigError (one line, both sizes, the flag that fixes it) when a vocabulary the stage uses
     does not fit the model; a mismatch of a part the stage does not use is no error.
@@ -67,7 +62,7 @@ def check_vocabularies(cfg, tokenizer, ctc_vocab) -> None:
         raise ConfigError(f"data.tokenizer has {tokenizer.vocab_size} tokens but model.llm.vocab_size is "
                           f"{cfg.model.llm.vocab_size}: give the model's tokenizer (--set data.tokenizer=...) "
                           f"or size the embedding (--set model.llm.vocab_size={tokenizer.vocab_size})")
-    if not uses_ctc_labels(cfg):
+    if not step_needs(cfg).ctc_labels:
         return
     if ctc_vocab is None:
         raise ConfigError("data.ctc_tokenizer is required when stage.ctc_weight > 0 or stage.aed_weight > 0")
