@@ -13,7 +13,9 @@ TPU, or everywhere with FUNASR_JAX_KERNEL_PROBES=1):
 - `compile_probe`: "does the tiling this call will use lower and compile here?" (a Triton or
   cuDNN lowering can fail) -> refusal, so `None` falls back;
 - `numerics_probe`: "does the compiled kernel, at that tiling, agree with `xla` on a small
-  input?" -> `KernelNumericsError` when not, which is never turned into a fallback.
+  input?" -> `KernelNumericsError` when not. Asked for by name, that error is raised; chosen
+  automatically (None / a tuple), the candidate is passed over with one warning naming the
+  difference (e.g. "max error 0.41 x max|xla| > 0.03"), like any other refusal.
 """
 
 from __future__ import annotations
@@ -103,22 +105,25 @@ class Dispatcher:
         """The implementation for this call.
 
         A name (str): that implementation if it is known and `check(name)` passes, else
-        `KernelUnsupportedError("<op>: <name> was requested but cannot serve this call: <why>")`.
+        `KernelUnsupportedError("<op>: <name> was requested but cannot serve this call: <why>")`;
+        a `KernelNumericsError` from `check` propagates unchanged (wrong numbers are never served
+        when asked for by name).
         None / a sequence: the first candidate that is known and passes `check(name)` (which
-        raises `KernelUnsupportedError(reason)` to refuse; the reason is used verbatim). If an
-        earlier candidate was refused, or none is usable (-> `fallback`), warns once per distinct
-        message "<op>: using '<name>' (<reasons>)". `stacklevel` as for `warnings.warn` in the
-        caller. Other exceptions from `check` (bad input, `KernelNumericsError`) propagate.
+        raises `KernelUnsupportedError(reason)` or `KernelNumericsError(difference)` to refuse;
+        the message is used verbatim). If an earlier candidate was refused, or none is usable
+        (-> `fallback`), warns once per distinct message "<op>: using '<name>' (<reasons>)".
+        `stacklevel` as for `warnings.warn` in the caller. Other exceptions from `check` (bad
+        input) propagate.
         """
         if isinstance(implementation, str):
-            reason = self._refusal(implementation, check)
+            reason = self._refusal(implementation, check, explicit=True)
             if reason is not None:
                 raise KernelUnsupportedError(
                     f"{self.op}: {implementation!r} was requested but cannot serve this call: {reason}")
             return _note(self.op, implementation)
         reasons = []
         for name in self.candidates(implementation):
-            reason = self._refusal(name, check)
+            reason = self._refusal(name, check, explicit=False)
             if reason is not None:
                 reasons.append(reason)
                 continue
@@ -128,8 +133,9 @@ class Dispatcher:
         self.warn_once(f"{self.op}: using {self.fallback!r} ({'; '.join(reasons)})", stacklevel + 1)
         return _note(self.op, self.fallback)
 
-    def _refusal(self, name: str, check) -> str | None:
-        """Why `name` cannot serve the call (None: it can)."""
+    def _refusal(self, name: str, check, *, explicit: bool) -> str | None:
+        """Why `name` cannot serve the call (None: it can). A numerics disagreement is a refusal
+        only for an automatic choice (`explicit=False`); asked for by name it is raised."""
         if name not in self.names:
             return (self.unknown(name) if self.unknown else
                     f"{name!r} is not a {self.op} implementation ({sorted(self.names)})")
@@ -137,6 +143,10 @@ class Dispatcher:
             if check is not None:
                 check(name)
         except KernelUnsupportedError as e:
+            return str(e)
+        except KernelNumericsError as e:
+            if explicit:
+                raise
             return str(e)
         return None
 
@@ -208,8 +218,10 @@ def numerics_probe(build: Callable[..., tuple[Callable, Callable, Sequence, Call
 
 
 def require_accurate(name: str, err: str | None, what: str) -> None:
-    """Raise `KernelNumericsError` when a numerics probe failed (never a fallback: a kernel that
-    compiles but computes wrong numbers is a bug to report, not a preference)."""
+    """Raise `KernelNumericsError("<name> disagrees with 'xla' on <what>: <err>")` when a numerics
+    probe failed. `Dispatcher.select` raises it for a name asked for explicitly and turns it into
+    one warning plus the next candidate for an automatic choice (a kernel that compiles but
+    computes wrong numbers is a bug to report; an automatic choice must not sink the run)."""
     if err:
         raise KernelNumericsError(f"{name} disagrees with 'xla' on {what}: {err}")
 

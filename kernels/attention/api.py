@@ -16,8 +16,9 @@ A name asked for explicitly either serves the call or raises `KernelUnsupportedE
 `None` or a tuple tries the candidates in order and warns ONCE per cause when it moves on.
 On an accelerator (`_dispatch.accelerator_checks()`), the first call per signature of
 "pallas_gpu" / "cudnn" / "splash" compiles the tiling the real call uses (failure -> refusal) and
-checks its forward and gradients against "xla" on a small input at that tiling (failure ->
-`KernelNumericsError`, never a fallback).
+checks its forward and gradients against "xla" on a small input at that tiling, padding rows with
+`kv_lengths == 0` included (failure -> `KernelNumericsError` when asked for by name; for None / a
+tuple, one warning naming the difference and the next candidate).
 
 Under a `kernels.kernel_layout(mesh, batch_axes, head_axes)` context (the trainer enters it) the
 non-XLA implementations run per shard (`jax.shard_map`): q/k/v split as
@@ -84,16 +85,20 @@ def _tiling(name: str, dtype, t: int, s: int, d: int):
 
 
 def _probe_inputs(dtype, tiling, d: int, group: int, seed: int = 0):
-    """q [2, T, group, D], k/v [2, S, 1, D], do, lengths: T/S span two tiles of the resolved
-    tiling (a partial one included) and row 1 is shorter than row 0."""
+    """q [4, T, group, D], k/v [4, S, 1, D], do, q_lengths [4], kv_lengths [4] (int32): T/S span
+    two tiles of the resolved tiling (a partial one included). Rows as the training pipeline
+    makes them: 0 full, 1 shorter, 2 queries but no key (kv_len 0), 3 a padding row (both 0);
+    rows 2 and 3 must come out zero with finite, zero gradients."""
     rows = 2 * max(tiling.block_q, tiling.block_q_dq, tiling.block_q_dkv) - 3 if tiling else 200
     cols = 2 * max(tiling.block_k, tiling.block_k_dq, tiling.block_k_dkv) - 5 if tiling else 190
     rng = np.random.default_rng(seed)
-    q = rng.standard_normal((2, rows, group, d), np.float32).astype(dtype)
-    k = rng.standard_normal((2, cols, 1, d), np.float32).astype(dtype)
-    v = rng.standard_normal((2, cols, 1, d), np.float32).astype(dtype)
-    do = rng.standard_normal((2, rows, group, d), np.float32).astype(dtype)
-    return q, k, v, do, np.array([rows, rows // 2 + 1], np.int32), np.array([cols, cols // 3 + 1], np.int32)
+    q = rng.standard_normal((4, rows, group, d), np.float32).astype(dtype)
+    k = rng.standard_normal((4, cols, 1, d), np.float32).astype(dtype)
+    v = rng.standard_normal((4, cols, 1, d), np.float32).astype(dtype)
+    do = rng.standard_normal((4, rows, group, d), np.float32).astype(dtype)
+    q_len = np.array([rows, rows // 2 + 1, rows // 3 + 1, 0], np.int32)
+    kv_len = np.array([cols, cols // 3 + 1, 0, 0], np.int32)
+    return q, k, v, do, q_len, kv_len
 
 
 def _fwd_bwd(name, causal, tiling):

@@ -15,7 +15,8 @@ implementation)`:
   a tuple tried in order. A name asked for explicitly serves the call or raises
   `KernelUnsupportedError`; None / a tuple falls back to "xla" with one warning. On an accelerator
   the first call per (dtype, tiling, states) compiles that tiling and checks loss and gradient
-  against "xla" on a small input (`KernelNumericsError` when they differ, never a fallback).
+  against "xla" on a small input (when they differ: `KernelNumericsError` if "pallas_gpu" was
+  asked for by name; for None / a tuple, one warning naming the difference, then "xla").
 
 Under `kernels.kernel_layout(mesh, batch_axes)` "pallas_gpu" runs per shard (`jax.shard_map`):
 logits [B, T, V] split as P(batch_axes, None, None), labels and lengths by rows; frames and the

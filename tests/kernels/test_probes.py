@@ -1,6 +1,7 @@
 """The accelerator checks behind the dispatch, run on CPU with FUNASR_JAX_KERNEL_PROBES=1 on the
 interpreted Pallas kernels: a kernel that compiles but computes wrong numbers raises
-KernelNumericsError (named or in a tuple: never a fallback); one that fails to compile is refused
+KernelNumericsError when asked for by name, and is passed over with one warning naming the
+difference when chosen automatically (None / a tuple); one that fails to compile is refused
 (named: KernelUnsupportedError with the reason; tuple / None: one warning, then the next
 candidate). And the block table: keyed by dtype and head_dim, each entry inside its device's
 shared memory, an oversized tiling refused before compiling."""
@@ -64,12 +65,28 @@ def test_the_real_interpreted_kernel_passes_its_probe(probes):
     assert api._agrees.cache_info().currsize == 2
 
 
-@pytest.mark.parametrize("implementation", ["pallas_gpu", ("pallas_gpu", "xla")])
-def test_wrong_numbers_raise_never_fall_back(probes, monkeypatch, implementation):
+def test_wrong_numbers_named_raise(probes, monkeypatch):
     monkeypatch.setitem(api.IMPLEMENTATIONS, "pallas_gpu", _wrong_attention)
     q, k, v, ln = _qkv()
     with pytest.raises(KernelNumericsError, match=r"pallas_gpu disagrees with 'xla'.*max error"):
-        api.attention(q, k, v, q_lengths=ln, kv_lengths=ln, causal=True, implementation=implementation)
+        api.attention(q, k, v, q_lengths=ln, kv_lengths=ln, causal=True, implementation="pallas_gpu")
+
+
+@pytest.mark.parametrize("implementation", [None, ("pallas_gpu", "xla")])
+def test_wrong_numbers_chosen_automatically_fall_back_with_one_warning(probes, monkeypatch, implementation):
+    """The 5% error of the stand-in is named in the one warning; the call is served by xla."""
+    monkeypatch.setitem(api.IMPLEMENTATIONS, "pallas_gpu", _wrong_attention)
+    monkeypatch.setitem(api.BACKEND_PREFERENCE, "cpu", ("pallas_gpu", "xla"))   # None: this table
+    q, k, v, ln = _qkv()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            out = api.attention(q, k, v, q_lengths=ln, kv_lengths=ln, causal=True, implementation=implementation)
+    msgs = [str(x.message) for x in w]
+    assert len(msgs) == 1, msgs
+    assert msgs[0].startswith("attention: using 'xla' (pallas_gpu disagrees with 'xla'"), msgs
+    assert "max error 0.05 x max|xla| > 0.02" in msgs[0], msgs   # the difference and the tolerance
+    np.testing.assert_allclose(out, xla.attention(q, k, v, q_lengths=ln, kv_lengths=ln, causal=True), atol=1e-6)
 
 
 def test_without_probes_the_check_is_not_run(monkeypatch):
@@ -108,6 +125,19 @@ def test_ctc_wrong_numbers_raise(probes, monkeypatch):
     monkeypatch.setattr(ctc_pallas, "ctc_nll", lambda *a, **kw: 1.01 * real(*a, **kw))
     with pytest.raises(KernelNumericsError, match="pallas_gpu disagrees with 'xla'"):
         ctc_api.ctc_loss(*_ctc_case(), blank_id=0, implementation="pallas_gpu")
+
+
+def test_ctc_wrong_numbers_chosen_automatically_fall_back(probes, monkeypatch):
+    real = ctc_pallas.ctc_nll
+    monkeypatch.setattr(ctc_pallas, "ctc_nll", lambda *a, **kw: 1.01 * real(*a, **kw))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            got = ctc_api.ctc_loss(*_ctc_case(), blank_id=0, implementation=("pallas_gpu", "xla"))
+    msgs = [str(x.message) for x in w]
+    assert len(msgs) == 1 and msgs[0].startswith("ctc_loss: using 'xla' (pallas_gpu disagrees with 'xla'"), msgs
+    assert "max error 0.01" in msgs[0], msgs
+    np.testing.assert_allclose(got, ctc_api.ctc_loss(*_ctc_case(), blank_id=0, implementation="xla"), rtol=1e-6)
 
 
 def test_ctc_real_kernel_passes_its_probe(probes):
