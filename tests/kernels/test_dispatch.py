@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from kernels._common import KernelUnsupportedError
+from kernels._common import KernelNumericsError, KernelUnsupportedError
 from kernels._dispatch import Dispatcher, compile_probe, error_line, require_compiled
 
 
@@ -88,6 +88,20 @@ def test_refused_candidate_warns_once():
     d.warned.clear()
     assert _select(d, ("fast", "ok", "xla"), check)[1] == first[1]
     assert not _dispatcher().warned                                   # warned sets are per dispatcher
+
+
+def test_numerics_disagreement_raises_by_name_falls_back_automatically():
+    def check(name):
+        if name == "fast":
+            raise KernelNumericsError("fast disagrees with 'xla' on a probe: max error 0.4 x max|xla| > 0.03")
+    d = _dispatcher(backend_preference={"cpu": ("fast", "ok", "xla")})
+    with pytest.raises(KernelNumericsError, match=r"^fast disagrees with 'xla' on a probe: max error 0.4"):
+        _select(d, "fast", check)                                     # by name: the error itself
+    for implementation in (None, ("fast", "ok")):
+        name, msgs = _select(d, implementation, check)
+        assert name == "ok"
+    assert msgs == [] and d.warned == {"op: using 'ok' (fast disagrees with 'xla' on a probe: max error 0.4 x "
+                                       "max|xla| > 0.03)"}            # one warning for both calls
 
 
 def test_other_exceptions_propagate():
