@@ -34,6 +34,7 @@ import numpy as np
 
 from funasr_jax.audio.frontend import num_fbank_frames, num_lfr_frames
 from funasr_jax.decode.generate import CausalDecoder, greedy_generate
+from funasr_jax.host_memory import tune_host_allocator
 from funasr_jax.infer.recognizer import prompt_embeds
 from funasr_jax.io.funasr_torch import params_from_torch
 from funasr_jax.io.torch_nano import TorchUnavailableError, build_torch_nano, require_torch_funasr
@@ -221,6 +222,7 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny sizes: tiny preset, 2 s, batch 1,2, 4 tokens")
     p.add_argument("--out", default=None, help="write the JSON record here")
     args = p.parse_args(argv)
+    tune_host_allocator()
     try:
         batches = parse_batches(args.batch)
         if args.seconds <= 0:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from funasr_jax import configtools
 from funasr_jax.configtools import ConfigError
+from funasr_jax.host_memory import tune_host_allocator
 from train.distributed import initialize_distributed
 from train.loop import train
 
@@ -68,6 +69,7 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="A.B=V", help="override a config field")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = p.parse_args(argv)
+    tune_host_allocator()  # freed step buffers go back to the system (funasr_jax.host_memory)
     try:
         cfg = load_config(args.config, args.preset, args.set)
     except ConfigError as e:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from funasr_jax.audio.io import AudioError
 from funasr_jax.data.manifest import ManifestError, example_audio, read_manifests
+from funasr_jax.host_memory import tune_host_allocator
 from funasr_jax.infer.hotword_eval import HotwordPlan, hotword_indexes, keyword_breakdown, load_categories
 from funasr_jax.infer.recognizer import Context, Recognizer
 from funasr_jax.text.hotwords import HotwordError, HotwordIndex
@@ -131,6 +132,7 @@ def main(argv=None):
     p.add_argument("--hotword-top-k", type=int, default=10, help="retrieved hotwords put into a prompt")
     p.add_argument("--context", help="JSONL of {key, previous, passages} put into each utterance's prompt")
     args = p.parse_args(argv)
+    tune_host_allocator()
     try:
         examples = read_manifests(args.data, on_error=args.on_error)
         if args.max_utts:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from funasr_jax.audio.io import AudioError, load_audio
+from funasr_jax.host_memory import tune_host_allocator
 from funasr_jax.infer.long_audio import transcribe_long
 from funasr_jax.infer.recognizer import Context, Recognizer
 from funasr_jax.infer.streaming import StreamConfig, stream_chunks, stream_transcribe
@@ -66,6 +67,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-audio-s", type=float, default=4 * 3600.0,
                    help="refuse files longer than this many seconds (default 4 h)")
     args = p.parse_args(argv)
+    tune_host_allocator()
     if args.stream and (args.vad or args.timestamps or args.srt):
         p.error("--stream cannot be combined with --vad / --timestamps / --srt")
     try:
