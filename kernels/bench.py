@@ -157,6 +157,16 @@ def _torch_device() -> str:
     return "cpu"
 
 
+def _release_torch() -> None:
+    """Hand torch's cached GPU blocks back, so the JAX rows after a torch row have the memory."""
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _ran(recorded: dict, name: str) -> str:
     """What a row actually ran: the dispatch's choices, or the row's own name for a direct call."""
     chosen = sorted({n for names in recorded.values() for n in names})
@@ -414,6 +424,8 @@ def run(smoke: bool, iters: int, only: str | None = None, budget_s: float | None
         except Unavailable as e:
             print(f"[kernels.bench] {s.label} {impl}: unavailable ({e})", flush=True)
             continue
+        if impl in ("torch_sdpa", "torch"):
+            _release_torch()   # its tensors are gone with the row's frame
         row["wall_s"] = round(time.perf_counter() - t_row, 2)
         rows.append(row)
         add_comparisons(rows, outs)

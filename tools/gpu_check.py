@@ -18,10 +18,10 @@ Steps, in order (GPU cap s / smoke cap s):
                         --no-deps --target /tmp/funasr_jax_site .whl/*.whl` (that folder and .torchref/
                         go on every later step's PYTHONPATH); no wheels -> failed, naming the modules
                         and the command that makes them
-  preflight    25 / 45  versions, devices, nvidia-smi, and an import of every module the later steps
+  preflight    30 / 45  versions, devices, nvidia-smi, and an import of every module the later steps
                         use; torch + FunASR's model code importable and a tiny FunASRNano builds ->
                         the torch comparisons run (else they are left out, the reason recorded)
-  kernels      90 / 75  python -m kernels.bench (production shapes x ours / cuDNN / XLA / torch
+  kernels      85 / 75  python -m kernels.bench (production shapes x ours / cuDNN / XLA / torch
                         first, its JSON rewritten after every row, --budget-s 10 s under the cap)
   gpu_tests    45 / 40  pytest -m gpu on the test files that carry the mark
   train_16x10 165 / 90  python -m train.bench, nano sft4 bf16, 16 x 10 s (--compare-torch when
@@ -129,10 +129,10 @@ def plan(smoke: bool, out: Path, work: Path, *, compare_torch: bool | None, miss
                          "before the call and carry .whl (and .torchref)")
         steps.append(s)
     pre = work / "preflight.json"
-    steps.append(step("preflight", 25, [py, str(Path(__file__).resolve()), "--preflight", str(pre)],
+    steps.append(step("preflight", 30, [py, str(Path(__file__).resolve()), "--preflight", str(pre)],
                       json_path=pre, smoke_cap=45, **kw))
     kb = out / "kernels_bench.json"
-    kcap = 75 if smoke else 90
+    kcap = 75 if smoke else 85
     steps.append(step("kernels", kcap, [py, "-m", "kernels.bench", "--out", str(kb), "--budget-s", str(kcap - 10)]
                       + (["--smoke"] if smoke else []), json_path=kb, **kw))
     gpu_files = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").rglob("test_*.py")
@@ -403,7 +403,8 @@ def _note(r: dict) -> str:
 
 def markdown(report: dict) -> str:
     """The timeline, what is missing, then the kernel, train and transcription rows."""
-    mode = "smoke" if report.get("smoke") else "dry run" if report.get("dry_run") else "GPU"
+    mode = ("imports only, " if report.get("imports_only") else "") + (
+        "smoke" if report.get("smoke") else "dry run" if report.get("dry_run") else "GPU")
     lines = [f"# gpu_check ({mode}), {report.get('total_s', 0)} s of {report['budget_s']:g} s "
              f"({report['slack_s']:g} s slack)", ""]
     pre = next((r.get("result") for r in report["steps"] if r["name"] == "preflight" and r.get("result")), None)
@@ -522,7 +523,7 @@ def main(argv=None) -> int:
         return 2
     if args.dry_run:
         _dry(steps)
-    report = {"smoke": args.smoke, "dry_run": args.dry_run, "budget_s": budget, "slack_s": slack,
+    report = {"smoke": args.smoke, "dry_run": args.dry_run, "imports_only": args.imports_only, "budget_s": budget, "slack_s": slack,
               "deadline_s": budget - slack, "required_caps_s": round(required_caps(steps, GRACE_S * scale), 1),
               "python": sys.version.split()[0], "cache_dir": cache_dir, "work": str(work), "steps": []}
 
