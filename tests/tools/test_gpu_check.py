@@ -112,12 +112,17 @@ def test_a_step_past_its_cap_keeps_the_earlier_rows(tmp_path):
                     f"p = subprocess.Popen(['sleep', '60']); open({str(pid)!r}, 'w').write(str(p.pid))\n"
                     "print('b waiting', flush=True); time.sleep(60)")},
         {"name": "C", "cap_s": 20.0, "required": True, "json": None, "env": {}, "skip": None, "cmd": _py("print('c')")},
+        # D prints its record, then is stopped before writing its file: the printed record is kept
+        {"name": "D", "cap_s": 2.0, "required": True, "json": work / "d.json", "env": {}, "skip": None,
+         "cmd": _py("import json, time; print(json.dumps({'step_ms': 5.0}), flush=True); print('torch...', "
+                    "flush=True); time.sleep(30)")},
     ]
     report = {"smoke": True, "dry_run": False, "budget_s": 100.0, "slack_s": 10.0, "steps": []}
     t0 = time.perf_counter()
     gpu_check.run_plan(steps, dict(os.environ), out, report, deadline_s=90.0, t0=t0)
     data = json.loads((out / "gpu_check.json").read_text())
-    ra, rb, rc = data["steps"]
+    ra, rb, rc, rd = data["steps"]
+    assert rd["status"] == "timeout" and rd["result"] == {"step_ms": 5.0} and rd["result_from_output"]
     assert (ra["status"], ra["result"]) == ("ok", {"rows": [1, 2]}) and "a done" in ra["tail"]
     assert rb["status"] == "timeout" and rb["result"] == {"rows": [1]} and "b waiting" in rb["tail"]
     assert 3.0 <= rb["wall_s"] < 3.0 + gpu_check.GRACE_S + 1.5
@@ -185,12 +190,14 @@ def test_preflight_reports_what_does_not_import(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_smoke_runs_every_step_on_cpu(tmp_path):
-    """The whole check at tiny sizes on CPU: every required step ok, the rows in the JSON and the
-    markdown, inside the budget less the slack."""
+    """The check at tiny sizes on CPU (its required steps, without the torch comparisons: about
+    two minutes here): every required step ok, the rows in the JSON and the markdown, inside the
+    budget less the slack."""
     out = tmp_path / "out"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    p = subprocess.run([sys.executable, str(REPO / "tools" / "gpu_check.py"), "--smoke", "--out", str(out),
-                        "--work", str(tmp_path / "work"), "--cache-dir", str(tmp_path / "cache")],
+    p = subprocess.run([sys.executable, str(REPO / "tools" / "gpu_check.py"), "--smoke", "--required-only",
+                        "--no-torch", "--out", str(out), "--work", str(tmp_path / "work"),
+                        "--cache-dir", str(tmp_path / "cache")],
                        capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
     data = json.loads((out / "gpu_check.json").read_text())
     required = {r["name"]: r for r in data["steps"] if r["required"]}
@@ -203,5 +210,6 @@ def test_smoke_runs_every_step_on_cpu(tmp_path):
     assert required["train_1x2"]["result"]["step_ms"] > 0
     assert required["transcribe"]["result"]["ours"]
     assert not required["preflight"]["result"]["missing"]
+    assert all(r["status"] == "skipped" for r in data["steps"] if not r["required"])
     md = (out / "gpu_check.md").read_text()
     assert "## kernels" in md and "## train step" in md and "## transcription" in md
