@@ -91,6 +91,7 @@ def test_one_compile_per_bucket_and_none_after_step_1(tmp_path, compiles):
     train_rows = [r for r in rows if r["split"] == "train"]
     assert [r["step"] for r in train_rows] == list(range(1, steps + 1))
     assert all(np.isfinite(r["loss"]) and np.isfinite(r["grad_norm"]) for r in train_rows)  # padding-only micro-batches too
+    assert all(0.05 < r["host_rss_gib"] < 64 for r in train_rows)  # this process's resident memory, in GiB
     t_step1, t_last = train_rows[0]["time"], train_rows[-1]["time"]
     step_compiles = [(t, n) for t, n in events if "accumulate" in n]
     assert len(step_compiles) == len(EDGES), step_compiles  # one XLA compile per bucket ...
