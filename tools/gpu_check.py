@@ -43,6 +43,14 @@ after every kernel row). Exit status 1 when a required step failed or timed out.
 --smoke: the same steps at tiny sizes on CPU. --dry-run: the GPU plan with every command
 replaced by a sleep of its cap (the worst-case timeline, nothing else runs). --imports-only:
 install + preflight alone (the import check of a Python 3.12 / jax 0.11 environment).
+
+The GPU machine's Python, rebuilt here for that check (the image's versions; torch left out):
+    PYENV_VERSION=3.12.1 python3.12 -m venv .venv-gpucheck
+    .venv-gpucheck/bin/pip install jax==0.11.2 jaxlib==0.11.2 flax==0.12.10 optax==0.2.8 \
+        orbax-checkpoint==0.12.4 numpy==2.5.2 chex sentencepiece tokenizers safetensors tiktoken pytest \
+        pytest-xdist pyyaml matplotlib absl-py scipy cloudpickle protobuf psutil click fsspec zipp
+    FUNASR_JAX_GPU_SITE=/tmp/site312 JAX_PLATFORMS=cpu PYTHON=.venv-gpucheck/bin/python \
+        bash tools/gpu_check.sh --imports-only      # then --smoke --no-torch runs the whole check
 """
 
 from __future__ import annotations
