@@ -537,7 +537,7 @@ def main(argv=None) -> int:
         env.setdefault("JAX_PLATFORMS", "cpu")
     t0 = time.perf_counter()
     missing = [] if args.dry_run else [m for m in INSTALLABLE if importlib.util.find_spec(m) is None
-                                       and not (SITE / m).exists()]
+                                       and not any(SITE.glob(f"{m}*"))]   # a package dir or a .so
     steps = plan(args.smoke, out, work, compare_torch=(not args.no_torch) if args.dry_run else None,
                  missing=missing if not args.dry_run else list(INSTALLABLE), wheels=wheel_dir(),
                  cache_dir=cache_dir, compile_only=has_compile_only(), tools=shared_tools())
