@@ -47,13 +47,14 @@ def require_torch_funasr():
     if missing:
         raise TorchUnavailableError(
             f"the PyTorch comparison needs torch, transformers and funasr; cannot import {missing[0]}. "
-            "Install them (`pip install -e .[test]`, CPU torch first) or build FunASR's model code with "
-            "shared/tools/make_torchref.sh and put it on PYTHONPATH")
+            "Install them (`pip install -e .[test]`, CPU torch first) or put FunASR's model code on "
+            "PYTHONPATH (`bash tools/fetch_gpu_wheels.sh` writes it to .torchref/)")
     import torch
 
-    # registers SenseVoiceEncoderSmall and the Transformer adaptor in FunASR's tables
+    # registers SenseVoiceEncoderSmall, the Transformer adaptor and CharTokenizer in FunASR's tables
     importlib.import_module("funasr.models.sense_voice.model")
     importlib.import_module("funasr.models.llm_asr.adaptor")
+    importlib.import_module("funasr.tokenizer.char_tokenizer")  # the CTC tokenizer FunASRNano builds
     from funasr.models.fun_asr_nano.model import FunASRNano
 
     return torch, FunASRNano
