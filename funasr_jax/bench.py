@@ -3,8 +3,8 @@
     python -m funasr_jax.bench --preset tiny --batch 1,16 --seconds 10 --new-tokens 40 --out infer.json
 
 Per batch size B: B utterances of `--seconds` of synthetic audio (random LFR features [B, T, 560]),
-a ChatML-shaped prompt (18 prefix ids, N = ceil(T/8) audio rows, 5 suffix ids; as
-shared/tools/anchor_torch_infer_bench.py), then exactly `--new-tokens` greedy tokens (EOS is never
+a ChatML-shaped prompt (18 prefix ids, N = ceil(T/8) audio rows, 5 suffix ids: the release's
+prompt shape), then exactly `--new-tokens` greedy tokens (EOS is never
 matched, so both sides do the same work):
   ours:  `infer.recognizer.prompt_embeds` (encoder + adaptor + splice, jitted) and
          `decode.generate.greedy_generate` (jitted KV-cache loop);

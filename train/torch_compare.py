@@ -9,7 +9,7 @@ one, else CPU).
 
 Precision: float32 = everything f32. bfloat16 = FunASR's own mixed precision: `llm_dtype: bf16`
 (LLM weights bf16, autocast inside its forward) and bf16 autocast over the whole forward (the
-encoder / adaptor weights stay f32), as shared/tools/anchor_torch_train_bench.py runs it.
+encoder / adaptor weights stay f32), as FunASR's own training runs it.
 torch and funasr are imported lazily (`funasr_jax.io.torch_nano`).
 """
 
