@@ -124,6 +124,7 @@ def folded_source(source):
 def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
     """Run one stage. `stop_after` (tests): simulate an interruption after that many steps."""
     cfg.validate()
+    enable_compilation_cache(cfg.mesh.compilation_cache)  # before anything compiles
     out = Path(cfg.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     source = None
@@ -144,7 +145,6 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
                ctc_weight=cfg.run.decode_ctc_weight)
     ckpt = TrainCheckpointer(out, cfg.run.keep)
     resuming = cfg.run.resume and ckpt.latest_step() is not None
-    enable_compilation_cache(cfg.mesh.compilation_cache)
     built = setup.prepare(cfg)
     steps, mesh, mask = built.steps, built.mesh, built.parts.mask
     grpo = GRPOHost(cfg, steps, data.tokenizer, data.examples) if cfg.stage.kind == "grpo" else None

@@ -146,6 +146,8 @@ def test_every_stage_runs_as_a_subprocess(stage, base_checkpoint, tmp_path):
            "--set", "run.log_every=1", "--set", f"run.init_from={base_checkpoint}",
            # decoding is covered by the resume and CLI tests; two stages decode here too
            "--set", f"run.eval_at_end={stage in ('sft4', 'sft5', 'sft_llm')}"]
+    cache = tmp_path / "xla"
+    cmd += ["--set", f"mesh.compilation_cache={cache}"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert r.returncode == 0, f"{stage} failed:\n{r.stderr[-3000:]}"
     summary = json.loads(r.stdout[r.stdout.index("{"):])
@@ -155,6 +157,8 @@ def test_every_stage_runs_as_a_subprocess(stage, base_checkpoint, tmp_path):
     assert all(np.isfinite(r["loss"]) for r in rows if r["split"] == "train")
     assert all(0.0 <= r["data_share"] <= 1.0 for r in rows if r["split"] == "train")  # host batch wait
     assert (out / "curves.png").exists() and (out / "checkpoints" / "2" / "params").exists()
+    # the step's executable reached the persistent cache (JAX fixes cache use at a process's first compile)
+    assert list(cache.glob("jit_accumulate-*")), sorted(p.name for p in cache.glob("*"))
     if stage in ("sft4", "sft5", "sft_llm"):
         assert summary["eval"]["utterances"] == 2
     if stage in ("hotword_sft", "ctx_sft"):
