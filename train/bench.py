@@ -36,7 +36,7 @@ import jax.numpy as jnp
 
 from funasr_jax.configtools import ConfigError
 from funasr_jax.data.datasets import load_text_tools
-from funasr_jax.host_memory import release_free_memory, tune_host_allocator
+from funasr_jax.host_memory import tune_host_allocator
 from funasr_jax.io.torch_nano import TorchUnavailableError, require_torch_funasr
 from sharding.paths import path_str
 from train import setup, torch_compare
@@ -171,7 +171,6 @@ def run_bench(cfg, *, batch: int, seconds: float, steps: int = 5, warmup: int = 
     shapes = anchor_shapes(seconds, text_tokens)
 
     compiled, compile_s = aot_compile(st.train, state, dev_batch, norm)  # as training compiles, before step 1
-    release_free_memory()  # the compiler's freed memory (GBs at nano on CPU)
     mem = compiled.memory_analysis()
     times, loss = [], None
     for i in range(warmup + steps):

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from funasr_jax import configtools
-from funasr_jax.host_memory import release_free_memory, resident_bytes
+from funasr_jax.host_memory import resident_bytes
 from funasr_jax.io.checkpoint import META_FILE, TRAIN_CONFIG_FILE, CheckpointError, load_model, write_meta
 from funasr_jax.io.hf_qwen3 import llm_params_from_hf, qwen3_config_from_hf
 from funasr_jax.models.funasr import component_counts, init_params
@@ -173,7 +173,6 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
     if grpo is None:  # every bucket's step, before step 1; the loop never compiles again
         compiled = precompile(steps.accumulate, restore_target(built.abstract_state, steps.state_shardings),
                               data.templates(), micro_batches=accum, rows=cfg.data.batch_size)
-        release_free_memory()  # the compiler's freed memory: GBs at nano on the CPU backend
 
     log = MetricsLog(out / "metrics.jsonl")
     start = int(state["step"])
