@@ -4,6 +4,9 @@
         --dtype bfloat16 --out bench.json
     python -m train.bench --config grpo.py --preset tiny --batch 8 --seconds 3   (rollout / reward /
         update split and RTF of a GRPO step: `run_grpo_bench`)
+    python -m train.bench --config sft4.py --preset full --batch 4 --seconds 10 --compile-only \
+        --out compile.json   (trace / lower / compile seconds and HLO size of the step the loop
+        compiles, from abstract shapes only: `compile_only`)
 
 Synthetic batches are shaped like the PyTorch anchor's (`train.synthetic`); the step is built by
 `train.setup`, exactly as training builds it.
@@ -30,6 +33,7 @@ import statistics
 import sys
 import time
 from types import SimpleNamespace
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,10 +45,10 @@ from funasr_jax.io.torch_nano import TorchUnavailableError, require_torch_funasr
 from sharding.paths import path_str
 from train import setup, torch_compare
 from train.distributed import enable_compilation_cache, initialize_distributed
-from train.precompile import aot_compile
+from train.precompile import abstract_norm, aot_compile, stacked_abstract
 from train.main import load_config, with_model_overrides
 from train.rl_host import GRPOHost
-from train.sharded import replicate, shard_batch, shard_state
+from train.sharded import mesh_and_rules, replicate, restore_target, shard_batch, shard_state
 from train.step import batch_counts
 from train.synthetic import anchor_shapes, random_params, synthetic_batch
 
@@ -226,6 +230,65 @@ def run_bench(cfg, *, batch: int, seconds: float, steps: int = 5, warmup: int = 
     return rec
 
 
+def staged_compile(jitted, *abstract_args) -> tuple[Any, dict]:
+    """`jitted` traced, lowered and compiled for `abstract_args` (ShapeDtypeStructs), each stage
+    timed: (compiled, {"trace_s", "lower_s", "compile_s", "hlo_chars", "hlo_lines", "hlo_ops",
+    "optimized_hlo_chars"}). hlo_*: the lowered StableHLO module's text (ops = lines holding an
+    `=` assignment: one per op); optimized_hlo_chars: the compiled executable's HLO text."""
+    t0 = time.perf_counter()
+    traced = jitted.trace(*abstract_args)
+    t1 = time.perf_counter()
+    lowered = traced.lower()
+    t2 = time.perf_counter()
+    compiled = lowered.compile()
+    t3 = time.perf_counter()
+    text = lowered.as_text()
+    lines = text.splitlines()
+    try:
+        optimized = len(compiled.as_text() or "")
+    except Exception:  # noqa: BLE001 - some backends keep no HLO text
+        optimized = None
+    return compiled, {"trace_s": round(t1 - t0, 3), "lower_s": round(t2 - t1, 3), "compile_s": round(t3 - t2, 3),
+                      "hlo_chars": len(text), "hlo_lines": len(lines),
+                      "hlo_ops": sum(1 for ln in lines if " = " in ln), "optimized_hlo_chars": optimized}
+
+
+def compile_only(cfg, *, batch: int, seconds: float, text_tokens=None, mesh_preset=None, seed: int = 0) -> dict:
+    """Trace, lower and compile the step the training loop compiles (`steps.accumulate` over
+    `optim.accum_steps` micro-batches [k, B, ...], as `train.precompile` does per bucket) for one
+    synthetic batch shape, without running it and without allocating parameters: the state and
+    the batch are ShapeDtypeStructs carrying the mesh's shardings, so the full preset compiles
+    on a host that could never hold it. The persistent compilation cache is not entered (main
+    leaves it off), so the seconds are a cold compile's."""
+    if cfg.stage.kind == "grpo":
+        raise BenchError("--compile-only: a grpo stage has two steps (rollout, update); time one SFT-kind stage")
+    t0 = time.perf_counter()
+    mesh, rules = mesh_and_rules(cfg.mesh if mesh_preset is None else dataclasses.replace(cfg.mesh, preset=mesh_preset))
+    built = setup.build_steps(setup.stage_parts(cfg, total_steps=max(cfg.run.steps, 10)), mesh, rules,
+                              seed=seed + 1)
+    setup_s = time.perf_counter() - t0
+    state = restore_target(built.abstract_state, built.steps.state_shardings)
+    host = synthetic_batch(cfg.model, batch, seconds, text_tokens=text_tokens, seed=seed,
+                           ctc=cfg.stage.ctc_weight > 0)
+    k = cfg.optim.accum_steps
+    micro = stacked_abstract(host, k, batch)
+    _, rec = staged_compile(built.steps.accumulate, state, micro, abstract_norm())
+    shapes = anchor_shapes(seconds, text_tokens)
+    return {"preset": cfg.preset, "stage": cfg.stage.name, "mode": "compile_only", "step": "accumulate",
+            "micro_batches": k, "scan_layers": cfg.model.scan_layers, "dtype": cfg.model.dtype,
+            "remat": cfg.model.remat, "mesh": dict(mesh.shape), "device": jax.devices()[0].device_kind,
+            "backend": jax.default_backend(), "jax": jax.__version__, "batch": batch, "audio_s": seconds,
+            **shapes, **rec, "total_s": round(rec["trace_s"] + rec["lower_s"] + rec["compile_s"], 3),
+            "setup_s": round(setup_s, 2)}
+
+
+def _compile_table(rec: dict) -> str:
+    return _md_table(rec, [("preset", "preset"), ("stage", "stage"), ("scan_layers", "scanned"), ("batch", "B"),
+                           ("audio_s", "s"), ("lfr_frames", "T"), ("llm_tokens", "L"), ("trace_s", "trace s"),
+                           ("lower_s", "lower s"), ("compile_s", "compile s"), ("hlo_ops", "HLO ops"),
+                           ("hlo_chars", "HLO chars")])
+
+
 def _md_table(rec: dict, cols) -> str:
     """One-row markdown table of `rec`'s fields `cols` [(key, header)] ("-" where missing)."""
     head = "| " + " | ".join(h for _, h in cols) + " |"
@@ -332,6 +395,9 @@ def main(argv=None) -> int:
     p.add_argument("--compare-torch", action="store_true",
                    help="then time FunASR's PyTorch FunASRNano step at the same size, batch, trainable set "
                         "and dtype (needs torch, transformers, funasr) and report ours/torch")
+    p.add_argument("--compile-only", action="store_true",
+                   help="trace, lower and compile the step from abstract shapes (no parameters allocated, "
+                        "nothing run, no persistent cache) and report the seconds of each and the HLO size")
     p.add_argument("--out", default=None, help="write the JSON record here")
     args = p.parse_args(argv)
     tune_host_allocator()
@@ -358,6 +424,22 @@ def main(argv=None) -> int:
         stage = dataclasses.replace(stage, trainable=("*",))
         model = model.replace(llm=dataclasses.replace(model.llm, lora=dataclasses.replace(model.llm.lora, rank=0)))
     cfg = dataclasses.replace(cfg, model=model.validate(), stage=stage)
+    if args.compile_only:
+        if args.compare_torch:
+            print("error: --compile-only runs nothing, so there is nothing to compare with torch", file=sys.stderr)
+            return 2
+        try:
+            rec = compile_only(cfg, batch=args.batch, seconds=args.seconds, text_tokens=args.text_tokens,
+                               mesh_preset=args.mesh)
+        except BenchError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(_compile_table(rec))
+        print(json.dumps(rec))
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(rec, f, indent=1)
+        return 0
     enable_compilation_cache(cfg.mesh.compilation_cache)
     if cfg.stage.kind == "grpo":
         if args.compare_torch:
