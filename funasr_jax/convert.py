@@ -54,7 +54,7 @@ def cmd_from_hf(args):
         base_cfg = preset(args.preset)
         cfg = base_cfg.replace(llm=llm_cfg, adaptor=dataclasses.replace(base_cfg.adaptor, llm_dim=llm_cfg.hidden_size))
         params = dict(jax.tree_util.tree_map(np.asarray, init_params(cfg, jax.random.PRNGKey(args.seed))))
-    params["llm"] = llm_params_from_hf(qdir, cfg.llm)
+    params["llm"] = llm_params_from_hf(qdir, cfg.llm, scan_layers=cfg.scan_layers)
     tok = qdir / "tokenizer.json"
     save_params(args.out, params, cfg, tokenizer_path=str(tok) if tok.exists() else None)
     _print_summary(args.out, params)

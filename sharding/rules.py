@@ -26,7 +26,7 @@ from jax.sharding import PartitionSpec
 MESH_AXES = ("data", "fsdp", "tensor")
 # The logical axis names models may give parameters and activations (funasr_jax.models.axes).
 LOGICAL_AXES = ("batch", "length", "audio_frames", "embed", "heads", "kv_heads", "head_dim", "mlp",
-                "vocab", "lora", "norm", "conv")
+                "vocab", "lora", "norm", "conv", "layers")  # layers: a stacked stack's layer axis (replicated)
 BATCH_AXES = ("data", "fsdp")
 
 MeshAxes = tuple[str, ...]

@@ -25,6 +25,7 @@ from funasr_jax.host_memory import resident_bytes
 from funasr_jax.io.checkpoint import META_FILE, TRAIN_CONFIG_FILE, CheckpointError, load_model, write_meta
 from funasr_jax.io.hf_qwen3 import llm_params_from_hf, qwen3_config_from_hf
 from funasr_jax.models.funasr import component_counts, init_params
+from funasr_jax.models.stack import LayoutError, to_layout
 from funasr_jax.models.llm_init import encoder_block_paths, init_encoder_from_llm, llm_layer_paths
 from funasr_jax.models.lora import count_adapter_params, fold_lora
 from sharding.paths import flatten, unflatten
@@ -66,7 +67,11 @@ def initial_params(cfg: TrainConfig, model_cfg, rng, source=None):
     if not cfg.run.init_from:
         return encoder_from_llm(cfg, fresh, {})
     src = source if source is not None else load_model(cfg.run.init_from)
-    have, new = flatten(src.params), flatten(fresh)
+    try:  # the source's layers per-layer or stacked, as this run keeps them (bit-exact)
+        have = flatten(to_layout(src.params, fresh))
+    except LayoutError as e:
+        raise SystemExit(f"error: run.init_from {cfg.run.init_from}: {e}") from None
+    new = flatten(fresh)
     taken, kept_fresh = 0, []
     for path, v in new.items():
         if path in have and tuple(np.shape(have[path])) == tuple(v.shape):

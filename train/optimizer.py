@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import jax
 import optax
 
+from funasr_jax.models.stack import stacked_depth
 from train.config import OptimConfig
 
 _LORA_LEAVES = ("lora_A", "lora_B")
@@ -33,12 +34,15 @@ def path_matches(path: tuple[str, ...], pattern: str) -> bool:
     return _is_lora(path) if lora_only else True
 
 
+def _names(path) -> tuple[str, ...]:
+    return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
 def trainable_mask(params, patterns: Sequence[str]):
     """Pytree of bools, True where a leaf is trained. Base weights under a `:lora` pattern stay
     frozen; a plain prefix trains everything under it (adapters included)."""
     def label(path, _):
-        names = tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in path)
-        return any(path_matches(names, p) for p in patterns)
+        return any(path_matches(_names(path), p) for p in patterns)
 
     return jax.tree_util.tree_map_with_path(label, params)
 
@@ -65,13 +69,15 @@ def learning_rate_schedule(cfg: OptimConfig, total_steps: int):
 def make_optimizer(cfg: OptimConfig, params, trainable_patterns: Sequence[str], total_steps: int):
     """optax transform for `params`: clip -> AdamW on trainable leaves; frozen leaves zeroed.
 
-    Weight decay skips biases, norm gains and embeddings-free 1-D leaves (the usual rule).
+    Weight decay skips biases, norm gains and embeddings-free 1-D leaves (the usual rule), judged
+    per layer: a stacked [L, D] norm gain is still a gain.
     Returns (tx, mask) where mask marks trainable leaves.
     """
     mask = trainable_mask(params, trainable_patterns)
     if not any(jax.tree_util.tree_leaves(mask)):
         raise ValueError(f"stage.trainable {list(trainable_patterns)} matches no parameter")
-    decay_mask = jax.tree_util.tree_map(lambda x: x.ndim >= 2, params)
+    # rank per layer: a stacked leaf's leading layer axis does not make a norm gain a matrix
+    decay_mask = jax.tree_util.tree_map_with_path(lambda p, x: x.ndim - stacked_depth(_names(p)) >= 2, params)
     adamw = optax.adamw(learning_rate_schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                         weight_decay=cfg.weight_decay, mask=decay_mask)
     train_tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw) if cfg.grad_clip > 0 else adamw

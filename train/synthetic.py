@@ -17,6 +17,7 @@ import numpy as np
 from funasr_jax.audio.frontend import num_fbank_frames, num_lfr_frames
 from funasr_jax.models.batch import AUDIO_PLACEHOLDER_ID, IGNORE_INDEX, Batch
 from funasr_jax.models.config import audio_token_count
+from funasr_jax.models.stack import stacked_depth
 from sharding.paths import path_str
 
 PROMPT_TOKENS = 23
@@ -92,7 +93,7 @@ def random_params(abstract, shardings=None, seed: int = 0):
             elif p.endswith("embedding"):
                 out.append(0.02 * jax.random.normal(k, x.shape, x.dtype))
             else:
-                fan_in = math.prod(x.shape[:-1]) or 1
+                fan_in = math.prod(x.shape[stacked_depth(p):-1]) or 1  # per layer: not the [L] axis
                 out.append(jax.random.normal(k, x.shape, x.dtype) / math.sqrt(fan_in))
         return jax.tree_util.tree_unflatten(treedef, out)
 

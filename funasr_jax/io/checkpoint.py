@@ -30,6 +30,7 @@ from funasr_jax.io.funasr_torch import QWEN_DIR, load_funasr_dir
 from funasr_jax.io.names import CheckpointError, CheckpointMismatchError, flatten, unflatten
 from funasr_jax.models.config import FunASRConfig
 from funasr_jax.models.funasr import abstract_params
+from funasr_jax.models.stack import LayoutError, to_layout
 from funasr_jax.text.tokenizer import QWEN3_TOKENIZER
 
 META_FILE = "funasr_jax.json"
@@ -126,7 +127,9 @@ def save_params(path, params, cfg: FunASRConfig, tokenizer_path=None, ctc_tokeni
 def restore_params(params_dir, abstract=None):
     """Restore an orbax params tree; with `abstract` (ShapeDtypeStructs) every tensor's presence
     and shape is checked (orbax itself would silently return the stored shapes) and the result is
-    cast to the abstract dtypes. Mismatches raise CheckpointError listing each tensor."""
+    cast to the abstract dtypes. Mismatches raise CheckpointError listing each tensor. The stored
+    tree may be per-layer or stacked (`model.scan_layers`); it comes back in `abstract`'s layout
+    (`funasr_jax.models.stack.to_layout`, bit-exact)."""
     import orbax.checkpoint as ocp
 
     params_dir = Path(params_dir).absolute()
@@ -138,6 +141,10 @@ def restore_params(params_dir, abstract=None):
         raise CheckpointError(f"{params_dir}: cannot restore ({type(e).__name__}: {e})") from None
     if abstract is None:
         return raw
+    try:
+        raw = to_layout(raw, abstract)
+    except LayoutError as e:
+        raise CheckpointError(f"{params_dir}: params do not match the model config: {e}") from None
     have, want = flatten(raw), flatten(abstract)
     missing = ["/".join(p) for p in want if p not in have]
     unexpected = ["/".join(p) for p in have if p not in want]

@@ -67,10 +67,11 @@ def read_safetensors_dir(qwen_dir) -> dict:
     return out
 
 
-def llm_params_from_hf(qwen_dir, llm_cfg: Qwen3Config):
-    """HF Qwen3 safetensors -> our `llm` params (tied lm_head accepted)."""
+def llm_params_from_hf(qwen_dir, llm_cfg: Qwen3Config, *, scan_layers: bool = False):
+    """HF Qwen3 safetensors -> our `llm` params (tied lm_head accepted); per-layer
+    (`model/layers/{i}/...`), or stacked (`model/layers/stacked/...` [L, ...]) with `scan_layers`."""
     sd = read_safetensors_dir(qwen_dir)
-    module = Qwen3ForCausalLM(llm_cfg)
+    module = Qwen3ForCausalLM(llm_cfg, scan_layers=scan_layers)
     template = jax.eval_shape(
         lambda r: module.init(r, jnp.zeros((1, 4, llm_cfg.hidden_size)), method=module.__call__),
         jax.random.PRNGKey(0))["params"]

@@ -14,6 +14,11 @@ key by joining with "." and renaming the leaf (README, "Design notes"):
 `params_from_state_dict` checks every tensor against a template tree (shapes from
 `jax.eval_shape`) and raises `CheckpointMismatchError` that lists every missing, unexpected and
 mis-shaped tensor by name.
+
+Layers stacked at rest (`model.scan_layers`: `<stack>/stacked/...` leaves [L, ...],
+`funasr_jax.models.stack`) are this module's boundary: `state_dict_from_params` unstacks them
+into PyTorch's `<stack>.{i}.*` names, `params_from_state_dict` reads per-layer tensors and stacks
+them as the template is laid out. Both are bit-exact.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from funasr_jax.models.stack import to_layout, unstack_layers
 from sharding.paths import flatten, unflatten  # noqa: F401 (re-exported: checkpoint code flattens trees)
 
 _LEAF_TO_TORCH = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}
@@ -82,7 +88,7 @@ def state_dict_from_params(params: Mapping, prefix: str = "") -> dict[str, np.nd
     if set(params) == {"params"}:
         params = params["params"]
     out = {}
-    for path, v in flatten(params).items():
+    for path, v in flatten(unstack_layers(params)).items():
         out[prefix + torch_key(path)] = to_torch_layout(path, np.asarray(v))
     return out
 
@@ -99,7 +105,8 @@ def params_from_state_dict(
     """PyTorch-layout flat dict -> Flax params shaped like `template`.
 
     state_dict: {key: array-like}; keys not starting with `prefix` are ignored.
-    template: nested dict of arrays or ShapeDtypeStructs (e.g. from `jax.eval_shape`).
+    template: nested dict of arrays or ShapeDtypeStructs (e.g. from `jax.eval_shape`), per-layer or
+      stacked; the result has the template's layout (tensors are named and checked per layer).
     ignore: key prefixes (after `prefix`) that may be present and are dropped (e.g. a tied lm_head).
     allow_missing: key prefixes whose absence is accepted; those params are left out of the result
       and their keys returned as the second value so the caller can fill them (e.g. random init).
@@ -108,6 +115,7 @@ def params_from_state_dict(
     """
     if set(template) == {"params"}:
         template = template["params"]
+    layout, template = template, unstack_layers(template)
     ignore, allow_missing = tuple(ignore), tuple(allow_missing)
     wanted = {torch_key(p): p for p in flatten(template)}
     flat_t = flatten(template)
@@ -130,7 +138,7 @@ def params_from_state_dict(
     unexpected = [prefix + k for k in have if k not in wanted and not (ignore and k.startswith(ignore))]
     if missing or unexpected or misshaped:
         raise CheckpointMismatchError(missing, unexpected, misshaped, source=source)
-    return unflatten(out), allowed_missing
+    return to_layout(unflatten(out), layout), allowed_missing
 
 
 def to_numpy(value) -> np.ndarray:

@@ -21,7 +21,6 @@ from funasr_jax.models.encoder import (
     check_lengths,
     layer_norm,
 )
-from funasr_jax.models.remat import remat_layer
 from funasr_jax.models.stack import LayerStack
 from kernels.attention.api import attention
 
@@ -85,7 +84,7 @@ class Transformer(nn.Module):
     dtype: jnp.dtype = jnp.float32
     attention_impl: str | None = None
     remat: bool | str = False
-    scan_layers: bool = False   # LayerStack(scan=True): see funasr_jax.models.stack
+    scan_layers: bool = False   # blocks stacked at rest and scanned: funasr_jax.models.stack
 
     @nn.compact
     def __call__(self, x, lengths=None, deterministic: bool = True):
@@ -107,8 +106,9 @@ class Transformer(nn.Module):
         h = nn.relu(dense(cfg.ffn_dim, "linear1")(x.astype(self.dtype)))
         x = dense(cfg.llm_dim, "linear2")(h).astype(jnp.float32)
         if cfg.n_layer > 0:
-            # `n_layer` EncoderLayer children blocks/0, blocks/1, ... (a torch ModuleList).
-            layer_cls = remat_layer(EncoderLayer, self.remat, static_argnames=("deterministic",))
+            # `n_layer` EncoderLayer children blocks/0, blocks/1, ... (a torch ModuleList), or
+            # blocks/stacked/... [n_layer, ...] when scanned (funasr_jax.models.stack).
             args = ((cfg, self.dtype, self.attention_impl),) * cfg.n_layer
-            x = LayerStack(layer_cls, args, scan=self.scan_layers, name="blocks")(x, lengths, deterministic)
+            x = LayerStack(EncoderLayer, args, scan=self.scan_layers, remat=self.remat,
+                           static_argnames=("deterministic",), name="blocks")(x, lengths, deterministic)
         return x, lengths

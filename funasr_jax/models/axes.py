@@ -21,6 +21,12 @@ Logical names (`sharding.rules.LOGICAL_AXES`):
     lora          LoRA rank
     norm          norm gains / biases (never sharded)
     conv          FSMN kernel taps (never sharded)
+    layers        the leading layer axis of a stack kept stacked at rest (`model.scan_layers`:
+                  `.../stacked/...` leaves are [L, ...]); replicated by every rules table (each
+                  device holds all layers; a pipeline axis could split it later)
+
+A stacked leaf takes the rule of its per-layer path, with `layers` in front of it for each
+`stacked` component of the path (`funasr_jax.models.stack`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from collections.abc import Mapping
 
 import jax
 
+from funasr_jax.models.stack import LAYER_AXIS, stacked_depth
 from sharding.paths import path_str
 
 
@@ -92,7 +99,17 @@ _COMPILED = tuple((re.compile(p), axes) for p, axes in PARAM_RULES)
 
 
 def logical_axes_for(path: str, ndim: int) -> tuple[str | None, ...]:
-    """Logical axes of the parameter at `path` with `ndim` dimensions (first matching rule)."""
+    """Logical axes of the parameter at `path` with `ndim` dimensions (first matching rule; a
+    stacked leaf [L, ...] gets `layers` in front of its per-layer axes)."""
+    depth = stacked_depth(path)
+    if depth:
+        if ndim < depth:
+            raise UnmatchedParamError(f"parameter {path}: stacked {depth} deep but has only {ndim} dimensions")
+        return (LAYER_AXIS,) * depth + _rule_axes(path, ndim - depth)
+    return _rule_axes(path, ndim)
+
+
+def _rule_axes(path: str, ndim: int) -> tuple[str | None, ...]:
     for rx, axes in _COMPILED:
         if rx.search(path):
             if len(axes) != ndim:

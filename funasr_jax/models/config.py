@@ -190,7 +190,9 @@ class FunASRConfig:
     ctc_loss_impl: str | None = None  # `kernels.ctc.ctc_loss(implementation=...)`; None = best available
     remat: str = "none"  # "none" | "block" | policy | "encoder:block,llm:dots_saveable" (funasr_jax.models.remat)
     matmul_precision: str = "default"
-    scan_layers: bool = False  # run each stack of identical layers as one lax.scan (names unchanged)
+    # Each stack of identical layers (> 1) kept stacked at rest ([L, ...] leaves under `<stack>/stacked`)
+    # and run as one nn.scan; per-layer PyTorch names exist only at conversion (funasr_jax.models.stack).
+    scan_layers: bool = False
 
     def replace(self, **kw) -> "FunASRConfig":
         return dataclasses.replace(self, **kw)

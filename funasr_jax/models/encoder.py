@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 
 from funasr_jax.models.config import EncoderConfig
-from funasr_jax.models.remat import remat_layer
 from funasr_jax.models.stack import LayerStack
 from kernels.attention.api import attention
 
@@ -196,14 +195,14 @@ class EncoderLayerSANM(nn.Module):
 
 def sanm_stack(cfg: EncoderConfig, in_size: int, count: int, *, dtype, attention_impl, remat, name: str,
                scan: bool = False) -> LayerStack:
-    """`count` EncoderLayerSANM children "0", ... (a torch ModuleList); the first takes `in_size`
-    features, the rest output_size. Call it inside a compact method; apply it as
+    """`count` EncoderLayerSANM layers: children "0", ... (a torch ModuleList) or, with `scan`,
+    stacked at rest under "stacked" ([count, ...] leaves; `funasr_jax.models.stack`); the first
+    takes `in_size` features, the rest output_size (so a scanned stack needs in_size == output_size). Call it inside a compact method; apply it as
     (x [B, T, in_size], mask [B, T] f32, lengths [B], deterministic) -> [B, T, output_size] f32.
     remat: False/"none", True/"block", or a `funasr_jax.models.remat` policy name.
     """
-    layer_cls = remat_layer(EncoderLayerSANM, remat, static_argnames=("deterministic",))
     args = tuple((cfg, in_size if i == 0 else cfg.output_size, dtype, attention_impl) for i in range(count))
-    return LayerStack(layer_cls, args, scan=scan, name=name)
+    return LayerStack(EncoderLayerSANM, args, scan=scan, remat=remat, static_argnames=("deterministic",), name=name)
 
 
 class SenseVoiceEncoderSmall(nn.Module):
@@ -217,7 +216,7 @@ class SenseVoiceEncoderSmall(nn.Module):
     dtype: jnp.dtype = jnp.float32
     attention_impl: str | None = None
     remat: bool | str = False
-    scan_layers: bool = False   # LayerStack(scan=True): see funasr_jax.models.stack
+    scan_layers: bool = False   # stacks of > 1 layer stacked at rest and scanned: funasr_jax.models.stack
 
     def _check_config(self):
         cfg = self.cfg

@@ -9,9 +9,10 @@ not modified; every tensor that is not written is the very same array (bit-equal
 Encoder block indices are global, in the order the encoder runs them:
 0 = `encoders0/0`, 1 .. num_blocks-1 = `encoders/0 ..`, then `tp_encoders/0 ..`.
 LLM layer i = `model/layers/{i}`. Block 0 takes the 560-dim LFR features (input_size), so it only
-fits when input_size equals the LLM hidden size. Both trees keep per-layer names "0", "1", ...
-also under `scan_layers=True` (`funasr_jax.models.stack` stacks them only at apply time), so either
-setting's params work; a tree whose stack is not keyed "0", "1", ... is rejected.
+fits when input_size equals the LLM hidden size. Blocks and layers are addressed by their
+per-layer names "0", "1", ...; trees whose stacks are stacked at rest (`scan_layers=True`:
+`<stack>/stacked/...` [L, ...], `funasr_jax.models.stack`) are unstacked on the way in and the
+encoder comes back in the layout it was given (bit-exact); any other stack keying is rejected.
 
 Mapping for one (encoder block E, LLM layer L); flax Dense kernels are [in, out], D = d_model =
 LLM hidden, F = encoder output_size = heads * head_dim, U = FFN width, Hq / Hkv / hd = LLM query
@@ -68,6 +69,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 
 from funasr_jax.models.config import EncoderConfig, FunASRConfig, Qwen3Config
+from funasr_jax.models.stack import to_layout, unstack_layers
 
 ENCODER_STACKS = ("encoders0", "encoders", "tp_encoders")
 GQA_MODES = ("raise", "repeat", "skip")
@@ -113,8 +115,8 @@ class LLMInitReport:
 
 
 def _unwrap(tree: Mapping) -> Mapping:
-    """Drop a lone top-level 'params' wrapper."""
-    return tree["params"] if set(tree) == {"params"} else tree
+    """Drop a lone top-level 'params' wrapper; stacked stacks ([L, ...]) as per-layer children."""
+    return unstack_layers(tree["params"] if set(tree) == {"params"} else tree)
 
 
 def _get(tree: Mapping, path: str):
@@ -151,9 +153,8 @@ def _numbered(node: Mapping, where: str) -> list[str]:
     keys = list(node)
     if sorted(map(str, keys)) != sorted(str(i) for i in range(len(keys))):
         raise ValueError(
-            f"{where}: expected per-layer children '0', '1', ... (the tree init_params gives, also with "
-            f"scan_layers=True), got keys {sorted(keys)}; a tree stacked along a layer axis is not supported — "
-            f"pass the per-layer (scan_layers=False layout) tree")
+            f"{where}: expected per-layer children '0', '1', ... (or a stacked 'stacked' child), got keys "
+            f"{sorted(keys)}")
     return [str(i) for i in range(len(keys))]
 
 
@@ -213,7 +214,8 @@ def init_encoder_from_llm(encoder_params: Mapping, llm_params: Mapping,
       (output_size / heads) must equal the LLM's (q_norm/scale [hd]) for the q/k/v/o copy.
 
     Returns (new encoder params: a nested plain dict, same structure, leaves [same shape/dtype];
-    LLMInitReport). Untouched leaves are the input's own arrays.
+    LLMInitReport). Untouched leaves are the input's own arrays (per-layer input) or bit-equal copies
+    (stacked input, which comes back stacked).
     """
     if gqa not in GQA_MODES:
         raise ValueError(f"init_encoder_from_llm: gqa must be one of {GQA_MODES}, got {gqa!r}")
@@ -273,7 +275,9 @@ def init_encoder_from_llm(encoder_params: Mapping, llm_params: Mapping,
                 put(f"{eb}/{enc_norm}/bias", jnp.zeros(bias.shape, bias.dtype), None)
 
     untouched = tuple(p for p in _leaf_paths(enc) if p not in written)
-    return enc, LLMInitReport(tuple(copied), tuple(zeroed), tuple(skipped), tuple(dropped), untouched)
+    layout = encoder_params["params"] if set(encoder_params) == {"params"} else encoder_params
+    return to_layout(enc, layout), LLMInitReport(tuple(copied), tuple(zeroed), tuple(skipped), tuple(dropped),
+                                                 untouched)
 
 
 def _copy_linear(enc, llm, eb, lb, enc_lin, llm_lins, gqa, encoder_heads, mismatch, put, skipped):

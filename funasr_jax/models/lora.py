@@ -84,7 +84,8 @@ def _is_adapter_node(node: Mapping) -> bool:
 def fold_lora(params: Mapping, cfg: LoraConfig) -> dict:
     """Merge every adapter into its base kernel: W' = W + (alpha / r) A B; adapters removed.
 
-    params: nested dict (optionally under 'params'); returns a new nested dict of the same kind,
+    params: nested dict (optionally under 'params'), per-layer or stacked (`[L, ...]` adapters of a
+    scanned stack fold layer by layer); returns a new nested dict of the same kind and layout,
     usable with the model built with `LoraConfig(rank=0)`. The rank is read from each adapter's
     shape and must equal `cfg.rank`.
     """
@@ -95,10 +96,11 @@ def fold_lora(params: Mapping, cfg: LoraConfig) -> dict:
         if _is_adapter_node(node):
             w = node["kernel"]
             a, b = node["lora_A"]["kernel"], node["lora_B"]["kernel"]
-            if a.shape[-1] != cfg.rank or b.shape[0] != cfg.rank:
+            if a.shape[-1] != cfg.rank or b.shape[-2] != cfg.rank:
                 raise LoRAConfigError(
                     f"fold_lora: adapter at {'/'.join(path)} has rank {a.shape[-1]} (lora_A {a.shape}, "
                     f"lora_B {b.shape}) but LoraConfig.rank = {cfg.rank}")
+            # [in, r] @ [r, out], or per layer [L, in, r] @ [L, r, out] for stacked layers
             delta = (cfg.alpha / cfg.rank) * (jnp.asarray(a, jnp.float32) @ jnp.asarray(b, jnp.float32))
             out = {k: v for k, v in node.items() if k not in ADAPTER_NAMES}
             out["kernel"] = (jnp.asarray(w, jnp.float32) + delta).astype(jnp.asarray(w).dtype)

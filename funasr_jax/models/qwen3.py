@@ -4,7 +4,9 @@ Parameter paths mirror the Hugging Face state dict (`funasr_jax.io.names` maps t
 `model/embed_tokens/embedding` [V, D], `model/layers/{i}/self_attn/{q,k,v,o}_proj/kernel`,
 `model/layers/{i}/self_attn/{q,k}_norm/scale` [head_dim], `model/layers/{i}/mlp/{gate,up,down}_proj/kernel`,
 `model/layers/{i}/{input,post_attention}_layernorm/scale`, `model/norm/scale`, and `lm_head/kernel`
-[D, V] only when `tie_word_embeddings=False` (tied: logits = h @ embedding.T).
+[D, V] only when `tie_word_embeddings=False` (tied: logits = h @ embedding.T). With
+`scan_layers=True` the layers are stacked at rest: `model/layers/stacked/<same names>` with a
+leading [L, ...] axis (`funasr_jax.models.stack`).
 
 Block: pre-RMSNorm; GQA attention with per-head RMSNorm on q and k *before* RoPE (HF rotate_half
 layout, theta from config), f32 softmax; SwiGLU MLP down(silu(gate(x)) * up(x)).
@@ -33,7 +35,6 @@ from funasr_jax.models.batch import IGNORE_INDEX
 from funasr_jax.models.config import Qwen3Config
 from funasr_jax.models.lora import LoRADense
 from funasr_jax.models.precision import with_matmul_precision
-from funasr_jax.models.remat import remat_layer
 from funasr_jax.models.stack import LayerStack
 from kernels.attention.api import attention
 
@@ -206,14 +207,15 @@ class Qwen3DecoderLayer(_Qwen3Part):
 
 
 class Qwen3Model(_Qwen3Part):
-    """HF `model.*`: embeddings, decoder layers `layers/{i}` (a `LayerStack`), final norm.
+    """HF `model.*`: embeddings, decoder layers `layers/{i}` (a `LayerStack`; scanned:
+    `layers/stacked/...` with [L, ...] leaves), final norm.
 
     __call__(inputs_embeds [B, L, D], cache (tuple per layer) | None, ctx) -> (final-normed hidden
     [B, L, D] in `dtype`, new cache | None).
     """
 
     remat: bool | str = False
-    scan_layers: bool = False   # LayerStack(scan=True): see funasr_jax.models.stack
+    scan_layers: bool = False   # layers stacked at rest ([L, ...]) and scanned: funasr_jax.models.stack
 
     def setup(self):
         cfg = self.cfg
@@ -221,8 +223,8 @@ class Qwen3Model(_Qwen3Part):
                                      param_dtype=jnp.float32,
                                      embedding_init=nn.initializers.normal(stddev=0.02))
         layer_args = ((cfg, self.dtype, self.attention_impl),) * cfg.num_hidden_layers
-        self.layers = LayerStack(remat_layer(Qwen3DecoderLayer, self.remat), layer_args, collect=True,
-                                 scan=self.scan_layers)
+        self.layers = LayerStack(Qwen3DecoderLayer, layer_args, collect=True, scan=self.scan_layers,
+                                 remat=self.remat)
         self.norm = RMSNorm(cfg.rms_norm_eps, self.dtype)
 
     def embed(self, input_ids):
@@ -270,7 +272,7 @@ class Qwen3ForCausalLM(_Qwen3Part):
 
     remat: bool | str = False  # False/"none", True/"block", or a funasr_jax.models.remat policy name
     matmul_precision: str | None = None  # funasr_jax.models.precision; None: JAX's current setting
-    scan_layers: bool = False   # LayerStack(scan=True): see funasr_jax.models.stack
+    scan_layers: bool = False   # layers stacked at rest ([L, ...]) and scanned: funasr_jax.models.stack
 
     def setup(self):
         self.model = Qwen3Model(self.cfg, self.dtype, self.attention_impl, self.remat, scan_layers=self.scan_layers)

@@ -67,12 +67,14 @@ def static_argnums_of(layer_cls, names) -> tuple[int, ...]:
     return tuple(params.index(n) for n in names)
 
 
-def remat_layer(layer_cls, remat, static_argnames=()):
+def remat_layer(layer_cls, remat, static_argnames=(), *, static_argnums=None, prevent_cse: bool = True):
     """`layer_cls` wrapped in `nn.remat` as `remat` asks (False / None / 'none' -> unchanged).
 
     remat: bool or a policy name from POLICIES. static_argnames: `__call__` parameters that are
     Python values (e.g. "deterministic"); they are found by name in the signature and passed
-    positionally. Array arguments, and pytrees whose static parts are non-pytree fields (the Qwen3
+    positionally (or give their positions, self = 0, as `static_argnums`). prevent_cse: False
+    inside a scan (`funasr_jax.models.stack`), where the loop already keeps XLA from merging the
+    recomputation into the forward, so the extra barriers would only cost. Array arguments, and pytrees whose static parts are non-pytree fields (the Qwen3
     `DecoderContext`), need no entry: jax.checkpoint keeps a pytree's treedef static.
     """
     if remat is False or remat is None or remat == "none":
@@ -81,4 +83,6 @@ def remat_layer(layer_cls, remat, static_argnames=()):
     if name not in POLICIES:
         raise RematConfigError(f"remat policy {name!r} is unknown; use one of {sorted(POLICIES)}")
     policy = None if POLICIES[name] is None else getattr(jax.checkpoint_policies, POLICIES[name])
-    return nn.remat(layer_cls, static_argnums=static_argnums_of(layer_cls, static_argnames), policy=policy)
+    if static_argnums is None:
+        static_argnums = static_argnums_of(layer_cls, static_argnames)
+    return nn.remat(layer_cls, static_argnums=static_argnums, policy=policy, prevent_cse=prevent_cse)
