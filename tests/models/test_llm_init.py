@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from funasr_jax.models.config import tiny_config
+from funasr_jax.models.stack import STACKED, to_layout, unstack_layers
+from sharding.paths import flatten
 from funasr_jax.models.funasr import FunASRNano, abstract_params, init_params
 from funasr_jax.models.llm_init import (encoder_block_paths, encoder_config_like_llm, funasr_config_like_llm,
                                         init_encoder_from_llm)
@@ -232,13 +234,28 @@ def test_lora_adapters_and_stacked_trees_are_rejected(matched):
     lora["model"] = {**lora["model"], "layers": {**lora["model"]["layers"], "0": layer}}
     with pytest.raises(ValueError, match="fold_lora"):
         init_encoder_from_llm(enc, lora, {1: 0})
-    stacked = {**enc, "encoders": {"layers": enc["encoders"]["0"]}}
-    with pytest.raises(ValueError, match="scan_layers"):
-        init_encoder_from_llm(stacked, llm, {1: 0})
+    odd = {**enc, "encoders": {"layers": enc["encoders"]["0"]}}
+    with pytest.raises(ValueError, match="expected per-layer children '0', '1', ... .*got keys \\['layers'\\]"):
+        init_encoder_from_llm(odd, llm, {1: 0})
     with pytest.raises(ValueError, match="gqa"):
         init_encoder_from_llm(enc, llm, {1: 0}, gqa="mean")
     with pytest.raises(ValueError, match="mapped twice"):
         init_encoder_from_llm(enc, llm, [(1, 0), (1, 2)])
+
+
+def test_stacked_trees_give_the_per_layer_result(matched):
+    """Encoder and LLM stacked at rest (`scan_layers`): the same copy as per-layer, returned stacked."""
+    cfg, params = matched
+    st = to_layout(params, abstract_params(cfg.replace(scan_layers=True)))
+    assert STACKED in st["audio_encoder"]["encoders"] and STACKED in st["llm"]["model"]["layers"]
+    enc_p, rep_p = init_encoder_from_llm(params["audio_encoder"], params["llm"], {1: 0, 2: 1, 4: 3})
+    enc_s, rep_s = init_encoder_from_llm(st["audio_encoder"], st["llm"], {1: 0, 2: 1, 4: 3})
+    assert STACKED in enc_s["encoders"] and rep_s.copied == rep_p.copied and rep_p.copied
+    flat_p, flat_s = flatten(enc_p), flatten(unstack_layers(enc_s))
+    assert flat_p.keys() == flat_s.keys()
+    for k in flat_p:
+        assert np.asarray(flat_p[k]).tobytes() == np.asarray(flat_s[k]).tobytes(), k
+    assert encoder_block_paths(st["audio_encoder"]) == encoder_block_paths(params["audio_encoder"])
 
 
 def test_config_helper():
