@@ -30,6 +30,8 @@ from funasr_jax.models.config import (AdaptorConfig, CTCConfig, EncoderConfig, F
 from funasr_jax.models.funasr import FunASRNano, abstract_params, component_counts
 from funasr_jax.models.losses import llm_cross_entropy
 from funasr_jax.models.batch import Batch
+from funasr_jax.io.funasr_torch import params_from_torch
+from funasr_jax.models.stack import to_layout
 from helpers.torch_refs import randomize_
 
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -123,8 +125,15 @@ def test_config_roundtrip_through_yaml(pair):
     assert got_cfg == cfg
 
 
-def test_whole_model_matches_funasr(pair):
-    cfg, _, params, tm, _ = pair
+@pytest.mark.parametrize("scan", [False, True], ids=["per-layer", "stacked"])
+def test_whole_model_matches_funasr(pair, scan):
+    """Stacked: the same model.pt read into the layers-stacked-at-rest layout (`scan_layers`) by the
+    converter, run scanned, against FunASR's PyTorch model directly."""
+    cfg, _, params, tm, d = pair
+    if scan:
+        cfg = cfg.replace(scan_layers=True)
+        params = params_from_torch(torch.load(d / "model.pt", weights_only=True), cfg, allow_missing=())
+        assert "stacked" in params["llm"]["model"]["layers"] and "stacked" in params["audio_encoder"]["encoders"]
     batch = make_batch(cfg, np.random.default_rng(1))
     model = FunASRNano(cfg)
     inputs = Batch(feats=jnp.asarray(batch["feats"]), feat_lengths=jnp.asarray(batch["feat_lengths"]),
@@ -167,8 +176,13 @@ def test_whole_model_matches_funasr(pair):
         assert _rel(np.asarray(out["ctc_logits"])[i, :n], ctc_t.numpy()[i, :n]) <= 1e-4
 
 
-def test_to_torch_roundtrip_and_funasr_loads_export(pair, tmp_path):
+@pytest.mark.parametrize("scan", [False, True], ids=["per-layer", "stacked"])
+def test_to_torch_roundtrip_and_funasr_loads_export(pair, scan, tmp_path):
+    """from-torch -> (stacked) checkpoint -> to-torch gives back every tensor bit-exactly."""
     cfg, _, params, tm, d = pair
+    if scan:
+        cfg = cfg.replace(scan_layers=True)
+        params = to_layout(params, abstract_params(cfg))
     ck = tmp_path / "ck"
     save_params(ck, params, cfg)
     out = tmp_path / "export"
@@ -290,6 +304,15 @@ def test_from_hf_qwen3_safetensors(tmp_path):
     emb = llm.apply({"params": m.params["llm"]}, jnp.asarray(ids.numpy(), jnp.int32), method="embed")
     ours, _ = llm.apply({"params": m.params["llm"]}, emb)
     assert _rel(np.asarray(ours), ref) <= 1e-4
+    # read stacked at rest ([L, ...] under model/layers/stacked) and run scanned: same logits
+    from funasr_jax.io.hf_qwen3 import llm_params_from_hf
+
+    stacked = llm_params_from_hf(qdir, m.cfg.llm, scan_layers=True)
+    assert stacked["model"]["layers"]["stacked"]["mlp"]["up_proj"]["kernel"].shape == (2, 48, 96)
+    llm_s = JaxQwen3(m.cfg.llm, scan_layers=True)
+    ours_s, _ = llm_s.apply({"params": stacked}, llm_s.apply({"params": stacked}, jnp.asarray(ids.numpy(), jnp.int32),
+                                                             method="embed"))
+    assert _rel(np.asarray(ours_s), ref) <= 1e-4
     # a folder without weights is named in the error
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "config.json").write_text((qdir / "config.json").read_text())
