@@ -60,8 +60,9 @@ class LayerStack(nn.Module):
       layer(h, per_layer[i], *args) when `per_layer` (a sequence with one entry per layer, e.g.
       the KV cache) is given, else layer(h, *args). After every layer h is constrained to
       ("batch", "length", "embed") (`sharding.context.constrain`, a no-op outside a mesh).
-      Scanned, the `per_layer` entries are stacked to [L, ...] for the scan and the extras
-      returned unstacked, so callers see the same results either way. With dropout, each
+      Stacked with per-layer inputs (decoding with a KV cache), the layers run one by one on
+      static slices of the stacked params (loop-invariant in a decode loop) rather than
+      stacking the cache for a scan; callers see the same results either way. With dropout, each
       scanned layer gets its own key (`split_rngs`; a different stream than the unrolled stack's).
     """
 
@@ -78,6 +79,9 @@ class LayerStack(nn.Module):
         if per_layer is not None and len(per_layer) != n:
             raise ValueError(f"LayerStack {self.name}: per_layer has {len(per_layer)} entries for {n} layers")
         if self.scan and n > 1:
+            has_entry = per_layer is not None and len(jax.tree_util.tree_leaves(per_layer)) > 0
+            if has_entry and not self.is_initializing() and STACKED in self.variables.get("params", {}):
+                return self._sliced(h, args, per_layer)
             return self._scanned(h, args, per_layer)
         layer_cls = remat_layer(self.layer_cls, self.remat, static_argnames=self.static_argnames)
         extras = []
@@ -109,6 +113,26 @@ class LayerStack(nn.Module):
         if not has_entry:
             return h, (None,) * n
         return h, tuple(jax.tree.map(lambda x, i=i: x[i], extras) for i in range(n))
+
+
+    def _sliced(self, h, args, per_layer):
+        """Stacked params, per-layer inputs (the KV cache while decoding): the layers run one after
+        another on static slices of the stacked params. Inside a decode loop those slices are loop
+        invariant (XLA hoists them), whereas scanning would stack and unstack the whole cache at
+        every step."""
+        layer = self.layer_cls(*self.layer_args[0], parent=None)  # unbound: applied to each slice
+        stacked = self.variables["params"][STACKED]
+        keys = jax.random.split(self.make_rng("dropout"), len(self.layer_args)) if self.has_rng("dropout") else None
+        extras = []
+        for i, entry in enumerate(per_layer):
+            params = jax.tree.map(lambda x, i=i: x[i], stacked)
+            out = layer.apply({"params": params}, h, entry, *args,
+                              rngs={} if keys is None else {"dropout": keys[i]})
+            if self.collect:
+                out, extra = out
+                extras.append(extra)
+            h = constrain(out, ACTIVATION_AXES)
+        return (h, tuple(extras)) if self.collect else h
 
 
 def _scan_body(layer_cls, collect: bool, takes_entry: bool):

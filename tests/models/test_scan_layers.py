@@ -187,3 +187,12 @@ def test_kv_cache_greedy_decoding_equals_per_layer():
         dec = CausalDecoder(Qwen3ForCausalLM(llm, scan_layers=scan, matmul_precision="highest"))
         toks.append(np.asarray(greedy_generate(dec, p, embeds, lengths, max_new_tokens=6, eos_id=-1, pad_id=0)[0]))
     np.testing.assert_array_equal(toks[1], toks[0])
+    # with a cache the stacked layers run on static slices of the params (hoisted out of a decode
+    # loop), not as a scan that would stack and unstack the whole cache at every step
+    llm_s = Qwen3ForCausalLM(llm, scan_layers=True)
+    sp = to_layout(params, stacked_like)
+    text = jax.jit(lambda p, e, c: llm_s.apply({"params": p}, e, cache=c, cache_index=0)).lower(
+        sp, embeds, llm_s.init_cache(2, 10)).as_text()
+    assert "stablehlo.while" not in text
+    text = jax.jit(lambda p, e: llm_s.apply({"params": p}, e)).lower(sp, embeds).as_text()
+    assert "stablehlo.while" in text  # without a cache: scanned
