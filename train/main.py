@@ -42,7 +42,11 @@ def load_config(name: str, preset: str = "tiny", overrides=()):
     spec.loader.exec_module(mod)
     if not hasattr(mod, "get_config"):
         raise ConfigError(f"{path}: defines no get_config(preset)")
-    cfg = mod.get_config(preset)
+    return apply_overrides(mod.get_config(preset), overrides)
+
+
+def apply_overrides(cfg, overrides=()):
+    """`cfg` with each `a.b=value` string of `overrides` applied in order, validated."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected a.b=value")

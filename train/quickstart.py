@@ -67,7 +67,7 @@ from funasr_jax.rewards import keyword_scores
 from funasr_jax.text.metrics import breakdown, vocabulary_coverage
 from train.hotword_demo import POOL, hotword_figures, hotword_table
 from train.loop import train
-from train.main import load_config
+from train.main import apply_overrides, load_config
 
 # Steps per stage and the data settings the quickstart gives each (see the README for the why).
 SEED_UTTS, SEED_STEPS, CTC_STEPS, TEXT_STEPS, LLM_STEPS, RL_STEPS, HOTWORD_STEPS = 96, 500, 800, 400, 600, 150, 2000
@@ -147,14 +147,16 @@ def rl_table(before: dict, after: dict) -> str:
     return "\n".join(lines)
 
 
-def stage_config(name: str, out: Path, steps: int, init_from: str | None, **overrides):
+def stage_config(name: str, out: Path, steps: int, init_from: str | None, user_sets=(), **overrides):
+    """The stage's config: its file at the tiny preset, the quickstart's settings (`overrides`),
+    then the user's `--set a.b=v` strings (`user_sets`), which win."""
     cfg = load_config(name, "tiny")
     run = dataclasses.replace(cfg.run, out_dir=str(out / cfg.stage.name), steps=steps, init_from=init_from,
                               save_every=0, log_every=max(1, min(25, steps // 10)))
     cfg = dataclasses.replace(cfg, run=run)
     for k, v in overrides.items():
         cfg = configtools.override(cfg, k, str(v))
-    return cfg.validate()
+    return apply_overrides(cfg, user_sets)
 
 
 def main(argv=None) -> int:
@@ -167,6 +169,8 @@ def main(argv=None) -> int:
                    help="encoder pre-training (Best-RQ -> AED) in place of the CTC seed / warm-up stages")
     p.add_argument("--hotwords", action="store_true",
                    help="add hotword SFT and report keyword recall / accuracy with 0 / 100 / 1,000 distractors")
+    p.add_argument("--set", action="append", default=[], metavar="A.B=V",
+                   help="override a config field of every stage (after the quickstart's own settings)")
     args = p.parse_args(argv)
     out = Path(args.out)
     t0 = time.time()
@@ -175,7 +179,8 @@ def main(argv=None) -> int:
 
     def run_stage(name, steps, prev, config=None, **over):
         n = max(2, int(steps * args.scale))
-        cfg = stage_config(config or name, out, n, prev, **{"run.eval_max_utts": 40, **STAGE_DATA[name], **over})
+        cfg = stage_config(config or name, out, n, prev, args.set,
+                           **{"run.eval_max_utts": 40, **STAGE_DATA[name], **over})
         if finished(cfg):
             print(f"== {name}: reusing the finished run in {cfg.run.out_dir}", file=sys.stderr)
             timing[name] = {"steps": n, "reused": True, "wall_s": 0.0}

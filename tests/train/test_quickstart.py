@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quickstart_chain_runs(tmp_path):
     out = tmp_path / "qs"
     r = subprocess.run([sys.executable, "-m", "train.quickstart", "--out", str(out), "--scale", "0.001",
-                        "--eval-utts", "6", "--rl", "--hotwords"], cwd=ROOT, capture_output=True, text=True,
+                        "--eval-utts", "6", "--rl", "--hotwords", "--set", "data.bucket_frames=[96]"],
+                       cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "quickstart: test error rate" in r.stdout
@@ -40,6 +41,8 @@ def test_quickstart_chain_runs(tmp_path):
     assert text_cfg["run"]["init_from"] == str(out / "ctc_warmup") and text_cfg["stage"]["trainable"] == ["llm"]
     cfg = json.loads((out / "sft_llm" / "train_config.json").read_text())
     assert cfg["data"]["train_files"] == [str(out / "first_pass" / "train.jsonl")]
+    # --set reaches every stage, after the quickstart's own settings (one bucket: one compile per stage)
+    assert all(c["data"]["bucket_frames"] == [96] for c in (seed_cfg, warm_cfg, text_cfg, cfg))
     assert cfg["run"]["init_from"] == str(out / "llm_text")
     meta = json.loads((out / "sft_llm" / "funasr_jax.json").read_text())
     assert meta["prompt"]["first_pass"] is True
@@ -65,7 +68,8 @@ def test_quickstart_pretrain_chain_runs(tmp_path):
     """--pretrain: bestrq -> aed_seed -> aed replace the CTC stages; the AED decoder is scored too."""
     out = tmp_path / "qs"
     r = subprocess.run([sys.executable, "-m", "train.quickstart", "--out", str(out), "--scale", "0.001",
-                        "--eval-utts", "4", "--pretrain"], cwd=ROOT, capture_output=True, text=True,
+                        "--eval-utts", "4", "--pretrain", "--set", "data.bucket_frames=[96]"],
+                       cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     scores = json.loads((out / "test_scores.json").read_text())
