@@ -22,6 +22,7 @@ if __name__ == "__main__":  # worker mode: fake devices before jax starts
 import jax
 import numpy as np
 import pytest
+from helpers.memo import once_per_session  # noqa: E402
 from helpers.sharding import abstract_mesh, host_params, slim_cfg  # noqa: E402
 from jax.sharding import PartitionSpec as P
 
@@ -247,8 +248,8 @@ def _run_worker(mode: str, timeout=480) -> dict:
 
 
 @pytest.fixture(scope="session")  # see the xdist_group note above: built once per worker
-def equivalence():
-    return _run_worker("equivalence")
+def equivalence(tmp_path_factory):
+    return once_per_session(tmp_path_factory, "sharding-equivalence", lambda _: _run_worker("equivalence"))
 
 
 MESHES = ["8x-data", "8x-fsdp", "2fsdp-4tensor"]  # + "auto", which is 8x-data on 8 devices
@@ -276,8 +277,8 @@ def test_sharded_params_are_laid_out_as_ruled(equivalence):
 
 
 @pytest.fixture(scope="session")  # see the xdist_group note above: built once per worker
-def kernels_run():
-    return _run_worker("kernels")
+def kernels_run(tmp_path_factory):
+    return once_per_session(tmp_path_factory, "sharding-kernels", lambda _: _run_worker("kernels"))
 
 
 def test_pallas_attention_runs_per_shard(kernels_run):

@@ -332,7 +332,7 @@ def test_grpo_runs_as_a_subprocess_from_an_sft_run(sft_checkpoint, tmp_path):
     out = tmp_path / "grpo"
     cmd = [sys.executable, "-m", "train.main", "--config", "grpo.py", "--preset", "tiny",
            "--set", "run.steps=2", "--set", f"run.out_dir={out}", "--set", f"data.train_files={train_file}",
-           "--set", f"data.dev_files={dev_file}", "--set", "data.batch_size=4", "--set", "data.bucket_frames=(64,128)",
+           "--set", f"data.dev_files={dev_file}", "--set", "data.batch_size=4", "--set", "data.bucket_frames=(128,)",
            "--set", "run.decode_max_tokens=3", "--set", "run.log_every=1", "--set", f"run.init_from={sft_checkpoint}",
            "--set", "grpo.max_new_tokens=4"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})

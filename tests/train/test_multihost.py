@@ -28,6 +28,7 @@ if __name__ == "__main__":  # worker: fake devices before jax starts
 
 import numpy as np
 import pytest
+from helpers.memo import once_per_session
 
 # both tests read one module fixture (two multi-process runs): keep them on one xdist worker
 pytestmark = pytest.mark.xdist_group("multihost")
@@ -62,11 +63,8 @@ def _wait(procs, timeout=300):
     return outs
 
 
-# session scope: a worker interleaves modules, and a module fixture is torn down (and rebuilt,
-# ~4 min) whenever the worker's next test comes from another module
-@pytest.fixture(scope="session")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("multihost")
+def _launch_runs(tmp: Path) -> dict:
+    """Run A (two processes) then B (one, restoring A's step-3 checkpoint); their records land in `tmp`."""
     port = _free_port()
     common = {"ckpt": str(tmp / "ckpt"), "out": str(tmp)}
     a = [_launch({**common, "name": "A", "proc": i, "nproc": 2, "devices": 4, "port": port,
@@ -75,6 +73,15 @@ def runs(tmp_path_factory):
     b = [_launch({**common, "name": "B", "proc": 0, "nproc": 1, "devices": 4, "port": 0,
                   "mesh": "fsdp=2,tensor=2", "steps": [3, 5], "save_at": -1, "restore": True})]
     _wait(b)
+    return {"folder": str(tmp)}
+
+
+# session scope: a worker interleaves modules, and a module fixture is torn down (and rebuilt,
+# ~4 min) whenever the worker's next test comes from another module; pytest-xdist also tears session
+# fixtures down when a worker's queue runs dry, hence `once_per_session`
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    tmp = Path(once_per_session(tmp_path_factory, "multihost", _launch_runs)["folder"])
     load = lambda n: json.loads((tmp / f"{n}.json").read_text())  # noqa: E731
     npz = lambda n: dict(np.load(tmp / f"{n}.npz"))  # noqa: E731
     return {"A": load("A"), "B": load("B"), "A_saved": npz("A_saved"), "A_final": npz("A_final"),

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from helpers.memo import once_per_session
 from helpers.train import DEMO, ROOT, small_manifest
 
 pytestmark = pytest.mark.slow
@@ -26,9 +28,7 @@ def _run(args, timeout=900):
     return r
 
 
-@pytest.fixture(scope="module")
-def nano_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("nano")
+def _train_nano(tmp) -> dict:
     train = small_manifest(tmp, "train", 8)
     dev = small_manifest(tmp, "dev", 2)
     out = tmp / "run"
@@ -36,7 +36,13 @@ def nano_run(tmp_path_factory):
                          "data.bucket_frames=[96]", "run.steps=2", "run.log_every=1", "run.decode_max_tokens=4",
                          f"run.out_dir={out}", "optim.warmup_steps=1"]
     r = _run(["train.main", "--config", "sft4.py", "--preset", "nano"] + [a for s in sets for a in ("--set", s)])
-    return out, json.loads(r.stdout[r.stdout.index("{"):])
+    return {"out": str(out), "summary": json.loads(r.stdout[r.stdout.index("{"):])}
+
+
+@pytest.fixture(scope="session")  # built once even when xdist tears session fixtures down
+def nano_run(tmp_path_factory):
+    run = once_per_session(tmp_path_factory, "nano-vocab", _train_nano)
+    return Path(run["out"]), run["summary"]
 
 
 def test_nano_sft4_trains_with_the_real_vocabulary(nano_run):
