@@ -9,6 +9,8 @@ tokenizer files when a run starts.
 
 from __future__ import annotations
 
+import importlib.util
+
 from dataclasses import dataclass, field
 
 from funasr_jax.audio.frontend import FrontendConfig
@@ -166,6 +168,8 @@ class RunConfig:
     decode_ctc_weight: float = 0.0  # dev decoding (and the saved model's default): joint CTC/LLM weight
     progress: bool = True
     resume: bool = True  # continue from out_dir's newest checkpoint if there is one
+    tensorboard: bool = True  # event files under <out_dir>/tensorboard (train.metric_sinks)
+    wandb_project: str = ""  # "" = off; a name logs to Weights & Biases (needs wandb installed)
 
     def validate(self):
         if self.steps < 1:
@@ -177,6 +181,9 @@ class RunConfig:
         if self.encoder_llm_gqa not in ("repeat", "skip", "raise"):
             raise ConfigError(f"run.encoder_llm_gqa must be 'repeat', 'skip' or 'raise', got {self.encoder_llm_gqa!r}")
         parse_layer_map(self.encoder_llm_layers)
+        if self.wandb_project and importlib.util.find_spec("wandb") is None:
+            raise ConfigError(f"run.wandb_project={self.wandb_project!r} asks for Weights & Biases, but wandb "
+                              "is not installed (pip install wandb)")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from train.data import TrainData
 from train.distributed import enable_compilation_cache
 from train.evaluation import evaluate_split
 from train.precompile import precompile
+from train.metric_sinks import open_sinks
 from train.progress import MetricsLog, Progress, plot_curves
 from train.rl_host import GRPOHost
 from train.sharded import replicate, restore_target, shard_micro_batches, shard_state
@@ -179,7 +180,8 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
         compiled = precompile(steps.accumulate, restore_target(built.abstract_state, steps.state_shardings),
                               data.templates(), micro_batches=accum, rows=cfg.data.batch_size)
 
-    log = MetricsLog(out / "metrics.jsonl")
+    log = MetricsLog(out / "metrics.jsonl", sinks=open_sinks(cfg.run, out, configtools.to_dict(cfg),
+                                                               primary=jax.process_index() == 0))
     start = int(state["step"])
     progress = Progress(cfg.run.steps, start, enabled=cfg.run.progress)
     stop = {"flag": False}
@@ -247,6 +249,7 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        log.close()
         ckpt.close()
 
 

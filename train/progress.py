@@ -9,15 +9,24 @@ from pathlib import Path
 
 
 class MetricsLog:
-    """Append-only JSONL of metric rows (one object per line)."""
+    """Append-only JSONL of metric rows (one object per line), each row also handed to `sinks`
+    (`train.metric_sinks`: TensorBoard, W&B)."""
 
-    def __init__(self, path):
+    def __init__(self, path, sinks=()):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.sinks = list(sinks)
 
     def write(self, row: dict) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for sink in self.sinks:
+            sink.write(row)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
 
 
 class Progress:

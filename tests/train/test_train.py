@@ -114,6 +114,9 @@ def test_resume_equals_uninterrupted(tmp_path):
     rows = [json.loads(l) for l in (Path(b.run.out_dir) / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4]
     assert (Path(b.run.out_dir) / "curves.png").stat().st_size > 1000
+    from helpers.tensorboard import assert_tensorboard_matches_jsonl
+
+    assert_tensorboard_matches_jsonl(a.run.out_dir)  # every metric row also went to TensorBoard
 
 
 @pytest.fixture(scope="module")
