@@ -133,6 +133,23 @@ def trained_max_segment_s(run_dir, frontend: FrontendConfig = DEFAULT_FRONTEND) 
     return lfr_seconds(edge, frontend)
 
 
+def recorded_max_segment_s(ckpt_dir, frontend: FrontendConfig = DEFAULT_FRONTEND) -> float | None:
+    """The longest segment a checkpoint was made for, in seconds: its meta's
+    `decoding.max_segment_s` (what a conversion carries over from a training run), else a training
+    run's longest bucket (`trained_max_segment_s`); None when neither is recorded."""
+    f = Path(ckpt_dir) / META_FILE
+    if f.is_file():
+        try:
+            value = (json.loads(f.read_text()).get("decoding") or {}).get("max_segment_s")
+        except (OSError, json.JSONDecodeError, AttributeError) as e:
+            raise CheckpointError(f"{f}: cannot read decoding.max_segment_s ({type(e).__name__}: {e})") from None
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0.1:
+                raise CheckpointError(f"{f}: decoding.max_segment_s must be a number >= 0.1 s, got {value!r}")
+            return float(value)
+    return trained_max_segment_s(ckpt_dir, frontend)
+
+
 def _checkpoint_dir_of(source) -> Path | None:
     """The nearest folder at or above `source` (a params directory) holding a checkpoint's META_FILE."""
     if not source:
@@ -235,7 +252,7 @@ class Recognizer:
       (`audio.activity`); None disables the gate. Loud noise passes it.
     max_segment_s: waveforms longer than this many seconds are cut into segments no longer,
       preferably in pauses (`audio.activity.plan_segments`); default 30 s, or for a training run
-      its longest bucket (`trained_max_segment_s`, via `from_checkpoint` / `from_loaded`); None
+      its longest bucket (`recorded_max_segment_s`, via `from_checkpoint` / `from_loaded`); None
       feeds every file whole (memory and time grow with its length).
     tokens_per_second, token_slack: the LLM emits at most ceil(tokens_per_second x seconds) +
       token_slack new tokens (EOS included) for a row of `seconds` of audio (T LFR frames x 60 ms),
@@ -287,10 +304,10 @@ class Recognizer:
     @classmethod
     def from_checkpoint(cls, path, tokenizer_path=None, ctc_tokenizer_path=None, **kw) -> Recognizer:
         """A recognizer for `load_model(path)`; for a training run `max_segment_s` defaults to its
-        longest bucket (`trained_max_segment_s`)."""
+        longest bucket (`recorded_max_segment_s`)."""
         m = load_model(path)
         if "max_segment_s" not in kw:
-            trained = trained_max_segment_s(path, m.frontend)
+            trained = recorded_max_segment_s(path, m.frontend)
             if trained is not None:
                 kw["max_segment_s"] = trained
         return cls.from_loaded(m, tokenizer_path, ctc_tokenizer_path, **kw)
@@ -314,7 +331,7 @@ class Recognizer:
             kw["ctc_weight"] = m.ctc_weight
         if "max_segment_s" not in kw:
             run = _checkpoint_dir_of(m.source)
-            trained = None if run is None else trained_max_segment_s(run, m.frontend)
+            trained = None if run is None else recorded_max_segment_s(run, m.frontend)
             if trained is not None:
                 kw["max_segment_s"] = trained
         return cls(m.cfg, m.params, tokenizer, ctc, **kw)
