@@ -50,6 +50,8 @@ def load_config(name: str, preset: str = "tiny", overrides=()):
             raise ConfigError(f"--set {item!r}: expected a.b=value")
         key, value = item.split("=", 1)
         cfg = configtools.override(cfg, key.strip(), value.strip())
+    if overrides:  # recorded: run.init_from applies or refuses a model field asked for, never drops it
+        cfg = dataclasses.replace(cfg, overrides=cfg.overrides + tuple(overrides))
     return cfg.validate()
 
 
