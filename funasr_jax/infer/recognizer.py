@@ -51,6 +51,7 @@ from funasr_jax.text.prompt import (
 from funasr_jax.text.tokenizer import CTCVocabulary, load_tokenizer
 
 DEFAULT_FRONTEND = FrontendConfig()  # no CMVN
+DEFAULT_MAX_PERIODICITY = 0.95  # a segment repeating itself this exactly is a steady tone, not speech (audio.activity)
 DEFAULT_GATE_DBFS = -50.0  # frame RMS level (dB re full scale 1.0) speech must exceed somewhere
 DEFAULT_MAX_SEGMENT_S = 30.0  # without a training run's buckets (FunASR's VAD cuts at 30 s too)
 # Output bound: Fun-ASR transcripts stay well under 10 tokens per second of audio; the demo's
@@ -250,6 +251,9 @@ class Recognizer:
     gate_dbfs: energy gate (dBFS, default -50): a segment in which fewer than 50 ms of 25 ms / 10 ms
       frames have an RMS level above it is silence and gives "" without running the model
       (`audio.activity`); None disables the gate. Loud noise passes it.
+    max_periodicity: tone guard (default 0.95): a segment whose waveform repeats itself at least
+      this exactly over its whole length (`audio.activity.periodicity`: a sine, a square wave,
+      mains hum) is not speech and gives "" without running the model; None disables it.
     max_segment_s: waveforms longer than this many seconds are cut into segments no longer,
       preferably in pauses (`audio.activity.plan_segments`); default 30 s, or for a training run
       its longest bucket (`recorded_max_segment_s`, via `from_checkpoint` / `from_loaded`); None
@@ -269,6 +273,7 @@ class Recognizer:
                  frontend: FrontendConfig = DEFAULT_FRONTEND, frame_bucket: int = 32, token_bucket: int = 16,
                  first_pass_prompt: bool = False, ctc_weight: float = 0.0,
                  gate_dbfs: float | None = DEFAULT_GATE_DBFS, max_segment_s: float | None = DEFAULT_MAX_SEGMENT_S,
+                 max_periodicity: float | None = DEFAULT_MAX_PERIODICITY,
                  tokens_per_second: float | None = DEFAULT_TOKENS_PER_SECOND, token_slack: int = DEFAULT_TOKEN_SLACK,
                  hotword_top_k: int = 10, hotword_threshold: float | None = None, beam: int = 1,
                  length_penalty: float = 0.0):
@@ -296,6 +301,9 @@ class Recognizer:
         self.cfg, self.params, self.tokenizer, self.ctc_vocab = cfg, params, tokenizer, ctc_vocab
         self.frontend, self.frame_bucket, self.token_bucket = frontend, frame_bucket, token_bucket
         self.gate_dbfs, self.max_segment_s = gate_dbfs, max_segment_s
+        if max_periodicity is not None and not 0.0 < max_periodicity <= 1.0:
+            raise ValueError(f"max_periodicity must lie in (0, 1] (or None), got {max_periodicity}")
+        self.max_periodicity = max_periodicity
         self.tokens_per_second, self.token_slack = tokens_per_second, int(token_slack)
         self.cmvn = load_cmvn(frontend.cmvn_file) if frontend.cmvn_file else None
         self.model = FunASRNano(cfg)
@@ -498,10 +506,12 @@ class Recognizer:
 
     def speech_segments(self, wave: np.ndarray) -> list[tuple[int, int]]:
         """Sample ranges [(start, end)] of `wave` [S] to decode, in order: cut to `max_segment_s`
-        at low-energy frames, silent segments (`gate_dbfs`) left out; [] for a silent file."""
+        at low-energy frames, silent segments (`gate_dbfs`) and steady tones (`max_periodicity`)
+        left out; [] for a silent file."""
         grid = frame_grid(self.frontend.sample_rate, self.frontend.frame_length_ms, self.frontend.frame_shift_ms)
         max_samples = None if self.max_segment_s is None else int(self.max_segment_s * self.frontend.sample_rate)
-        return speech_segments(np.asarray(wave), max_samples=max_samples, gate_dbfs=self.gate_dbfs, grid=grid)
+        return speech_segments(np.asarray(wave), max_samples=max_samples, gate_dbfs=self.gate_dbfs, grid=grid,
+                               max_periodicity=self.max_periodicity)
 
     def recognize(self, waves: Sequence[np.ndarray], instructions: Sequence[str],
                   systems: Sequence[str] | None = None, *, mode: str = "llm", batch_size: int = 8,
