@@ -11,13 +11,16 @@ RMS in dB relative to full scale 1.0 (a full-scale square wave is 0 dBFS, a full
 passes it (what the model is trained to answer with "" — and what the recognizer's
 audio-length bound on the output limits).
 
-Steady tones are a second guard (`periodicity`, `is_steady_tone`): a segment that repeats itself
-over its whole length — a sine, a square wave, mains hum, a dial tone — is not speech, whose
-waveform changes with every phone and whose pitch drifts. The measure is the largest normalised
-autocorrelation of the whole segment at a lag after it first decorrelates (so low-pass noise,
-highly correlated at short lags, reads low); a periodic signal reads ~1 at its period. Speech
-over a steady hum reads the hum's share of the energy, so speech more than ~13 dB below a hum is
-dropped at the default 0.95.
+Loud steady tones are a second guard (`periodicity`, `is_steady_tone`): a segment at least
+`TONE_MIN_DBFS` loud (-10 dBFS: a full-scale square wave is 0, a full-scale sine -3, speech
+normalised to a full-scale peak about -20 to -12) that repeats itself over its whole length — a
+test tone, a square wave, a dial tone — is not speech, whose waveform changes with every phone
+and whose pitch drifts. The measure is the largest normalised autocorrelation of the whole segment
+at a lag after it first decorrelates (so low-pass noise, highly correlated at short lags, reads
+low); a periodic signal reads ~1 at its period. Quieter tones (hum under a recording, the
+synthetic tones the tests use as stand-in speech) are left to the model, which is trained on
+noise-only clips with hum. Speech over a loud steady tone reads the tone's share of the energy, so
+speech more than ~13 dB below such a tone is dropped at the default 0.95.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "speech_segments",
 ]
 
+TONE_MIN_DBFS = -10.0  # a steady tone must be at least this loud (RMS, dBFS) to be dropped (`is_steady_tone`)
 FLOOR_DB = -200.0  # level of an all-zero frame (10 log10 of the variance floor 1e-20)
 _VAR_FLOOR = 1e-20
 _BLOCK_FRAMES = 4096  # frames per numpy block: bounds temporaries to ~13 MB for any file length
@@ -149,10 +153,15 @@ def periodicity(wave: np.ndarray, sample_rate: int = 16000, max_period_ms: float
     return float(max(0.0, r[below[0]:].max()))
 
 
-def is_steady_tone(wave: np.ndarray, max_periodicity: float | None, sample_rate: int = 16000) -> bool:
-    """True when `wave` is a steady tone rather than speech: `periodicity` >= `max_periodicity`
-    (None: never)."""
-    return max_periodicity is not None and periodicity(wave, sample_rate) >= max_periodicity
+def is_steady_tone(wave: np.ndarray, max_periodicity: float | None, sample_rate: int = 16000,
+                   min_level_dbfs: float = TONE_MIN_DBFS) -> bool:
+    """True when `wave` is a loud steady tone rather than speech: its level (RMS, mean removed) is
+    at least `min_level_dbfs` and its `periodicity` at least `max_periodicity` (None: never)."""
+    if max_periodicity is None or len(wave) == 0:
+        return False
+    if _level_db(np.var(np.asarray(wave, np.float64))) < min_level_dbfs:
+        return False
+    return periodicity(wave, sample_rate) >= max_periodicity
 
 
 def pause_scores(levels_db: np.ndarray, radius: int = 5) -> np.ndarray:

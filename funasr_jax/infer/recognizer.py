@@ -251,9 +251,10 @@ class Recognizer:
     gate_dbfs: energy gate (dBFS, default -50): a segment in which fewer than 50 ms of 25 ms / 10 ms
       frames have an RMS level above it is silence and gives "" without running the model
       (`audio.activity`); None disables the gate. Loud noise passes it.
-    max_periodicity: tone guard (default 0.95): a segment whose waveform repeats itself at least
-      this exactly over its whole length (`audio.activity.periodicity`: a sine, a square wave,
-      mains hum) is not speech and gives "" without running the model; None disables it.
+    max_periodicity: tone guard (default 0.95): a segment at least -10 dBFS loud whose waveform
+      repeats itself at least this exactly over its whole length (`audio.activity.is_steady_tone`:
+      a test tone, a full-scale square wave) is not speech and gives "" without running the model;
+      None disables it.
     max_segment_s: waveforms longer than this many seconds are cut into segments no longer,
       preferably in pauses (`audio.activity.plan_segments`); default 30 s, or for a training run
       its longest bucket (`recorded_max_segment_s`, via `from_checkpoint` / `from_loaded`); None
