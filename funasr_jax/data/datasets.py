@@ -50,7 +50,7 @@ import numpy as np
 from absl import flags
 
 from funasr_jax.data.config import DataConfig, DataError, StepNeeds
-from funasr_jax.data.manifest import Example, ManifestStats, read_manifests
+from funasr_jax.data.manifest import EmptyManifestError, Example, ManifestStats, empty_manifest_message, read_manifests
 from funasr_jax.data.planning import BucketShape, EpochPlan, Planner, lfr_estimate
 from funasr_jax.data.context import PromptContexts
 from funasr_jax.data.rows import BatchLoader, count_tokens
@@ -71,21 +71,8 @@ def load_text_tools(cfg: DataConfig):
     return tok, (CTCVocabulary(cfg.ctc_tokenizer) if cfg.ctc_tokenizer else None)
 
 
-class EmptyManifestError(DataError):
-    """The manifests hold no usable example (empty files, or every line skipped as bad)."""
-
-
 class UnreadableDataError(DataError):
     """More than data.max_unreadable_share of an epoch's training rows could not be read."""
-
-
-def empty_manifest_message(files, stats: ManifestStats, option: str) -> str:
-    """One line: which manifests gave no example, how many lines they had and why they were skipped."""
-    names = ", ".join(str(f) for f in files)
-    why = f"{stats.lines} non-blank lines"
-    if stats.skipped:
-        why += f", {stats.skipped} skipped as unusable (first: {stats.errors[0]})"
-    return f"{option}: no usable example in {names} ({why})"
 
 
 def read_train_examples(cfg: DataConfig) -> list[Example]:

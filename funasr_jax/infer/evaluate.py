@@ -20,9 +20,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from funasr_jax.audio.io import AudioError
-from funasr_jax.data.config import DataError
-from funasr_jax.data.datasets import EmptyManifestError, empty_manifest_message
-from funasr_jax.data.manifest import ManifestError, ManifestStats, example_audio, read_manifests
+from funasr_jax.data.manifest import (
+    EmptyManifestError,
+    ManifestError,
+    ManifestStats,
+    empty_manifest_message,
+    example_audio,
+    read_manifests,
+)
 from funasr_jax.host_memory import tune_host_allocator
 from funasr_jax.infer.hotword_eval import HotwordPlan, hotword_indexes, keyword_breakdown, load_categories
 from funasr_jax.infer.recognizer import Context, Recognizer
@@ -165,7 +170,7 @@ def main(argv=None):
                 raise EmptyManifestError(f"nothing scored: all {info['skipped']} utterances of {', '.join(args.data)} "
                                          f"were skipped (first: {(info['skipped_where'] or ['?'])[0]})")
             runs[label] = (rows, table, info, keyword_breakdown(rows, categories))
-    except DataError as e:
+    except EmptyManifestError as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     except (ManifestError, AudioError, HotwordError, ValueError, FileNotFoundError) as e:
