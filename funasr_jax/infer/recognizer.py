@@ -274,10 +274,9 @@ class Recognizer:
                  frontend: FrontendConfig = DEFAULT_FRONTEND, frame_bucket: int = 32, token_bucket: int = 16,
                  first_pass_prompt: bool = False, ctc_weight: float = 0.0,
                  gate_dbfs: float | None = DEFAULT_GATE_DBFS, max_segment_s: float | None = DEFAULT_MAX_SEGMENT_S,
-                 max_periodicity: float | None = DEFAULT_MAX_PERIODICITY,
                  tokens_per_second: float | None = DEFAULT_TOKENS_PER_SECOND, token_slack: int = DEFAULT_TOKEN_SLACK,
                  hotword_top_k: int = 10, hotword_threshold: float | None = None, beam: int = 1,
-                 length_penalty: float = 0.0):
+                 length_penalty: float = 0.0, max_periodicity: float | None = DEFAULT_MAX_PERIODICITY):
         needs_ctc = [n for n, on in (("first_pass_prompt", first_pass_prompt), ("ctc_weight", ctc_weight > 0)) if on]
         if needs_ctc and (not cfg.ctc.enabled or ctc_vocab is None):
             raise ValueError(f"{needs_ctc[0]} needs a model with the CTC branch and a CTC vocabulary")

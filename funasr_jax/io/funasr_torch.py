@@ -267,6 +267,9 @@ def frontend_from_yaml(conf: dict, model_dir) -> FrontendConfig:
     names = {"fs": "sample_rate", "n_mels": "n_mels", "frame_length": "frame_length_ms",
              "frame_shift": "frame_shift_ms", "lfr_m": "lfr_m", "lfr_n": "lfr_n"}
     kw = {ours: fc[theirs] for theirs, ours in names.items() if fc.get(theirs) is not None}
+    for ms in ("frame_length_ms", "frame_shift_ms"):
+        if isinstance(kw.get(ms), int):
+            kw[ms] = float(kw[ms])
     try:
         return FrontendConfig(**kw, cmvn_file=cmvn or None)
     except (TypeError, ValueError) as e:
