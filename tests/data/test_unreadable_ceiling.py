@@ -16,7 +16,8 @@ from helpers.train import DEMO, small_manifest
 
 from configs.base import model_for_preset
 from funasr_jax.data.config import DataConfig
-from funasr_jax.data.datasets import UnreadableDataError, UnreadableGuard, check_audio_present, make_train_data
+from funasr_jax.data import datasets
+from funasr_jax.data.datasets import make_train_data
 from funasr_jax.data.manifest import read_manifests
 from funasr_jax.infer import evaluate
 from funasr_jax.io.checkpoint import save_params
@@ -58,18 +59,18 @@ def test_missing_files_are_counted_against_the_share_before_training(tmp_path):
     """Up to the share the run goes on (the rows are skipped as before); past it, it stops."""
     cfg = DataConfig(max_unreadable_share=0.05)
     ok = read_manifests([_moved(tmp_path / "a", 24, missing={7})])  # 1 of 24 = 0.042
-    check_audio_present(cfg, ok)
+    datasets.check_audio_present(cfg, ok)
     bad = read_manifests([_moved(tmp_path / "b", 24, missing={7, 19})])  # 2 of 24 = 0.083
-    with pytest.raises(UnreadableDataError, match=r"2 of 24 training rows.*audio file not found: 2") as e:
-        check_audio_present(cfg, bad)
+    with pytest.raises(datasets.UnreadableDataError, match=r"2 of 24 training rows.*audio file not found: 2") as e:
+        datasets.check_audio_present(cfg, bad)
     assert f"{bad[6].where} " in str(e.value) and f"{bad[18].where} " in str(e.value)
-    check_audio_present(dataclasses.replace(cfg, max_unreadable_share=0.1), bad)
-    check_audio_present(dataclasses.replace(cfg, on_error="raise"), bad)  # the first one raises when loaded
+    datasets.check_audio_present(dataclasses.replace(cfg, max_unreadable_share=0.1), bad)
+    datasets.check_audio_present(dataclasses.replace(cfg, on_error="raise"), bad)  # the first one raises when loaded
 
 
 def _epoch(cfg, exs):
     td = make_train_data(cfg, exs, CharTokenizer(), num_epochs=1)
-    guard, it = UnreadableGuard(td), td.iterator()
+    guard, it = datasets.UnreadableGuard(td), td.iterator()
     for step in range(td.steps_per_epoch):
         guard.observe(step, next(it))
     return td
@@ -83,7 +84,7 @@ def test_unreadable_rows_past_the_share_stop_the_epoch_with_reasons(tmp_path):
     base = DataConfig(batch_size=4, bucket_frames=(16, 32), max_target_tokens=64, token_multiple=16, shuffle=False)
     td = _epoch(dataclasses.replace(base, max_unreadable_share=0.25), exs)  # 2 of 8: not above 0.25
     assert td.steps_per_epoch == 2 and len(td.kept) == len(exs) == 8
-    with pytest.raises(UnreadableDataError) as e:
+    with pytest.raises(datasets.UnreadableDataError) as e:
         _epoch(dataclasses.replace(base, max_unreadable_share=0.2), exs)
     msg = str(e.value)
     assert "2 of 8 training rows of epoch 0 could not be read" in msg

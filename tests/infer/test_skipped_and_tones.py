@@ -15,11 +15,13 @@ from helpers.data import SR, tone, write_corpus
 from helpers.train import small_manifest
 
 from configs.base import DEMO, model_for_preset
-from funasr_jax.audio.activity import TONE_MIN_DBFS, periodicity
+from funasr_jax.audio import activity
 from funasr_jax.audio.io import AudioError, load_audio
 from funasr_jax.data.manifest import example_audio, read_manifests
-from funasr_jax.infer.evaluate import SHOWN_SKIPPED, evaluate_examples, format_table
-from funasr_jax.infer.recognizer import DEFAULT_MAX_PERIODICITY, Recognizer, Transcript
+from funasr_jax.infer import evaluate
+from funasr_jax.infer.evaluate import evaluate_examples, format_table
+from funasr_jax.infer import recognizer
+from funasr_jax.infer.recognizer import Recognizer, Transcript
 from funasr_jax.models.funasr import abstract_params
 from funasr_jax.text.prompt import instruction_text
 from funasr_jax.text.tokenizer import load_tokenizer
@@ -33,7 +35,7 @@ class _Lengths:
 
 
 def test_evaluate_names_the_skipped_files(tmp_path):
-    n_missing = SHOWN_SKIPPED + 2
+    n_missing = evaluate.SHOWN_SKIPPED + 2
     path = write_corpus(str(tmp_path), [0.4 + 0.05 * i for i in range(n_missing + 2)])
     for i in range(n_missing):
         os.remove(tmp_path / "wav" / f"{i}.wav")
@@ -41,10 +43,10 @@ def test_evaluate_names_the_skipped_files(tmp_path):
     assert len(rows) == 2 and info["skipped"] == n_missing
     text = format_table(table, info).splitlines()
     named = [ln for ln in text if ln.startswith(f"  {path}:")]
-    assert len(named) == SHOWN_SKIPPED and all("audio file not found" in ln for ln in named)
+    assert len(named) == evaluate.SHOWN_SKIPPED and all("audio file not found" in ln for ln in named)
     lines = {int(ln.split(f"{path}:", 1)[1].split(":", 1)[0]) for ln in named}
-    assert lines <= set(range(1, n_missing + 1)) and len(lines) == SHOWN_SKIPPED  # 1-based manifest lines
-    assert f"  ... and {n_missing - SHOWN_SKIPPED} more" in text
+    assert lines <= set(range(1, n_missing + 1)) and len(lines) == evaluate.SHOWN_SKIPPED  # 1-based manifest lines
+    assert f"  ... and {n_missing - evaluate.SHOWN_SKIPPED} more" in text
     assert text[-1].startswith(f"2 utterances scored, {n_missing} skipped")
 
 
@@ -99,10 +101,10 @@ def test_speech_noise_and_quiet_tones_keep_their_segments(rec, tmp_path):
         segs = gate_only.speech_segments(wave)
         assert rec.speech_segments(wave) == segs, ex.where
         # louder than the guard's level, so only the periodicity measure keeps them
-        loud = wave * (10 ** ((TONE_MIN_DBFS + 1) / 20) / max(float(np.std(wave)), 1e-9))
-        worst = max(worst, periodicity(loud))
+        loud = wave * (10 ** ((activity.TONE_MIN_DBFS + 1) / 20) / max(float(np.std(wave)), 1e-9))
+        worst = max(worst, activity.periodicity(loud))
         assert rec.speech_segments(loud.astype(np.float32)) == gate_only.speech_segments(loud.astype(np.float32)), ex.where
-    assert worst < DEFAULT_MAX_PERIODICITY, worst
+    assert worst < recognizer.DEFAULT_MAX_PERIODICITY, worst
     rng = np.random.default_rng(0)
     white = np.clip(rng.standard_normal(2 * SR) * 0.5, -1, 1).astype(np.float32)
     brown = np.cumsum(rng.standard_normal(2 * SR))

@@ -26,7 +26,7 @@ from funasr_jax.data.manifest import read_manifests
 from funasr_jax.infer.evaluate import evaluate_examples
 from funasr_jax.infer.recognizer import DEFAULT_MAX_SEGMENT_S, Recognizer
 from funasr_jax.io.checkpoint import load_model, save_params
-from funasr_jax.io.funasr_torch import SIDECAR_FILE, TORCH_INSTALL
+from funasr_jax.io import funasr_torch
 from funasr_jax.models.funasr import abstract_params
 from funasr_jax.text.tokenizer import load_tokenizer
 from sharding.paths import flatten, unflatten
@@ -109,7 +109,7 @@ def test_round_trip_restores_a_model_that_decodes_identically(source, tmp_path):
     assert conf["tokenizer"] == "SentencepiecesTokenizer" and conf["tokenizer_conf"]["bpemodel"] == "bpe.model"
     assert conf["dataset_conf"]["ctc_tokenizer_conf"]["bpemodel"] == "bpe.model"
     assert (rel / "bpe.model").read_bytes() == TOK.read_bytes()
-    side = json.loads((rel / SIDECAR_FILE).read_text())["meta"]
+    side = json.loads((rel / funasr_torch.SIDECAR_FILE).read_text())["meta"]
     assert side["decoding"]["max_segment_s"] == pytest.approx(rec_a.max_segment_s)
 
 
@@ -121,17 +121,17 @@ def test_plain_funasr_directory_and_a_foreign_sidecar(source, tmp_path, capsys):
     assert _export(run, rel) == 0
     plain = tmp_path / "plain"
     shutil.copytree(rel, plain)
-    (plain / SIDECAR_FILE).unlink()
+    (plain / funasr_torch.SIDECAR_FILE).unlink()
     assert convert.main(["from-torch", "--model-dir", str(plain), "--out", str(tmp_path / "p")]) == 0
     m = load_model(tmp_path / "p")
     assert Path(m.frontend.cmvn_file).read_bytes() == CMVN.read_bytes()
     assert Path(m.tokenizer_path).read_bytes() == Path(m.ctc_tokenizer_path).read_bytes() == TOK.read_bytes()
     assert (m.first_pass_prompt, m.ctc_weight) == (False, 0.0)
 
-    doc = json.loads((rel / SIDECAR_FILE).read_text())
+    doc = json.loads((rel / funasr_torch.SIDECAR_FILE).read_text())
     units = doc["meta"]["model"]["encoder"]["linear_units"]
     doc["meta"]["model"]["encoder"]["linear_units"] = units + 8
-    (rel / SIDECAR_FILE).write_text(json.dumps(doc))
+    (rel / funasr_torch.SIDECAR_FILE).write_text(json.dumps(doc))
     capsys.readouterr()
     assert convert.main(["from-torch", "--model-dir", str(rel), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
@@ -166,4 +166,4 @@ def test_without_torch_the_converter_says_what_to_install(source, tmp_path, monk
                  ["from-torch", "--model-dir", str(tmp_path / "r"), "--out", str(tmp_path / "b")]):
         assert convert.main(argv) == 2
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and TORCH_INSTALL in err and "PyTorch" in err
+        assert len(err.splitlines()) == 1 and funasr_torch.TORCH_INSTALL in err and "PyTorch" in err
