@@ -27,6 +27,7 @@ import numpy as np
 
 from funasr_jax import configtools
 from funasr_jax.audio.frontend import FrontendConfig
+from funasr_jax.infer.recognizer import recorded_max_segment_s
 from funasr_jax.io.checkpoint import META_FILE, load_model, read_meta, save_params, write_meta
 from funasr_jax.io.funasr_torch import (
     BPE_FILE,
@@ -120,8 +121,6 @@ def cmd_from_hf(args):
 def cmd_to_torch(args):
     torch = require_torch("convert to-torch")
     import yaml
-
-    from funasr_jax.infer.recognizer import recorded_max_segment_s
 
     check_release_dir(args.out, force=args.force)  # before the (long) load
     m = load_model(args.checkpoint)
