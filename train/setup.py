@@ -13,10 +13,9 @@ kind (GRPO, pre-training) adds its loss to `StageParts` rather than a fourth cop
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from typing import Any
-
-import sys
 
 import jax
 import optax
