@@ -69,7 +69,7 @@ def evaluate_examples(rec: Recognizer, examples: Sequence, *, mode: str = "llm",
             except AudioError as e:
                 if on_error == "raise":
                     raise AudioError(f"{ex.source}:{ex.line}: {e}") from None
-                skipped.append(f"{ex.source}:{ex.line}: {e}")
+                skipped.append((i, f"{ex.source}:{ex.line}: {e}"))
                 continue
             audio_s += len(wave) / 16000
             waves.append(wave)
@@ -95,6 +95,7 @@ def evaluate_examples(rec: Recognizer, examples: Sequence, *, mode: str = "llm",
     out_rows = [rows[i] for i in sorted(rows)]
     speech = [r for r in out_rows if not is_noise_only(r)]
     noise = [r for r in out_rows if is_noise_only(r)]
+    skipped = [w for _, w in sorted(skipped)]  # manifest order
     info = {"utterances": len(out_rows), "skipped": len(skipped), "skipped_where": skipped[:20],
             "seconds": time.time() - t0, "audio_seconds": audio_s,
             "noise_only": {"utterances": len(noise), "nonempty": sum(bool(r["hyp"].strip()) for r in noise)}}
