@@ -2,10 +2,16 @@
 
     python -m funasr_jax.convert from-torch --model-dir Fun-ASR-Nano-2512 --out ckpt/
     python -m funasr_jax.convert from-hf --qwen3-dir Qwen3-0.6B --out ckpt/ [--into ckpt0/ | --preset nano]
-    python -m funasr_jax.convert to-torch --checkpoint ckpt/ --out release/ [--dtype bf16|f32]
+    python -m funasr_jax.convert to-torch --checkpoint ckpt/ --out release/ [--dtype bf16|f32] [--force]
 
-from-torch passes `--allow-missing ctc` by default (the public release lacks the CTC tensors: they
-are initialised randomly, with a warning); `--allow-missing none` makes that an error.
+to-torch writes everything the model needs, not only `model.pt`: `config.yaml` (with FunASR's
+tokenizer and front-end entries), the tokenizers, CMVN (`am.mvn`) and our own settings in
+`funasr_jax_sidecar.json` (`funasr_jax.io.funasr_torch`: full model config, first-pass prompt,
+CTC weight, longest segment, ...); it refuses a non-empty `--out` unless `--force`. from-torch of
+such a directory restores all of it, so the model decodes exactly as before the round trip; of a
+plain Fun-ASR directory it reads what `config.yaml` says. from-torch passes `--allow-missing ctc`
+by default (the public release lacks the CTC tensors: they are initialised randomly, with a
+warning); `--allow-missing none` makes that an error. Both need PyTorch (`pip install torch==2.13.0`).
 """
 
 from __future__ import annotations
@@ -13,27 +19,79 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from funasr_jax.io.checkpoint import load_model, save_params
-from funasr_jax.io.funasr_torch import QWEN_DIR, funasr_config_to_yaml, load_funasr_dir, torch_state_dict
+from funasr_jax import configtools
+from funasr_jax.audio.frontend import FrontendConfig
+from funasr_jax.infer.recognizer import recorded_max_segment_s
+from funasr_jax.io.checkpoint import META_FILE, load_model, read_meta, save_params, write_meta
+from funasr_jax.io.funasr_torch import (
+    BPE_FILE,
+    QWEN_DIR,
+    SIDECAR_FILE,
+    check_release_dir,
+    frontend_from_yaml,
+    funasr_config_to_yaml,
+    load_funasr_dir,
+    prepare_release_dir,
+    read_sidecar,
+    release_config_yaml,
+    require_torch,
+    sidecar_model_config,
+    torch_state_dict,
+    write_release_files,
+    write_sidecar,
+)
 from funasr_jax.io.hf_qwen3 import llm_params_from_hf, qwen3_config_from_hf, qwen3_config_to_hf
 from funasr_jax.io.names import CheckpointError, CheckpointMismatchError
 from funasr_jax.models.config import preset
-from funasr_jax.models.funasr import component_counts, init_params
-from funasr_jax.text.qwen3_tokenizer import load_qwen3_json
-from funasr_jax.text.tokenizer import QWEN3_TOKENIZER
+from funasr_jax.models.funasr import abstract_params, component_counts, init_params
+from funasr_jax.models.stack import LayoutError, to_layout
+
+# keys of our checkpoint meta that `save_params` writes itself; every other key of a sidecar's meta
+# (decoding defaults beyond the CTC weight, anything added later) is carried over as it is
+_SAVED_KEYS = ("format", "version", "model", "tokenizer", "ctc_tokenizer", "frontend", "prompt")
 
 
 def cmd_from_torch(args):
-    cfg, params, _ = load_funasr_dir(args.model_dir, allow_missing=_allow(args.allow_missing))
-    qtok = Path(args.model_dir) / QWEN_DIR / "tokenizer.json"
-    save_params(args.out, params, cfg, tokenizer_path=str(qtok) if qtok.exists() else None)
+    require_torch("convert from-torch")
+    model_dir = Path(args.model_dir)
+    cfg, params, _ = load_funasr_dir(model_dir, allow_missing=_allow(args.allow_missing))
+    side = read_sidecar(model_dir)
+    if side is None:  # a plain Fun-ASR directory: what config.yaml and FunASR's file names say
+        import yaml
+
+        conf = yaml.safe_load((model_dir / "config.yaml").read_text()) or {}
+        qtok, bpe = model_dir / QWEN_DIR / "tokenizer.json", model_dir / BPE_FILE
+        tok = str(bpe) if bpe.is_file() else str(qtok) if qtok.is_file() else None
+        ctc_conf = ((conf.get("dataset_conf") or {}).get("ctc_tokenizer_conf") or {}).get("bpemodel")
+        ctc_tok = str(model_dir / ctc_conf) if ctc_conf and (model_dir / ctc_conf).is_file() else None
+        save_params(args.out, params, cfg, tokenizer_path=tok, ctc_tokenizer_path=ctc_tok,
+                    frontend=frontend_from_yaml(conf, model_dir))
+        _print_summary(args.out, params)
+        return
+    # an export of ours: the sidecar's full model config (checked against config.yaml) and settings
+    cfg = sidecar_model_config(side, cfg, model_dir)
+    try:
+        params = to_layout(params, abstract_params(cfg))
+    except LayoutError as e:
+        raise CheckpointError(f"{model_dir}: {e}") from None
+    try:
+        frontend = configtools.from_dict(FrontendConfig, side.get("frontend") or {}, "frontend")
+    except ValueError as e:
+        raise CheckpointError(f"{model_dir}/{SIDECAR_FILE}: bad frontend config: {e}") from None
+    prompt, decoding = side.get("prompt") or {}, side.get("decoding") or {}
+    kw = dict(tokenizer_path=side.get("tokenizer"), ctc_tokenizer_path=side.get("ctc_tokenizer"), frontend=frontend,
+              first_pass_prompt=bool(prompt.get("first_pass", False)),
+              ctc_weight=float(decoding.get("ctc_weight", 0.0)))
+    save_params(args.out, params, cfg, **kw)
+    extra = {k: v for k, v in side.items() if k not in _SAVED_KEYS}
+    if extra:
+        write_meta(Path(args.out).absolute(), cfg, extra=extra, **kw)
     _print_summary(args.out, params)
 
 
@@ -61,22 +119,41 @@ def cmd_from_hf(args):
 
 
 def cmd_to_torch(args):
-    import torch  # optional dependency
+    torch = require_torch("convert to-torch")
     import yaml
 
+    check_release_dir(args.out, force=args.force)  # before the (long) load
     m = load_model(args.checkpoint)
-    out = Path(args.out)
-    (out / QWEN_DIR).mkdir(parents=True, exist_ok=True)
-    sd = torch_state_dict(m.params, m.cfg, dtype=args.dtype)
+    ckpt = Path(args.checkpoint)
+    meta = read_meta(ckpt) if (ckpt / META_FILE).is_file() else {}
+    out = prepare_release_dir(args.out, force=args.force)
+    sd = torch_state_dict(m.params, m.cfg, dtype=args.dtype)  # LoRA folded into the base weights
+    cfg = m.cfg
+    if cfg.llm.lora.rank > 0:
+        cfg = cfg.replace(llm=dataclasses.replace(cfg.llm, lora=dataclasses.replace(cfg.llm.lora, rank=0)))
+    names = write_release_files(out, tokenizer_path=m.tokenizer_path, ctc_tokenizer_path=m.ctc_tokenizer_path,
+                                cmvn_file=m.frontend.cmvn_file)
     torch.save(sd, out / "model.pt")
-    (out / "config.yaml").write_text(yaml.safe_dump(funasr_config_to_yaml(m.cfg, args.dtype if args.dtype == "bf16" else "fp32"),
-                                                    sort_keys=False, allow_unicode=True))
-    (out / QWEN_DIR / "config.json").write_text(json.dumps(qwen3_config_to_hf(m.cfg.llm), indent=2))
-    if m.tokenizer_path and m.tokenizer_path.lower() == QWEN3_TOKENIZER:  # the bundled one, written out
-        (out / QWEN_DIR / "tokenizer.json").write_text(load_qwen3_json(), encoding="utf-8")
-    elif m.tokenizer_path and Path(m.tokenizer_path).name == "tokenizer.json" and Path(m.tokenizer_path).exists():
-        shutil.copy(m.tokenizer_path, out / QWEN_DIR / "tokenizer.json")
-    print(f"wrote {out/'model.pt'} ({len(sd)} tensors, {args.dtype}), {out/'config.yaml'}")
+    tok_file = None if names["tokenizer"] is None else BPE_FILE if names["tokenizer"] == BPE_FILE else \
+        f"{QWEN_DIR}/tokenizer.json"
+    conf = release_config_yaml(cfg, "bf16" if args.dtype == "bf16" else "fp32", m.frontend, tokenizer=tok_file,
+                               ctc_tokenizer=names["ctc_tokenizer"])
+    (out / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False, allow_unicode=True))
+    (out / QWEN_DIR / "config.json").write_text(json.dumps(qwen3_config_to_hf(cfg.llm), indent=2))
+    side = dict(meta)  # every key of our meta, file names rewritten to the export's
+    side.update({"format": "funasr-jax", "version": 1, "model": configtools.to_dict(cfg),
+                 "tokenizer": names["tokenizer"], "ctc_tokenizer": names["ctc_tokenizer"],
+                 "frontend": configtools.to_dict(dataclasses.replace(m.frontend, cmvn_file=names["cmvn_file"])),
+                 "prompt": {**(meta.get("prompt") or {}), "first_pass": bool(m.first_pass_prompt)}})
+    decoding = {**(meta.get("decoding") or {}), "ctc_weight": float(m.ctc_weight)}
+    longest = recorded_max_segment_s(ckpt, m.frontend)  # a training run's longest bucket
+    if longest is not None:
+        decoding["max_segment_s"] = longest
+    side["decoding"] = decoding
+    write_sidecar(out, side)
+    files = ", ".join(dict.fromkeys(n for n in ("config.yaml", SIDECAR_FILE, tok_file, names["ctc_tokenizer"],
+                                                names["cmvn_file"]) if n))
+    print(f"wrote {out/'model.pt'} ({len(sd)} tensors, {args.dtype}) and {files} in {out}")
 
 
 def _allow(text: str):
@@ -107,6 +184,7 @@ def main(argv=None):
     c.add_argument("--checkpoint", required=True)
     c.add_argument("--out", required=True)
     c.add_argument("--dtype", default="bf16", choices=["bf16", "f32"])
+    c.add_argument("--force", action="store_true", help="overwrite a non-empty --out (an earlier export's files are removed)")
     c.set_defaults(fn=cmd_to_torch)
     args = p.parse_args(argv)
     try:

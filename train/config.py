@@ -227,6 +227,10 @@ class TrainConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    # The `--set a.b=v` items applied on top of the stage file, in order (`train.main.load_config`
+    # records them): a model field set here is one the user asked for, which `run.init_from` must
+    # apply or refuse by name, never drop (`train.setup.init_from_model_config`).
+    overrides: tuple[str, ...] = ()
 
     def validate(self):
         parts = (self.data, self.optim, self.stage, self.run, self.mesh)

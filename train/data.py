@@ -6,7 +6,13 @@ import jax
 
 from funasr_jax.configtools import ConfigError
 from funasr_jax.data.config import StepNeeds
-from funasr_jax.data.datasets import load_text_tools, make_train_data, read_train_examples
+from funasr_jax.data.datasets import (
+    UnreadableGuard,
+    check_audio_present,
+    load_text_tools,
+    make_train_data,
+    read_train_examples,
+)
 from funasr_jax.models.batch import Batch
 
 
@@ -23,7 +29,12 @@ def step_needs(cfg) -> StepNeeds:
 
 
 class TrainData:
-    """Training batches for this process (its rows of each global batch), resumable exactly."""
+    """Training batches for this process (its rows of each global batch), resumable exactly.
+
+    Nothing to learn from stops the run with a named `DataError`: manifests without a usable line
+    (`EmptyManifestError`), more missing audio files than `data.max_unreadable_share` allows
+    (looked for here, before anything compiles) and, as batches come, more unreadable rows per
+    epoch than it allows (`UnreadableGuard`; both `UnreadableDataError`)."""
 
     def __init__(self, cfg):
         self.cfg = cfg.data
@@ -34,10 +45,17 @@ class TrainData:
         self.train = make_train_data(cfg.data, self.examples, self.tokenizer, self.ctc_vocab, cfg.frontend,
                                      process_index=jax.process_index(), process_count=jax.process_count(),
                                      needs=self.needs)
+        check_audio_present(cfg.data, self.examples, self.train.kept)
         self.iterator = self.train.iterator()
+        self.guard = UnreadableGuard(self.train)
+        self.position: int | None = 0  # the iterator's next global step (None: unknown after a resume)
 
     def next_train(self) -> Batch:
-        return next(self.iterator)
+        batch = next(self.iterator)
+        if self.position is not None:
+            self.guard.observe(self.position, batch)
+            self.position += 1
+        return batch
 
     def templates(self):
         """[(BucketShape, padding-only Batch of this process's rows)] per bucket with batches."""
@@ -49,6 +67,10 @@ class TrainData:
     def restore(self, state) -> None:
         if state:
             self.iterator.set_state(state)
+            # grain's in-process iterator state is {"next_index": n}; with worker processes the
+            # position is not read back, and the unreadable-row check is off for this run
+            pos = state.get("next_index") if isinstance(state, dict) else None
+            self.position = int(pos) if isinstance(pos, int) else None
 
 
 def check_vocabularies(cfg, tokenizer, ctc_vocab) -> None:

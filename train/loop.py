@@ -48,15 +48,8 @@ class StopRequested(Exception):
 
 
 def merged_model_config(cfg: TrainConfig, source_cfg):
-    """Architecture from the init source; LoRA, the Best-RQ / AED heads, dtype, attention, remat, matmul precision and layer scanning from this run."""
-    if source_cfg is None:
-        return cfg.model
-    run = cfg.model
-    llm = dataclasses.replace(source_cfg.llm, lora=run.llm.lora)
-    ctc = dataclasses.replace(source_cfg.ctc, detach_encoder=run.ctc.detach_encoder)
-    return source_cfg.replace(llm=llm, ctc=ctc, bestrq=run.bestrq, aed=run.aed, dtype=run.dtype, attention_impl=run.attention_impl,
-                              ctc_loss_impl=run.ctc_loss_impl, remat=run.remat,
-                              matmul_precision=run.matmul_precision, scan_layers=run.scan_layers)
+    """Architecture from the init source, the rest and every `--set` model field from this run (`setup.init_from_model_config`)."""
+    return setup.init_from_model_config(cfg, source_cfg)
 
 
 def initial_params(cfg: TrainConfig, model_cfg, rng, source=None):

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from funasr_jax import configtools
 from funasr_jax.configtools import ConfigError
+from funasr_jax.data.config import DataError
+from funasr_jax.data.manifest import ManifestError
 from funasr_jax.host_memory import tune_host_allocator
 from train.distributed import initialize_distributed
 from train.loop import train
@@ -52,6 +54,8 @@ def apply_overrides(cfg, overrides=()):
             raise ConfigError(f"--set {item!r}: expected a.b=value")
         key, value = item.split("=", 1)
         cfg = configtools.override(cfg, key.strip(), value.strip())
+    if overrides:  # recorded: run.init_from applies or refuses a model field asked for, never drops it
+        cfg = dataclasses.replace(cfg, overrides=cfg.overrides + tuple(overrides))
     return cfg.validate()
 
 
@@ -87,6 +91,9 @@ def main(argv=None) -> int:
         summary = train(cfg)
     except ConfigError as e:  # found once files are read (a tokenizer that does not fit the model, ...)
         print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except (DataError, ManifestError) as e:  # nothing to learn from: empty manifests, unreadable audio, ...
+        print(f"data error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0

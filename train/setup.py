@@ -13,14 +13,18 @@ kind (GRPO, pre-training) adds its loss to `StageParts` rather than a fourth cop
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import jax
 import optax
 
+from funasr_jax.configtools import ConfigError
 from funasr_jax.models.batch import Batch
+from funasr_jax.models.config import FunASRConfig
 from funasr_jax.models.funasr import FunASRNano, abstract_params
+from sharding.paths import flatten
 from sharding.rules import ShardingRules
 from train.config import TrainConfig
 from train.optimizer import make_optimizer
@@ -62,6 +66,71 @@ class StageParts:
     def abstract_state(self, seed: int):
         """ShapeDtypeStruct tree of `init_state(params, tx, seed)`."""
         return jax.eval_shape(lambda p: self.init_state(p, seed), self.abstract_params)
+
+
+def init_from_model_config(cfg: TrainConfig, source_cfg: FunASRConfig | None) -> FunASRConfig:
+    """The model of a stage that starts from `run.init_from` (whose model config is `source_cfg`).
+
+    The architecture is the source's; LoRA, the Best-RQ / AED heads, dtype, attention / CTC-loss
+    kernels, remat, matmul precision, layer scanning and `ctc.detach_encoder` are this run's. A
+    model field this run sets with `--set` (`TrainConfig.overrides`) is never dropped: it is
+    applied when every parameter keeps the source's shape (dropout rates, norm eps, ...; a line on
+    stderr says so), otherwise ConfigError names the field, the requested value and the source's.
+    """
+    if source_cfg is None:
+        return cfg.model
+    run = cfg.model
+    llm = dataclasses.replace(source_cfg.llm, lora=run.llm.lora)
+    ctc = dataclasses.replace(source_cfg.ctc, detach_encoder=run.ctc.detach_encoder)
+    merged = source_cfg.replace(llm=llm, ctc=ctc, bestrq=run.bestrq, aed=run.aed, dtype=run.dtype,
+                                attention_impl=run.attention_impl, ctc_loss_impl=run.ctc_loss_impl, remat=run.remat,
+                                matmul_precision=run.matmul_precision, scan_layers=run.scan_layers)
+    shapes = None
+    for field in requested_model_fields(cfg.overrides):
+        want, have = _get_field(run, field), _get_field(merged, field)
+        if want == have:
+            continue
+        candidate = _set_field(merged, field, want)
+        if shapes is None:
+            shapes = _param_shapes(merged)
+        source = f"run.init_from {cfg.run.init_from}"
+        try:
+            candidate.validate()
+            fits = _param_shapes(candidate) == shapes
+        except ValueError as e:
+            raise ConfigError(f"model.{field}={want!r} (--set) does not fit the model of {source}: {e}") from None
+        if not fits:
+            raise ConfigError(f"model.{field}={want!r} (--set) cannot apply: the model of {source} has "
+                              f"model.{field}={have!r}, and its parameter shapes follow from it (the architecture "
+                              "comes from the source); drop the --set, or train from scratch without run.init_from")
+        print(f"init_from: model.{field}={want!r} (--set) applied over the source's {have!r}", file=sys.stderr)
+        merged = candidate
+    return merged
+
+
+def requested_model_fields(overrides) -> list[str]:
+    """The model fields ("encoder.dropout_rate") of `--set model.a.b=v` items, in order, once each."""
+    out = []
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key.startswith("model.") and key[len("model."):] not in out:
+            out.append(key[len("model."):])
+    return out
+
+
+def _get_field(obj, dotted: str):
+    for name in dotted.split("."):
+        obj = getattr(obj, name)
+    return obj
+
+
+def _set_field(obj, dotted: str, value):
+    head, _, rest = dotted.partition(".")
+    return dataclasses.replace(obj, **{head: _set_field(getattr(obj, head), rest, value) if rest else value})
+
+
+def _param_shapes(model_cfg: FunASRConfig) -> dict:
+    return {path: (tuple(x.shape), str(x.dtype)) for path, x in flatten(abstract_params(model_cfg)).items()}
 
 
 def loss_weights(cfg: TrainConfig) -> LossWeights:

@@ -10,6 +10,17 @@ RMS in dB relative to full scale 1.0 (a full-scale square wave is 0 dBFS, a full
 -3 dBFS); digital silence reads `FLOOR_DB`. The gate is energy only: loud stationary noise
 passes it (what the model is trained to answer with "" — and what the recognizer's
 audio-length bound on the output limits).
+
+Loud steady tones are a second guard (`periodicity`, `is_steady_tone`): a segment at least
+`TONE_MIN_DBFS` loud (-10 dBFS: a full-scale square wave is 0, a full-scale sine -3, speech
+normalised to a full-scale peak about -20 to -12) that repeats itself over its whole length — a
+test tone, a square wave, a dial tone — is not speech, whose waveform changes with every phone
+and whose pitch drifts. The measure is the largest normalised autocorrelation of the whole segment
+at a lag after it first decorrelates (so low-pass noise, highly correlated at short lags, reads
+low); a periodic signal reads ~1 at its period. Quieter tones (hum under a recording, the
+synthetic tones the tests use as stand-in speech) are left to the model, which is trained on
+noise-only clips with hum. Speech over a loud steady tone reads the tone's share of the energy, so
+speech more than ~13 dB below such a tone is dropped at the default 0.95.
 """
 
 from __future__ import annotations
@@ -26,11 +37,14 @@ __all__ = [
     "frame_grid",
     "frame_levels_db",
     "is_silent",
+    "is_steady_tone",
     "pause_scores",
+    "periodicity",
     "plan_segments",
     "speech_segments",
 ]
 
+TONE_MIN_DBFS = -10.0  # a steady tone must be at least this loud (RMS, dBFS) to be dropped (`is_steady_tone`)
 FLOOR_DB = -200.0  # level of an all-zero frame (10 log10 of the variance floor 1e-20)
 _VAR_FLOOR = 1e-20
 _BLOCK_FRAMES = 4096  # frames per numpy block: bounds temporaries to ~13 MB for any file length
@@ -107,6 +121,49 @@ def is_silent(levels_db: np.ndarray, gate_dbfs: float, min_active_frames: int = 
     return int(active_frames(levels_db, gate_dbfs).sum()) < min_active_frames
 
 
+def periodicity(wave: np.ndarray, sample_rate: int = 16000, max_period_ms: float = 40.0,
+                decorrelated: float = 0.5) -> float:
+    """How exactly `wave` [S] repeats itself, in [0, 1]: the largest normalised autocorrelation
+    r(L) = sum x[n] x[n+L] / sqrt(E[0, S-L) E[L, S)) of the whole waveform (mean removed) over lags
+    L up to `max_period_ms`, counted only after r first drops below `decorrelated` (low-pass noise
+    never comes back up; a periodic signal returns to ~1 at its period). 0 for silence, for fewer
+    than two periods' worth of samples, or when r never drops. One FFT of the whole waveform."""
+    x = np.asarray(wave, np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"periodicity: wave must be 1-D [S], got shape {x.shape}")
+    max_lag = int(round(sample_rate * max_period_ms / 1000.0))
+    n = len(x)
+    if n < 2 * max_lag + 2:
+        return 0.0
+    x = x - x.mean()
+    size = 1 << int(np.ceil(np.log2(2 * n)))
+    spec = np.fft.rfft(x, size)
+    acf = np.fft.irfft(spec.real ** 2 + spec.imag ** 2, size)[: max_lag + 1]
+    sq = np.concatenate([[0.0], np.cumsum(x * x)])
+    lags = np.arange(max_lag + 1)
+    head = sq[n - lags]  # energy of x[0, n - L)
+    tail = sq[n] - sq[lags]  # energy of x[L, n)
+    denom = np.sqrt(np.maximum(head * tail, 0.0))
+    if denom[0] <= 1e-12 * max(n, 1):
+        return 0.0
+    r = np.where(denom > 0, acf / np.maximum(denom, 1e-300), 0.0)
+    below = np.flatnonzero(r < decorrelated)
+    if not len(below):
+        return 0.0
+    return float(max(0.0, r[below[0]:].max()))
+
+
+def is_steady_tone(wave: np.ndarray, max_periodicity: float | None, sample_rate: int = 16000,
+                   min_level_dbfs: float = TONE_MIN_DBFS) -> bool:
+    """True when `wave` is a loud steady tone rather than speech: its level (RMS, mean removed) is
+    at least `min_level_dbfs` and its `periodicity` at least `max_periodicity` (None: never)."""
+    if max_periodicity is None or len(wave) == 0:
+        return False
+    if _level_db(np.var(np.asarray(wave, np.float64))) < min_level_dbfs:
+        return False
+    return periodicity(wave, sample_rate) >= max_periodicity
+
+
 def pause_scores(levels_db: np.ndarray, radius: int = 5) -> np.ndarray:
     """[F] float64: each frame's loudest level within +-`radius` frames (edges clamped).
 
@@ -160,17 +217,24 @@ def plan_segments(scores: np.ndarray, centres: np.ndarray, num_samples: int, max
 
 def speech_segments(wave: np.ndarray, *, max_samples: int | None, gate_dbfs: float | None,
                     grid: FrameGrid | None = None, min_active_frames: int = 5,
-                    search_frac: float = 0.3, pause_radius: int = 5) -> list[tuple[int, int]]:
+                    search_frac: float = 0.3, pause_radius: int = 5,
+                    max_periodicity: float | None = None) -> list[tuple[int, int]]:
     """Sample ranges [(start, end)] of `wave` worth decoding, in order.
 
     The waveform is cut (`plan_segments`, max_samples None: never) and each segment whose frames
     (those with their centre inside it) are silent (`is_silent` at `gate_dbfs`; None: no gate)
-    is dropped. A silent file gives []. Costs one pass over the samples; no features.
+    is dropped, as is each segment that is a steady tone (`is_steady_tone` at `max_periodicity`;
+    None: no check). A silent file gives []. Costs one pass over the samples (and one FFT per
+    segment for the tone check); no features.
     """
     grid = grid or frame_grid()
     n = len(wave)
     if n == 0:
         return []
+    if max_periodicity is not None:
+        segs = speech_segments(wave, max_samples=max_samples, gate_dbfs=gate_dbfs, grid=grid,
+                               min_active_frames=min_active_frames, search_frac=search_frac, pause_radius=pause_radius)
+        return [(a, b) for a, b in segs if not is_steady_tone(wave[a:b], max_periodicity, grid.sample_rate)]
     need_levels = gate_dbfs is not None or (max_samples is not None and n > max_samples)
     levels = frame_levels_db(wave, grid) if need_levels else None
     centres = grid.centres(n) if need_levels else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 
 import numpy as np
@@ -89,7 +90,7 @@ def load_audio_bytes(data: bytes, name: str, target_sr: int = 16000) -> np.ndarr
             declared = f.frames
             samples = f.read(dtype="float32", always_2d=True)  # [S, C]
     except (sf.SoundFileError, RuntimeError, TypeError) as e:
-        raise AudioError(f"{name}: cannot decode audio (corrupt, truncated or unsupported: {e})") from None
+        raise AudioError(f"{name}: cannot decode audio (corrupt, truncated or unsupported: {_decode_error(e)})") from None
 
     if declared > 0 and samples.shape[0] < declared:
         raise AudioError(
@@ -105,6 +106,16 @@ def load_audio_bytes(data: bytes, name: str, target_sr: int = 16000) -> np.ndarr
     if sr != target_sr:
         wave = soxr.resample(wave, sr, int(target_sr), quality=RESAMPLE_QUALITY)
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+_BUFFER_REPR = re.compile(r"Error opening <_io\.BytesIO object at 0x[0-9a-fA-F]+>: ?|<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+
+
+def _decode_error(e: Exception) -> str:
+    """libsndfile's reason without the in-memory buffer it was handed (`<_io.BytesIO object at
+    0x...>` says nothing; the caller names the file): e.g. "Format not recognised."."""
+    text = getattr(e, "error_string", None) or str(e)
+    return _BUFFER_REPR.sub("", str(text)).strip() or type(e).__name__
 
 
 def _check_riff_complete(data: bytes, name: str) -> None:

@@ -60,6 +60,12 @@ class DataConfig:
       before/after each ~ U(0, zero_pad_max_s) s, scaled down to fit the bucket.
     speed_factors: () for none, else one factor drawn uniformly per utterance and epoch.
     on_error: 'skip' (bad manifest lines / audio become warnings) or 'raise'.
+    max_unreadable_share: with on_error='skip', training stops (`datasets.UnreadableDataError`,
+      counts by reason and the first file:line references) once more than this share of an
+      epoch's rows could not be read (missing, undecodable, empty audio, ...): such rows become
+      weight-0 padding, so a manifest whose audio is mostly gone would otherwise "train" on
+      nothing. Missing files are looked for before anything compiles (up to 1,000 rows sampled
+      evenly), the rest as batches are built. 1.0 = never stop.
     require_transcripts: False lets the training manifests hold unlabelled lines (no assistant
       message; `python -m funasr_jax.audio_list`), for a stage whose loss reads no transcript
       (Best-RQ); their LLM / CTC targets are then empty.
@@ -125,6 +131,7 @@ class DataConfig:
     zero_pad_max_s: float = 1.0
     speed_factors: tuple[float, ...] = ()
     on_error: str = "skip"
+    max_unreadable_share: float = 0.05
     require_transcripts: bool = True
     seed: int = 0
     shuffle: bool = True
@@ -204,6 +211,9 @@ class DataConfig:
             bad("max_train_utts", "must be a non-negative integer (0 = all)")
         if self.on_error not in ("skip", "raise"):
             bad("on_error", "must be 'skip' or 'raise'")
+        v = self.max_unreadable_share
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            bad("max_unreadable_share", "must be a share in [0, 1] (1 = never stop)")
         if not isinstance(self.seed, int) or self.seed < 0:
             bad("seed", "must be a non-negative integer")
         if not isinstance(self.first_pass_noise, (int, float)) or not 0.0 <= self.first_pass_noise <= 0.5:

@@ -8,6 +8,11 @@ grain iterator. Dev / test evaluation decodes with `infer.recognizer` (`infer.ev
 - Training skips (with a warning) utterances longer than the largest bucket and targets longer
   than `max_target_tokens`; with a fixed data.token_length / ctc_length, a longer example is a
   DataError (manifest file:line, its length, the limit, the option).
+- Nothing to learn from is an error, never a silent run: manifests without a usable line raise
+  `EmptyManifestError`; rows whose audio cannot be read (weight-0 padding rows, `rows.BatchLoader`)
+  are counted per epoch by `UnreadableGuard`, which raises `UnreadableDataError` (counts by reason,
+  the first file:line references) once they pass `data.max_unreadable_share` of the epoch's rows;
+  `check_audio_present` looks for missing files before anything compiles.
 - What the step reads and its micro-batches per optimizer step come in as `StepNeeds` (default:
   every target, one batch per step): fields it does not read are None, and with k micro-batches
   every k consecutive batches share a bucket (`planning`).
@@ -45,15 +50,15 @@ import numpy as np
 from absl import flags
 
 from funasr_jax.data.config import DataConfig, DataError, StepNeeds
-from funasr_jax.data.manifest import Example, read_manifests
+from funasr_jax.data.manifest import EmptyManifestError, Example, ManifestStats, empty_manifest_message, read_manifests
 from funasr_jax.data.planning import BucketShape, EpochPlan, Planner, lfr_estimate
 from funasr_jax.data.context import PromptContexts
 from funasr_jax.data.rows import BatchLoader, count_tokens
 from funasr_jax.models.batch import Batch
 from funasr_jax.text.tokenizer import CTCVocabulary, load_tokenizer
 
-__all__ = ["NOISE_EXTENSIONS", "TrainData", "load_text_tools", "make_train_data", "make_train_iterator",
-           "read_train_examples"]
+__all__ = ["NOISE_EXTENSIONS", "EmptyManifestError", "TrainData", "UnreadableDataError", "UnreadableGuard",
+           "check_audio_present", "load_text_tools", "make_train_data", "make_train_iterator", "read_train_examples"]
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +71,75 @@ def load_text_tools(cfg: DataConfig):
     return tok, (CTCVocabulary(cfg.ctc_tokenizer) if cfg.ctc_tokenizer else None)
 
 
+class UnreadableDataError(DataError):
+    """More than data.max_unreadable_share of an epoch's training rows could not be read."""
+
+
 def read_train_examples(cfg: DataConfig) -> list[Example]:
-    """The examples of cfg.train_files (bad lines per cfg.on_error); the first cfg.max_train_utts if > 0."""
+    """The examples of cfg.train_files (bad lines per cfg.on_error); the first cfg.max_train_utts if > 0.
+    Raises EmptyManifestError when there is none."""
     if not cfg.train_files:
-        raise ValueError("DataConfig.train_files: no training manifests given")
-    examples = read_manifests(cfg.train_files, on_error=cfg.on_error, labelled=cfg.require_transcripts)
+        raise EmptyManifestError("data.train_files: no training manifests given")
+    stats = ManifestStats()
+    examples = read_manifests(cfg.train_files, on_error=cfg.on_error, labelled=cfg.require_transcripts, stats=stats)
+    if not examples:
+        raise EmptyManifestError(empty_manifest_message(cfg.train_files, stats, "data.train_files"))
     return examples[: cfg.max_train_utts] if cfg.max_train_utts else examples
+
+
+SHOWN_UNREADABLE = 5  # file:line references an UnreadableDataError lists
+PROBED_UNREADABLE = 1000  # rows whose reason an UnreadableDataError establishes (the rest are counted)
+
+
+def unreadable_reason(ex: Example, err: Exception | None) -> str:
+    """A short reason class for a row that could not be read (`err`: what loading it raised)."""
+    if not os.path.exists(ex.audio_path):
+        return "audio file not found"
+    if err is None:
+        return "failed when loaded, readable when checked again"
+    text = str(err).lower()
+    for key, reason in (("cannot decode", "cannot decode audio"), ("truncated", "truncated audio"),
+                        ("0 bytes", "empty audio file"), ("0 samples", "empty audio file"),
+                        ("non-finite", "non-finite samples"), ("no feature frames", "too short for one feature frame"),
+                        ("lfr frames but", "longer than its length bucket"), ("cannot read", "cannot read the file")):
+        if key in text:
+            return reason
+    return type(err).__name__
+
+
+def unreadable_message(rows: Sequence[tuple[Example, str]], total: int, limit: float, what: str,
+                       count: int | None = None) -> str:
+    """The UnreadableDataError text: `count` (default: len(rows)) unreadable of `total`, counts by
+    reason (of `rows`), the first references, the way out."""
+    by_reason: dict[str, int] = {}
+    for _, r in rows:
+        by_reason[r] = by_reason.get(r, 0) + 1
+    counts = ", ".join(f"{r}: {n}" for r, n in sorted(by_reason.items(), key=lambda kv: -kv[1]))
+    first = "; ".join(f"{ex.where} ({ex.audio_path}: {r})" for ex, r in rows[:SHOWN_UNREADABLE])
+    count = len(rows) if count is None else count
+    more = f"; reasons of the first {len(rows)}" if count > len(rows) else ""
+    return (f"{count} of {total} {what} could not be read, above data.max_unreadable_share={limit:g} "
+            f"({counts}{more}); first: {first}. Fix or drop those manifest lines, or raise data.max_unreadable_share "
+            "(1 = never stop)")
+
+
+def check_audio_present(cfg: DataConfig, examples: Sequence[Example], kept: Sequence[int] | None = None,
+                        sample: int = PROBED_UNREADABLE) -> None:
+    """Before anything compiles: look for the audio files of up to `sample` of the `kept`
+    examples (evenly spaced; all of them when fewer) and raise UnreadableDataError when the share
+    missing exceeds cfg.max_unreadable_share. A stat per file, nothing decoded; nothing to do for
+    text_only data or on_error='raise' (the first missing file raises as its batch is built)."""
+    if cfg.text_only or cfg.on_error == "raise" or cfg.max_unreadable_share >= 1.0:
+        return
+    idx = np.arange(len(examples)) if kept is None else np.asarray(kept, np.int64)
+    if len(idx) > sample:
+        idx = idx[np.linspace(0, len(idx) - 1, sample).round().astype(np.int64)]
+    missing = [examples[int(i)] for i in idx if not os.path.exists(examples[int(i)].audio_path)]
+    if missing and len(missing) > cfg.max_unreadable_share * len(idx):
+        what = "training rows" if len(idx) == (len(examples) if kept is None else len(kept)) else \
+            f"training rows checked (sampled evenly from {len(examples) if kept is None else len(kept)})"
+        raise UnreadableDataError(unreadable_message([(ex, "audio file not found") for ex in missing], len(idx),
+                                                     cfg.max_unreadable_share, what))
 
 
 def _noise_files(noise_dir: str | None) -> list[str]:
@@ -156,7 +224,7 @@ def make_train_data(cfg: DataConfig, examples: Sequence[Example], tokenizer, ctc
     _check_sharding(cfg, process_index, process_count)
     examples = list(examples)
     if not examples:
-        raise ValueError("make_train_data: no training examples")
+        raise EmptyManifestError("make_train_data: no training examples")
     contexts = PromptContexts(cfg, examples)  # drawn once: the planner and the loader see the same prompts
     ctc_vocab = ctc_vocab if needs.ctc_labels else None  # no CTC labels, no Lc, where no loss reads them
     text, target, ctc = count_tokens(cfg, examples, tokenizer, ctc_vocab, contexts)
@@ -169,7 +237,8 @@ def make_train_data(cfg: DataConfig, examples: Sequence[Example], tokenizer, ctc
                   [examples[i] for i in np.flatnonzero(too_many & ~too_long)])
     kept = np.flatnonzero(~too_long & ~too_many)
     if not len(kept):
-        raise ValueError("make_train_data: every training example was skipped (see warnings)")
+        raise EmptyManifestError(f"make_train_data: every one of the {len(examples)} training examples was skipped "
+                                 "(too long for the largest bucket or max_target_tokens; see warnings)")
     noise_files = _noise_files(cfg.noise_dir)
     planner = Planner(cfg, kept, frames, cfg.bucket_frames, text, ctc, has_noise=bool(noise_files),
                       micro_batches=needs.micro_batches)
@@ -207,3 +276,40 @@ def make_train_iterator(cfg: DataConfig, examples: Sequence[Example], tokenizer,
     """
     return make_train_data(cfg, examples, tokenizer, ctc_vocab, frontend_cfg, process_index,
                            process_count, num_epochs, needs).iterator()
+
+
+class UnreadableGuard:
+    """Counts, per epoch, the planned rows of this process that came back as padding because their
+    audio could not be read (`rows.BatchLoader` with on_error='skip': weight 0, example_index -1),
+    and raises `UnreadableDataError` as soon as they exceed `data.max_unreadable_share` of the
+    epoch's rows of this process — at that point the epoch's share is certain to, so a manifest
+    whose audio is all unreadable stops at its first batch. Reasons are established once, when it
+    raises (each failed row loaded again, up to PROBED_UNREADABLE). Rows seen before this object
+    was built (a resumed run) are not counted."""
+
+    def __init__(self, data: TrainData):
+        self.data = data
+        self.limit = float(data.loader.cfg.max_unreadable_share)
+        self.epoch: int | None = None
+        self.failed: list[int] = []
+
+    def observe(self, step: int, batch: Batch) -> None:
+        """Check the batch the iterator produced for global step `step` (its position in the iterator)."""
+        loader = self.data.loader
+        if self.limit >= 1.0 or loader.cfg.text_only or batch.example_index is None:
+            return
+        epoch, s = divmod(int(step), loader.steps_per_epoch)
+        plan = loader.planner.plan(epoch)
+        mine = slice(loader.row0, loader.row0 + loader.local_b)
+        if epoch != self.epoch:
+            self.epoch, self.failed = epoch, []
+        got = np.asarray(batch.example_index)
+        self.failed += [int(i) for i, g in zip(plan.rows[s, mine], got) if i >= 0 and g < 0]
+        if not self.failed:
+            return
+        total = int((plan.rows[:, mine] >= 0).sum())
+        if len(self.failed) > self.limit * total:
+            probed = [(loader.examples[i], unreadable_reason(loader.examples[i], loader.row_failure(i, epoch)))
+                      for i in self.failed[:PROBED_UNREADABLE]]
+            raise UnreadableDataError(unreadable_message(probed, total, self.limit, f"training rows of epoch {epoch}",
+                                                         count=len(self.failed)))

@@ -21,7 +21,8 @@ lines (one user + at most one assistant message, optional system) are supported.
 paths are resolved against the folder of the JSONL file.
 
 Every problem raises `ManifestError` whose message starts with `file:line:` and names the
-field; `read_manifests(..., on_error="skip")` logs one warning per bad line instead.
+field; `read_manifests(..., on_error="skip")` logs one warning per bad line instead. A reader that
+needs examples raises `EmptyManifestError` (`empty_manifest_message`) when there are none.
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ __all__ = [
     "LANGUAGES",
     "SPEECH_BEGIN",
     "SPEECH_END",
+    "EmptyManifestError",
     "Example",
     "ManifestError",
     "ManifestStats",
+    "empty_manifest_message",
     "parse_line",
     "read_manifest",
     "read_manifests",
@@ -62,6 +65,10 @@ _SPEECH_RE = re.compile(re.escape(SPEECH_BEGIN) + r"(.*?)" + re.escape(SPEECH_EN
 
 class ManifestError(ValueError):
     """A manifest line is unusable; the message names `file:line` and the field."""
+
+
+class EmptyManifestError(ManifestError):
+    """The manifests hold no usable example (empty files, or every line skipped as unusable)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,16 @@ class ManifestStats:
     examples: int = 0
     skipped: int = 0
     errors: list[str] = dataclasses.field(default_factory=list)
+
+
+def empty_manifest_message(files, stats: ManifestStats, option: str) -> str:
+    """One line: which manifests gave no example (`option` names the setting that lists them),
+    how many lines they had and why they were skipped."""
+    names = ", ".join(str(f) for f in files)
+    why = f"{stats.lines} lines"
+    if stats.skipped:
+        why += f", {stats.skipped} skipped as unusable (first: {stats.errors[0]})"
+    return f"{option}: no usable example in {names} ({why})"
 
 
 def _fail(where: str, msg: str) -> ManifestError:

@@ -335,6 +335,16 @@ class BatchLoader:
                 return p
         return build()
 
+    def row_failure(self, i: int, epoch: int) -> Exception | None:
+        """Why example i's row of `epoch` could not be built: the AudioError / FrontendError that
+        building it raises (the same work `__call__` does for it), None when it builds now."""
+        plan = self.planner.plan(epoch)
+        try:
+            self._row_features(i, epoch, plan, int(self.planner.edges[self.planner.bucket_of[i]]))
+        except (AudioError, FrontendError) as e:
+            return e
+        return None
+
     def _row_failed(self, ex: Example, err: Exception) -> None:
         msg = f"{ex.where} (key {ex.key!r}, audio {ex.audio_path}): {err}"
         if self.cfg.on_error == "raise":

@@ -4,7 +4,10 @@
 
 Audio paths are relative to each JSONL file. Hypotheses are written as JSONL (key, ref, hyp,
 language, subset, errors, ref_tokens). Bad lines / unreadable audio are reported with
-file:line; `--on-error skip` scores the rest (and says how many were skipped).
+file:line; `--on-error skip` scores the rest and lists what it skipped (the first
+`SHOWN_SKIPPED` with file:line and reason, the rest counted). Nothing to score — manifests
+without a usable line, or every utterance skipped — is an error (exit 2, one line), never a table
+of 0 utterances.
 """
 
 from __future__ import annotations
@@ -17,13 +20,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from funasr_jax.audio.io import AudioError
-from funasr_jax.data.manifest import ManifestError, example_audio, read_manifests
+from funasr_jax.data.manifest import (
+    EmptyManifestError,
+    ManifestError,
+    ManifestStats,
+    empty_manifest_message,
+    example_audio,
+    read_manifests,
+)
 from funasr_jax.host_memory import tune_host_allocator
 from funasr_jax.infer.hotword_eval import HotwordPlan, hotword_indexes, keyword_breakdown, load_categories
 from funasr_jax.infer.recognizer import Context, Recognizer
 from funasr_jax.text.hotwords import HotwordError, HotwordIndex
 from funasr_jax.text import metrics
 from funasr_jax.text.prompt import DEFAULT_SYSTEM_PROMPT
+
+SHOWN_SKIPPED = 10  # skipped utterances the summary names (file:line and reason); the rest are counted
 
 
 def evaluate_examples(rec: Recognizer, examples: Sequence, *, mode: str = "llm", batch_size: int = 8,
@@ -57,7 +69,7 @@ def evaluate_examples(rec: Recognizer, examples: Sequence, *, mode: str = "llm",
             except AudioError as e:
                 if on_error == "raise":
                     raise AudioError(f"{ex.source}:{ex.line}: {e}") from None
-                skipped.append(f"{ex.source}:{ex.line}: {e}")
+                skipped.append((i, f"{ex.source}:{ex.line}: {e}"))
                 continue
             audio_s += len(wave) / 16000
             waves.append(wave)
@@ -83,6 +95,7 @@ def evaluate_examples(rec: Recognizer, examples: Sequence, *, mode: str = "llm",
     out_rows = [rows[i] for i in sorted(rows)]
     speech = [r for r in out_rows if not is_noise_only(r)]
     noise = [r for r in out_rows if is_noise_only(r)]
+    skipped = [w for _, w in sorted(skipped)]  # manifest order
     info = {"utterances": len(out_rows), "skipped": len(skipped), "skipped_where": skipped[:20],
             "seconds": time.time() - t0, "audio_seconds": audio_s,
             "noise_only": {"utterances": len(noise), "nonempty": sum(bool(r["hyp"].strip()) for r in noise)}}
@@ -134,7 +147,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     tune_host_allocator()
     try:
-        examples = read_manifests(args.data, on_error=args.on_error)
+        stats = ManifestStats()
+        examples = read_manifests(args.data, on_error=args.on_error, stats=stats)
+        if not examples:
+            raise EmptyManifestError(empty_manifest_message(args.data, stats, "--data"))
         if args.max_utts:
             examples = examples[: args.max_utts]
         rec = Recognizer.from_checkpoint(args.checkpoint, tokenizer_path=args.tokenizer, ctc_weight=args.ctc_weight,
@@ -151,7 +167,13 @@ def main(argv=None):
             rows, table, info = evaluate_examples(rec, examples, mode=args.mode, batch_size=args.batch_size,
                                                   max_new_tokens=args.max_new_tokens, on_error=args.on_error,
                                                   progress=True, hotwords=idx, contexts=contexts)
+            if not info["utterances"]:
+                raise EmptyManifestError(f"nothing scored: all {info['skipped']} utterances of {', '.join(args.data)} "
+                                         f"were skipped (first: {(info['skipped_where'] or ['?'])[0]})")
             runs[label] = (rows, table, info, keyword_breakdown(rows, categories))
+    except EmptyManifestError as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
     except (ManifestError, AudioError, HotwordError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -214,6 +236,12 @@ def format_table(table: dict, info: dict) -> str:
     if noise.get("utterances"):
         lines.append(f"noise-only (reference \"\"): {noise['utterances']} utterances, "
                      f"{noise['nonempty']} with a non-empty hypothesis (not in the error rates)")
+    skipped = info.get("skipped_where") or []
+    if info.get("skipped"):
+        lines.append(f"skipped {info['skipped']} (could not be read):")
+        lines += [f"  {w}" for w in skipped[:SHOWN_SKIPPED]]
+        if info["skipped"] > min(len(skipped), SHOWN_SKIPPED):
+            lines.append(f"  ... and {info['skipped'] - min(len(skipped), SHOWN_SKIPPED)} more")
     lines.append(f"{info['utterances']} utterances scored, {info['skipped']} skipped, "
                  f"{info['audio_seconds']:.1f} s of audio in {info['seconds']:.1f} s")
     return "\n".join(lines)

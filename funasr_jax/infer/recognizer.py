@@ -51,6 +51,7 @@ from funasr_jax.text.prompt import (
 from funasr_jax.text.tokenizer import CTCVocabulary, load_tokenizer
 
 DEFAULT_FRONTEND = FrontendConfig()  # no CMVN
+DEFAULT_MAX_PERIODICITY = 0.95  # a segment repeating itself this exactly is a steady tone, not speech (audio.activity)
 DEFAULT_GATE_DBFS = -50.0  # frame RMS level (dB re full scale 1.0) speech must exceed somewhere
 DEFAULT_MAX_SEGMENT_S = 30.0  # without a training run's buckets (FunASR's VAD cuts at 30 s too)
 # Output bound: Fun-ASR transcripts stay well under 10 tokens per second of audio; the demo's
@@ -131,6 +132,23 @@ def trained_max_segment_s(run_dir, frontend: FrontendConfig = DEFAULT_FRONTEND) 
     if edge < 1:
         raise CheckpointError(f"{f}: data.bucket_frames must be positive, got {edges!r}")
     return lfr_seconds(edge, frontend)
+
+
+def recorded_max_segment_s(ckpt_dir, frontend: FrontendConfig = DEFAULT_FRONTEND) -> float | None:
+    """The longest segment a checkpoint was made for, in seconds: its meta's
+    `decoding.max_segment_s` (what a conversion carries over from a training run), else a training
+    run's longest bucket (`trained_max_segment_s`); None when neither is recorded."""
+    f = Path(ckpt_dir) / META_FILE
+    if f.is_file():
+        try:
+            value = (json.loads(f.read_text()).get("decoding") or {}).get("max_segment_s")
+        except (OSError, json.JSONDecodeError, AttributeError) as e:
+            raise CheckpointError(f"{f}: cannot read decoding.max_segment_s ({type(e).__name__}: {e})") from None
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0.1:
+                raise CheckpointError(f"{f}: decoding.max_segment_s must be a number >= 0.1 s, got {value!r}")
+            return float(value)
+    return trained_max_segment_s(ckpt_dir, frontend)
 
 
 def _checkpoint_dir_of(source) -> Path | None:
@@ -233,9 +251,13 @@ class Recognizer:
     gate_dbfs: energy gate (dBFS, default -50): a segment in which fewer than 50 ms of 25 ms / 10 ms
       frames have an RMS level above it is silence and gives "" without running the model
       (`audio.activity`); None disables the gate. Loud noise passes it.
+    max_periodicity: tone guard (default 0.95): a segment at least -10 dBFS loud whose waveform
+      repeats itself at least this exactly over its whole length (`audio.activity.is_steady_tone`:
+      a test tone, a full-scale square wave) is not speech and gives "" without running the model;
+      None disables it.
     max_segment_s: waveforms longer than this many seconds are cut into segments no longer,
       preferably in pauses (`audio.activity.plan_segments`); default 30 s, or for a training run
-      its longest bucket (`trained_max_segment_s`, via `from_checkpoint` / `from_loaded`); None
+      its longest bucket (`recorded_max_segment_s`, via `from_checkpoint` / `from_loaded`); None
       feeds every file whole (memory and time grow with its length).
     tokens_per_second, token_slack: the LLM emits at most ceil(tokens_per_second x seconds) +
       token_slack new tokens (EOS included) for a row of `seconds` of audio (T LFR frames x 60 ms),
@@ -254,7 +276,7 @@ class Recognizer:
                  gate_dbfs: float | None = DEFAULT_GATE_DBFS, max_segment_s: float | None = DEFAULT_MAX_SEGMENT_S,
                  tokens_per_second: float | None = DEFAULT_TOKENS_PER_SECOND, token_slack: int = DEFAULT_TOKEN_SLACK,
                  hotword_top_k: int = 10, hotword_threshold: float | None = None, beam: int = 1,
-                 length_penalty: float = 0.0):
+                 length_penalty: float = 0.0, max_periodicity: float | None = DEFAULT_MAX_PERIODICITY):
         needs_ctc = [n for n, on in (("first_pass_prompt", first_pass_prompt), ("ctc_weight", ctc_weight > 0)) if on]
         if needs_ctc and (not cfg.ctc.enabled or ctc_vocab is None):
             raise ValueError(f"{needs_ctc[0]} needs a model with the CTC branch and a CTC vocabulary")
@@ -279,6 +301,9 @@ class Recognizer:
         self.cfg, self.params, self.tokenizer, self.ctc_vocab = cfg, params, tokenizer, ctc_vocab
         self.frontend, self.frame_bucket, self.token_bucket = frontend, frame_bucket, token_bucket
         self.gate_dbfs, self.max_segment_s = gate_dbfs, max_segment_s
+        if max_periodicity is not None and not 0.0 < max_periodicity <= 1.0:
+            raise ValueError(f"max_periodicity must lie in (0, 1] (or None), got {max_periodicity}")
+        self.max_periodicity = max_periodicity
         self.tokens_per_second, self.token_slack = tokens_per_second, int(token_slack)
         self.cmvn = load_cmvn(frontend.cmvn_file) if frontend.cmvn_file else None
         self.model = FunASRNano(cfg)
@@ -287,10 +312,10 @@ class Recognizer:
     @classmethod
     def from_checkpoint(cls, path, tokenizer_path=None, ctc_tokenizer_path=None, **kw) -> Recognizer:
         """A recognizer for `load_model(path)`; for a training run `max_segment_s` defaults to its
-        longest bucket (`trained_max_segment_s`)."""
+        longest bucket (`recorded_max_segment_s`)."""
         m = load_model(path)
         if "max_segment_s" not in kw:
-            trained = trained_max_segment_s(path, m.frontend)
+            trained = recorded_max_segment_s(path, m.frontend)
             if trained is not None:
                 kw["max_segment_s"] = trained
         return cls.from_loaded(m, tokenizer_path, ctc_tokenizer_path, **kw)
@@ -314,7 +339,7 @@ class Recognizer:
             kw["ctc_weight"] = m.ctc_weight
         if "max_segment_s" not in kw:
             run = _checkpoint_dir_of(m.source)
-            trained = None if run is None else trained_max_segment_s(run, m.frontend)
+            trained = None if run is None else recorded_max_segment_s(run, m.frontend)
             if trained is not None:
                 kw["max_segment_s"] = trained
         return cls(m.cfg, m.params, tokenizer, ctc, **kw)
@@ -481,10 +506,12 @@ class Recognizer:
 
     def speech_segments(self, wave: np.ndarray) -> list[tuple[int, int]]:
         """Sample ranges [(start, end)] of `wave` [S] to decode, in order: cut to `max_segment_s`
-        at low-energy frames, silent segments (`gate_dbfs`) left out; [] for a silent file."""
+        at low-energy frames, silent segments (`gate_dbfs`) and steady tones (`max_periodicity`)
+        left out; [] for a silent file."""
         grid = frame_grid(self.frontend.sample_rate, self.frontend.frame_length_ms, self.frontend.frame_shift_ms)
         max_samples = None if self.max_segment_s is None else int(self.max_segment_s * self.frontend.sample_rate)
-        return speech_segments(np.asarray(wave), max_samples=max_samples, gate_dbfs=self.gate_dbfs, grid=grid)
+        return speech_segments(np.asarray(wave), max_samples=max_samples, gate_dbfs=self.gate_dbfs, grid=grid,
+                               max_periodicity=self.max_periodicity)
 
     def recognize(self, waves: Sequence[np.ndarray], instructions: Sequence[str],
                   systems: Sequence[str] | None = None, *, mode: str = "llm", batch_size: int = 8,
