@@ -376,6 +376,16 @@ def _with_torch(cfg, rec: dict, args) -> dict:
     return {**rec, "torch": theirs, "ratio": ratio}
 
 
+def _emit(table: str, rec: dict, out: str | None) -> int:
+    """Print the table and the JSON record; write the record to `out` when given. -> exit code 0."""
+    print(table)
+    print(json.dumps(rec))
+    if out:
+        with open(out, "w") as f:
+            json.dump(rec, f, indent=1)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True, help="configs/<name>.py or a path")
@@ -434,12 +444,7 @@ def main(argv=None) -> int:
         except BenchError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        print(_compile_table(rec))
-        print(json.dumps(rec))
-        if args.out:
-            with open(args.out, "w") as f:
-                json.dump(rec, f, indent=1)
-        return 0
+        return _emit(_compile_table(rec), rec, args.out)
     enable_compilation_cache(cfg.mesh.compilation_cache)
     if cfg.stage.kind == "grpo":
         if args.compare_torch:
@@ -447,12 +452,7 @@ def main(argv=None) -> int:
             return 2
         rec = run_grpo_bench(cfg, batch=args.batch, seconds=args.seconds, steps=args.steps, warmup=args.warmup,
                              text_tokens=args.text_tokens, mesh_preset=args.mesh)
-        print(_grpo_table(rec))
-        print(json.dumps(rec))
-        if args.out:
-            with open(args.out, "w") as f:
-                json.dump(rec, f, indent=1)
-        return 0
+        return _emit(_grpo_table(rec), rec, args.out)
     rec = run_bench(cfg, batch=args.batch, seconds=args.seconds, steps=args.steps, warmup=args.warmup,
                     text_tokens=args.text_tokens, mesh_preset=args.mesh, eval_step=not args.no_eval)
     print(_table(rec))
