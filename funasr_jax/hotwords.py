@@ -1,4 +1,4 @@
-"""Hotword retrieval from the command line: try a list, or time it (issue 13).
+"""Hotword retrieval from the command line: try a list, or time it.
 
     python -m funasr_jax.hotwords --hotwords hot.txt "CTC hypothesis text"   # retrieved words
     python -m funasr_jax.hotwords --bench 10000 [--out hotwords_bench.json]  # time per utterance

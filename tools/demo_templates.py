@@ -1,4 +1,4 @@
-"""Template sentences of the demo corpus's `template` subset (the corpus before issue 10).
+"""Template sentences of the demo corpus's `template` subset (the whole corpus before the free-sentence subset was added).
 
 Templates (60 zh, 60 en, 40 code-switched) x entity lists (people, places, companies, technical
 terms, times). Dev/test template sentences are new combinations of templates and entities that

@@ -1,4 +1,4 @@
-"""The demo's hotword figures (issue 13, item 6): keyword recall / accuracy and overall error on
+"""The demo's hotword figures: keyword recall / accuracy and overall error on
 the test split, without hotwords and with each utterance's own hotwords among 0 / 100 / 1,000
 distractors (`funasr_jax.infer.hotword_eval`), overall, per subset and per hotword category,
 plus the noise-only clips that got any output. Run by `python -m train.quickstart --hotwords`

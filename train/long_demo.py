@@ -1,4 +1,4 @@
-"""The demo's long-recording and timestamp figures (issue 14, item 6).
+"""The demo's long-recording and timestamp figures.
 
     python -m train.long_demo --checkpoint runs/quickstart/sft_llm [--minutes 10] [--out DIR]
 

@@ -1,4 +1,4 @@
-"""The demo's streaming figures (issue 14, item 6): on the test split, the error of streaming
+"""The demo's streaming figures: on the test split, the error of streaming
 decoding at several chunk sizes against offline decoding, the latency from a word's end to its
 appearance in a partial, compute per chunk and the real-time factor.
 

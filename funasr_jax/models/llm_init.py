@@ -1,4 +1,4 @@
-"""Initialise SAN-M encoder blocks from Qwen3 decoder layers (issue 15, "LLM-layer initialisation").
+"""Initialise SAN-M encoder blocks from Qwen3 decoder layers (the recipe's "LLM-layer initialisation").
 
 `init_encoder_from_llm(encoder_params, llm_params, layer_map)` returns a copy of the encoder's
 parameter tree (`params["audio_encoder"]` of `funasr_jax.models.funasr.init_params`) in which the

@@ -1,4 +1,4 @@
-"""Smaller findings of issue 31: `evaluate --on-error skip` names what it skipped (the first
+"""Smaller probes of the failure paths: `evaluate --on-error skip` names what it skipped (the first
 SHOWN_SKIPPED with file:line and reason, the rest counted); a text file named `.wav` is reported
 by its path, not by libsndfile's in-memory buffer; a loud steady tone (a full-scale int16 square
 wave) gives no transcript, while every speech clip of the demo test split keeps its segments."""
