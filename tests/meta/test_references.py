@@ -5,6 +5,7 @@ repository path that has moved or gone."""
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import re
 import tokenize
@@ -38,6 +39,7 @@ def prose(path: Path) -> str:
     return "\n".join(lines)
 
 
+@functools.cache
 def texts() -> dict[Path, str]:
     """The prose of README, ARCHITECTURE, docs/*.md and every Python file of the project (code and tests)."""
     files = [ROOT / "README.md", ROOT / "ARCHITECTURE.md", *sorted((ROOT / "docs").rglob("*.md"))]
