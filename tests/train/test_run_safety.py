@@ -167,7 +167,7 @@ def test_a_corrupted_params_shard_is_refused_by_load_model_transcribe_and_evalua
     shard = _overwrite_4k(run / "checkpoints" / "6" / "params")
     with pytest.raises(DigestError, match=re.escape(f"{shard}: sha256 differs")):
         load_model(run)
-    wav = next((DEMO / "audio").rglob("*.wav"))
+    wav = next((DEMO / "audio" / "dev").glob("*.ogg"))
     for main, args in ((transcribe_main, [str(wav)]), (evaluate_main, ["--data", str(DEMO / "dev.jsonl")])):
         capsys.readouterr()
         assert main(["--checkpoint", str(run), *args]) == 2
@@ -365,3 +365,46 @@ def test_a_failed_save_raises_the_errno_and_keeps_the_only_good_checkpoint(tmp_p
     assert _steps(tmp_path) == [1] and verify_digest(tmp_path / "checkpoints" / "1")  # keep=1 kept it
     assert json.loads((tmp_path / POINTER_FILE).read_text())["step"] == 1
     ck.close()
+
+
+# --- the lock alone ----------------------------------------------------------------------------------
+
+def test_the_lock_names_its_holder_and_is_released(tmp_path):
+    import socket
+
+    from train.run_lock import RunLock, RunLockedError
+
+    with RunLock(tmp_path) as held:
+        info = json.loads((tmp_path / ".lock").read_text())
+        assert info["pid"] == os.getpid() and info["host"] == socket.gethostname()
+        with pytest.raises(RunLockedError, match=re.escape(f"pid {os.getpid()} on {info['host']} since {info['since']}")):
+            RunLock(tmp_path).acquire()  # another open file description: flock refuses it too
+        other = RunLock(tmp_path, process_index=1).acquire()  # process 1 of a multi-host job: its own file
+        assert other.path.name == ".lock.1"
+        other.release()
+    assert held.fd is None and (tmp_path / ".lock").read_text() == ""
+    RunLock(tmp_path).acquire().release()
+
+
+def test_without_flock_a_dead_holder_is_stale_and_a_live_one_refuses(tmp_path, monkeypatch):
+    import fcntl
+    import socket
+
+    from train import run_lock
+    from train.run_lock import RunLock, RunLockedError
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock = tmp_path / ".lock"
+    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "since": "then"}))
+    RunLock(tmp_path).acquire().release()  # its process is gone: taken over
+    lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "since": "then"}))
+    with pytest.raises(RunLockedError, match=f"pid {os.getppid()}"):
+        RunLock(tmp_path).acquire()
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": "then"}))
+    with pytest.raises(RunLockedError, match=f"cannot lock files, so if that trainer is gone delete {re.escape(str(lock))}"):
+        RunLock(tmp_path).acquire()
+    assert run_lock.lock_path(tmp_path, 3).name == ".lock.3"
