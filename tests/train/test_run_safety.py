@@ -123,8 +123,9 @@ def test_a_second_trainer_on_the_same_run_dir_refuses_at_once(base):
     out = base.tmp / "double"
     cfg = _cfg(base.tmp, out, steps=6)
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    if jax.config.jax_default_matmul_precision:  # the same numerics as this process's shared run
-        env["JAX_DEFAULT_MATMUL_PRECISION"] = str(jax.config.jax_default_matmul_precision)
+    precision = jax.config.values.get("jax_default_matmul_precision")
+    if precision:  # the same numerics as this process's shared run (another test module may set it)
+        env["JAX_DEFAULT_MATMUL_PRECISION"] = str(precision)
     kw = dict(cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = subprocess.Popen(_cli(cfg), **kw)
     try:
