@@ -3,8 +3,10 @@ stop (or are skipped) before anything is saved, a resume falls back past damaged
 failed writes are one named line and exit 2 with the last good checkpoint untouched, and
 metrics.jsonl has no repeated steps after a resume.
 
-One tiny sft_full run (6 steps, checkpoints 2, 4, 6) is shared: most tests damage a copy of it
-and compare with its params (the uninterrupted result)."""
+One tiny sft_full run (6 steps, checkpoints 2, 4, 6) is shared. It runs as a subprocess with a
+second trainer started on the same directory while it holds the lock (that one must refuse);
+the other tests damage copies of it and resume them in this process, so their results (steps
+3-4 recomputed here) are compared with the subprocess's."""
 
 from __future__ import annotations
 
@@ -42,6 +44,20 @@ def _cfg(tmp: Path, out: Path, steps: int, **sets):
     return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out_dir=str(out)))
 
 
+def _cli(cfg) -> list[str]:
+    """`python -m train.main` for `cfg` (the fields `_cfg` sets)."""
+    sets = {"data.train_files": cfg.data.train_files[0], "data.dev_files": cfg.data.dev_files[0],
+            "data.batch_size": cfg.data.batch_size, "data.bucket_frames": "(64,128)",
+            "data.noise_prob": cfg.data.noise_prob, "run.out_dir": cfg.run.out_dir, "run.steps": cfg.run.steps,
+            "run.log_every": 1, "run.save_every": cfg.run.save_every, "run.keep": cfg.run.keep,
+            "run.decode_max_tokens": cfg.run.decode_max_tokens, "run.progress": False, "run.eval_at_end": False,
+            "optim.warmup_steps": cfg.optim.warmup_steps, "mesh.compilation_cache": cfg.mesh.compilation_cache}
+    cmd = [sys.executable, "-m", "train.main", "--config", f"{STAGE}.py", "--preset", "tiny"]
+    for k, v in sets.items():
+        cmd += ["--set", f"{k}={v}"]
+    return cmd
+
+
 def _flat(tree) -> dict:
     return {k: np.asarray(v) for k, v in flatten(tree).items()}
 
@@ -63,9 +79,12 @@ def _steps(run: Path) -> list[int]:
     return sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
 
 
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def _train_steps(run: Path) -> list[int]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r["step"] for r in rows if r["split"] == "train"]
+    return [r["step"] for r in _rows(run) if r["split"] == "train"]
 
 
 def _overwrite_4k(params_dir: Path) -> Path:
@@ -80,82 +99,57 @@ def _overwrite_4k(params_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    from train.loop import train
-
+    """The shared run, trained by a subprocess; a second trainer started on the same directory
+    once the first holds the lock (its result is kept for the lock test)."""
     tmp = tmp_path_factory.mktemp("run_safety")
     cfg = _cfg(tmp, tmp / "base", steps=6)
-    train(cfg)
     run = Path(cfg.run.out_dir)
-    return SimpleNamespace(tmp=tmp, cfg=cfg, run=run, final=_flat(load_model(run).params),
-                           at2=_step_params(run, 2))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    precision = jax.config.values.get("jax_default_matmul_precision")
+    if precision:  # the numerics of this process (another test module may have set it)
+        env["JAX_DEFAULT_MATMUL_PRECISION"] = str(precision)
+    first = subprocess.Popen(_cli(cfg), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lock = run / ".lock"
+        deadline = time.time() + 300
+        while not (lock.exists() and lock.read_text().strip()):  # the first one holds the lock
+            assert first.poll() is None and time.time() < deadline, first.communicate()[1][-3000:]
+            time.sleep(0.2)
+        holder = json.loads(lock.read_text())
+        t0 = time.time()
+        second = subprocess.run(_cli(cfg), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        refused_s = time.time() - t0
+        out, err = first.communicate(timeout=900)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, err[-3000:]
+    return SimpleNamespace(tmp=tmp, cfg=cfg, run=run, first=first, first_out=out, holder=holder, second=second,
+                           refused_s=refused_s)
 
 
-def _copy(base, name: str, steps: int = 6, **sets):
+def _copy(base, name: str, steps: int, **sets):
     run = base.tmp / name
     shutil.copytree(base.run, run)
     return run, _cfg(base.tmp, run, steps, **sets)
 
 
-def test_the_shared_run_is_verified(base):
-    assert _steps(base.run) == [2, 4, 6]
-    assert all(verify_digest(base.run / "checkpoints" / str(s)) for s in (2, 4, 6))
-    assert json.loads((base.run / POINTER_FILE).read_text())["step"] == 6
-    assert _train_steps(base.run) == [1, 2, 3, 4, 5, 6]
-    assert (base.run / ".lock").read_text() == ""  # released: no holder
-
-
 # --- one trainer per run directory ----------------------------------------------------------------
 
-def _cli(cfg) -> list[str]:
-    sets = {"data.train_files": cfg.data.train_files[0], "data.dev_files": cfg.data.dev_files[0],
-            "data.batch_size": cfg.data.batch_size, "data.bucket_frames": "(64,128)",
-            "data.noise_prob": cfg.data.noise_prob, "run.out_dir": cfg.run.out_dir, "run.steps": cfg.run.steps,
-            "run.log_every": 1, "run.save_every": cfg.run.save_every, "run.keep": cfg.run.keep,
-            "run.decode_max_tokens": cfg.run.decode_max_tokens, "run.progress": False, "run.eval_at_end": False,
-            "optim.warmup_steps": cfg.optim.warmup_steps, "mesh.compilation_cache": cfg.mesh.compilation_cache}
-    cmd = [sys.executable, "-m", "train.main", "--config", f"{STAGE}.py", "--preset", "tiny"]
-    for k, v in sets.items():
-        cmd += ["--set", f"{k}={v}"]
-    return cmd
-
-
 def test_a_second_trainer_on_the_same_run_dir_refuses_at_once(base):
-    out = base.tmp / "double"
-    cfg = _cfg(base.tmp, out, steps=6)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    precision = jax.config.values.get("jax_default_matmul_precision")
-    if precision:  # the same numerics as this process's shared run (another test module may set it)
-        env["JAX_DEFAULT_MATMUL_PRECISION"] = str(precision)
-    kw = dict(cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = subprocess.Popen(_cli(cfg), **kw)
-    try:
-        lock = out / ".lock"
-        deadline = time.time() + 180
-        while not (lock.exists() and lock.read_text().strip()):  # the first one holds the lock
-            assert first.poll() is None and time.time() < deadline, first.communicate()[1][-3000:]
-            time.sleep(0.2)
-        holder = json.loads(lock.read_text())
-        assert holder["pid"] == first.pid
-        t0 = time.time()
-        second = subprocess.run(_cli(cfg), timeout=120, **{k: v for k, v in kw.items() if k not in ("stdout", "stderr")},
-                                capture_output=True)
-        refused_s = time.time() - t0
-        out1, err1 = first.communicate(timeout=600)
-    finally:
-        if first.poll() is None:
-            first.kill()
-    assert second.returncode == 2, second.stderr[-3000:]
-    last = second.stderr.strip().splitlines()[-1]
-    assert last == (f"error: {out} is in use by another trainer: pid {first.pid} on {holder['host']} "
-                    f"since {holder['since']} (lock {lock})"), second.stderr[-3000:]
-    assert "Traceback" not in second.stderr and refused_s < 60
-    assert first.returncode == 0, err1[-3000:]
-    assert json.loads(out1[out1.index("{"):])["steps"] == 6
-    # the same config as the in-process shared run (but out_dir), and the same final params
-    conf = lambda r: {**json.loads((r / "train_config.json").read_text()), "run": None}  # noqa: E731
-    assert conf(out) == conf(base.run)
-    assert _same(_flat(load_model(out).params), base.final)
-    assert _train_steps(out) == [1, 2, 3, 4, 5, 6] and lock.read_text() == ""
+    lock = base.run / ".lock"
+    assert base.holder["pid"] == base.first.pid
+    assert base.second.returncode == 2, base.second.stderr[-3000:]
+    assert base.second.stderr.strip().splitlines()[-1] == (
+        f"error: {base.run} is in use by another trainer: pid {base.first.pid} on {base.holder['host']} "
+        f"since {base.holder['since']} (lock {lock})")
+    assert "Traceback" not in base.second.stderr and base.refused_s < 120
+    # the first one was not disturbed: all its steps, checkpoints and digests; the lock released
+    assert json.loads(base.first_out[base.first_out.index("{"):])["steps"] == 6
+    assert _train_steps(base.run) == [1, 2, 3, 4, 5, 6]
+    assert _steps(base.run) == [2, 4, 6] and all(verify_digest(base.run / "checkpoints" / str(s)) for s in (2, 4, 6))
+    assert json.loads((base.run / POINTER_FILE).read_text())["step"] == 6
+    assert lock.read_text() == ""
 
 
 # --- verified checkpoints --------------------------------------------------------------------------
@@ -164,7 +158,7 @@ def test_a_corrupted_params_shard_is_refused_by_load_model_transcribe_and_evalua
     from funasr_jax.infer.evaluate import main as evaluate_main
     from funasr_jax.infer.transcribe import main as transcribe_main
 
-    run, _ = _copy(base, "corrupt")
+    run, _ = _copy(base, "corrupt", 6)
     shard = _overwrite_4k(run / "checkpoints" / "6" / "params")
     with pytest.raises(DigestError, match=re.escape(f"{shard}: sha256 differs")):
         load_model(run)
@@ -179,30 +173,60 @@ def test_a_corrupted_params_shard_is_refused_by_load_model_transcribe_and_evalua
         load_model(run)
 
 
-def test_resume_falls_back_past_damaged_checkpoints_and_equals_the_uninterrupted_run(base, capsys):
-    from train.loop import train
+# --- resume that falls back; a full disk -----------------------------------------------------------
 
-    run, cfg = _copy(base, "fallback")
+def test_resume_falls_back_to_the_uninterrupted_result_then_a_full_disk_is_one_line_exit_2(base, monkeypatch,
+                                                                                          capsys):
+    """Newest checkpoint (6) with 4 KB of a params shard overwritten, the one before (4) with its
+    data-iterator state cut in half: the resume falls back to 2, and its steps 3-4 give the shared
+    run's step-4 params. Then the save at step 6 hits a full disk (tensorstore's error, after a
+    partial write): one line, exit 2, checkpoints 2 and 4 untouched. (Same run.steps as the shared
+    run: the learning-rate schedule depends on it.)"""
+    import orbax.checkpoint as ocp
+
+    import train.main
+
+    run, cfg = _copy(base, "fallback", 6)
     shard = _overwrite_4k(run / "checkpoints" / "6" / "params")  # the issue: resumed on with loss nan
     data_file = max((p for p in (run / "checkpoints" / "4" / "data").rglob("*") if p.is_file()),
                     key=lambda p: p.stat().st_size)
-    data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])  # iterator state cut
+    data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
+    real_save = ocp.CheckpointManager.save
+
+    def full_disk_at_6(self, step, *args, **kwargs):
+        if step != 6:
+            return real_save(self, step, *args, **kwargs)
+        tmp = Path(str(self.directory)) / f"{step}.orbax-checkpoint-tmp-1234" / "params"
+        tmp.mkdir(parents=True)
+        (tmp / "partial").write_bytes(b"\0" * 100)
+        raise ValueError(f'RESOURCE_EXHAUSTED: Error writing local file "{tmp}/d/abc": '
+                         "[OS error 28: No space left on device]")
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk_at_6)
+    monkeypatch.setattr(train.main, "load_config", lambda *a, **k: cfg)
     capsys.readouterr()
-    summary = train(cfg)
+    assert train.main.main(["--config", f"{STAGE}.py"]) == 2
     err = capsys.readouterr().err
-    assert summary["resumed_from"] == 2 and summary["steps"] == 6
     assert f"checkpoint {run / 'checkpoints' / '6'} not usable: {shard}: sha256 differs" in err
     assert f"checkpoint {run / 'checkpoints' / '4'} not usable: {data_file}:" in err
+    assert f"resumed from {run / 'checkpoints'}/2" in err
     assert sorted(p.name.split("-")[0] for p in (run / "checkpoints_rejected").iterdir()) == ["4", "6"]
-    assert _same(_flat(load_model(run).params), base.final)  # = the uninterrupted run
-    assert _steps(run) == [2, 4, 6] and all(verify_digest(run / "checkpoints" / str(s)) for s in (2, 4, 6))
+    assert _same(_step_params(run, 4), _step_params(base.run, 4))  # = the uninterrupted run
     assert _train_steps(run) == [1, 2, 3, 4, 5, 6]  # steps 3-6 logged once, not twice
+    assert err.strip().splitlines()[-1] == (f"error: cannot write checkpoint {run / 'checkpoints' / '6'}: "
+                                            "No space left on device (errno ENOSPC); the previous checkpoints "
+                                            "are untouched")
+    assert "Traceback" not in err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["2", "4"]  # no tmp left
+    assert all(verify_digest(run / "checkpoints" / str(s)) for s in (2, 4))
+    assert json.loads((run / POINTER_FILE).read_text())["step"] == 4
+    assert _same(_flat(load_model(run).params), _step_params(base.run, 4))
 
 
 # --- non-finite steps ------------------------------------------------------------------------------
 
 def _nan_at(monkeypatch, call: int):
-    """The `call`-th training batch (1-based; = that step with one micro-batch) gets NaN features."""
+    """The `call`-th training batch of a run (1-based) gets NaN features."""
     from train.data import TrainData
 
     real, n = TrainData.next_train, {"calls": 0}
@@ -218,75 +242,44 @@ def _nan_at(monkeypatch, call: int):
 def test_a_nonfinite_loss_stops_before_saving_and_keeps_the_good_checkpoints(base, monkeypatch, capsys):
     import train.main
 
-    run = base.tmp / "nan"
-    cfg = _cfg(base.tmp, run, steps=6, **{"run.save_every": 1, "run.keep": 2})
-    _nan_at(monkeypatch, 4)
+    run, cfg = _copy(base, "nan", 8, **{"run.save_every": 1, "run.keep": 2})
+    _nan_at(monkeypatch, 2)  # resumed at 6: step 8
     monkeypatch.setattr(train.main, "load_config", lambda *a, **k: cfg)
     capsys.readouterr()
     assert train.main.main(["--config", f"{STAGE}.py"]) == 3
     err = capsys.readouterr().err
-    assert err.strip().splitlines()[-1] == (f"error: step 4: loss nan, grad norm nan; training stopped before "
+    assert err.strip().splitlines()[-1] == (f"error: step 8: loss nan, grad norm nan; training stopped before "
                                             f"saving it (run.on_nonfinite=stop; newest checkpoint "
-                                            f"{run / 'checkpoints' / '3'})")
+                                            f"{run / 'checkpoints' / '7'})")
     assert "Traceback" not in err
-    assert _steps(run) == [2, 3]  # keep=2 pruned step 1; nothing of step 4 was saved
-    assert all(verify_digest(run / "checkpoints" / str(s)) for s in (2, 3))
-    assert json.loads((run / POINTER_FILE).read_text())["step"] == 3
-    assert _same(_step_params(run, 2), base.at2)
-    assert _train_steps(run) == [1, 2, 3]
+    assert _steps(run) == [6, 7]  # keep=2 pruned 2 and 4 after step 7; nothing of step 8 was saved
+    assert all(verify_digest(run / "checkpoints" / str(s)) for s in (6, 7))
+    assert json.loads((run / POINTER_FILE).read_text())["step"] == 7
+    assert _train_steps(run) == [1, 2, 3, 4, 5, 6, 7]
 
 
 def test_skip_leaves_a_nonfinite_update_out(base, monkeypatch, capsys):
     from train.loop import train
 
-    run = base.tmp / "skip"
-    cfg = _cfg(base.tmp, run, steps=4, **{"run.save_every": 1, "run.keep": 4, "run.on_nonfinite": "skip"})
-    _nan_at(monkeypatch, 3)
-    assert train(cfg)["steps"] == 4
-    assert "warning: step 3: loss nan, grad norm nan; its update was skipped" in capsys.readouterr().err
-    assert _same(_step_params(run, 2), base.at2)
-    assert _same(_step_params(run, 3), _step_params(run, 2))  # params and optimizer state as before step 3
-    a, b = _step_opt_state(run, 3), _step_opt_state(run, 2)
+    run, cfg = _copy(base, "skip", 8, **{"run.save_every": 1, "run.keep": 4, "run.on_nonfinite": "skip"})
+    _nan_at(monkeypatch, 1)  # resumed at 6: step 7
+    assert train(cfg)["steps"] == 8
+    assert "warning: step 7: loss nan, grad norm nan; its update was skipped" in capsys.readouterr().err
+    assert _steps(run) == [4, 6, 7, 8]
+    assert _same(_step_params(run, 7), _step_params(run, 6))  # params and optimizer state as before step 7
+    a, b = _step_opt_state(run, 7), _step_opt_state(run, 6)
     assert len(a) == len(b) > 0 and all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not _same(_step_params(run, 4), _step_params(run, 3))  # and training goes on
-    rows = {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
-    assert rows[3]["skipped"] == 1 and np.isfinite(rows[4]["loss"]) and "skipped" not in rows[4]
+    assert not _same(_step_params(run, 8), _step_params(run, 7))  # and training goes on
+    rows = {r["step"]: r for r in _rows(run) if r["split"] == "train"}
+    assert rows[7]["skipped"] == 1 and np.isfinite(rows[8]["loss"]) and "skipped" not in rows[8]
 
 
-# --- failed writes: one line, exit 2, the last good checkpoint untouched ---------------------------
-
-def test_a_full_disk_is_one_line_exit_2_and_leaves_the_last_checkpoint(base, monkeypatch, capsys):
-    import orbax.checkpoint as ocp
-
-    import train.main
-
-    run, cfg = _copy(base, "full", steps=8)
-
-    def full_disk(self, step, *args, **kwargs):  # what tensorstore reports, after a partial write
-        tmp = Path(str(self.directory)) / f"{step}.orbax-checkpoint-tmp-1234" / "params"
-        tmp.mkdir(parents=True)
-        (tmp / "partial").write_bytes(b"\0" * 100)
-        raise ValueError(f'RESOURCE_EXHAUSTED: Error writing local file "{tmp}/d/abc": '
-                         "[OS error 28: No space left on device]")
-
-    monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
-    monkeypatch.setattr(train.main, "load_config", lambda *a, **k: cfg)
-    capsys.readouterr()
-    assert train.main.main(["--config", f"{STAGE}.py"]) == 2
-    err = capsys.readouterr().err
-    assert err.strip().splitlines()[-1] == (f"error: cannot write checkpoint {run / 'checkpoints' / '8'}: "
-                                            "No space left on device (errno ENOSPC); the previous checkpoints "
-                                            "are untouched")
-    assert "Traceback" not in err
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["2", "4", "6"]  # no tmp left
-    assert all(verify_digest(run / "checkpoints" / str(s)) for s in (2, 4, 6))
-    assert _same(_flat(load_model(run).params), base.final)
-
+# --- a read-only run directory ---------------------------------------------------------------------
 
 def test_a_read_only_run_dir_is_one_line_and_exit_2(base, monkeypatch, capsys):
     import train.main
 
-    run, cfg = _copy(base, "readonly")
+    run, cfg = _copy(base, "readonly", 8)
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
     if os.geteuid() == 0:  # root writes through permissions: the filesystem says read-only instead
         real_open = os.open
