@@ -23,11 +23,13 @@ a warning.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -81,6 +83,115 @@ def io_errno(exc: BaseException) -> int | None:
     return None
 
 
+class _HeldLogs(logging.Filter):
+    """Holds back the records orbax's writer threads (logger "absl") and asyncio's unretrieved
+    task errors (logger "asyncio", logged whenever the failed write tasks are collected, often at
+    exit) emit about one directory: a failed save is reported once, by `CheckpointWriteError`,
+    not by hundreds of tracebacks of its parallel writes. Other records pass."""
+
+    LOGGERS = ("absl", "asyncio")
+
+    def __init__(self, needle: str):
+        super().__init__()
+        self.needle, self.held = needle, []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+            if record.exc_info and record.exc_info[1] is not None:
+                text += str(record.exc_info[1])
+        except Exception:  # noqa: BLE001 - a record that cannot be formatted is not ours to hold
+            return True
+        if self.needle in text:
+            if self.held is not None:
+                self.held.append(record)
+            return False
+        return True
+
+    def drop_for_good(self) -> None:
+        """Stay attached, dropping this directory's records from now on (they keep coming)."""
+        self.held = None
+
+    def attach(self) -> _HeldLogs:
+        for name in self.LOGGERS:
+            logging.getLogger(name).addFilter(self)
+        return self
+
+    def detach(self, replay: bool) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeFilter(self)
+        if replay:
+            for r in self.held or ():
+                logging.getLogger(r.name).handle(r)
+        self.held = []
+
+
+class _HeldStderr:
+    """File descriptor 2 sent to memory while a save runs (tensorstore's and asyncio's threads print
+    tracebacks there directly, one per failed parallel write); `release(replay=True)` writes what
+    was held to the real stderr, `release(replay=False)` drops it. A no-op without memfd_create."""
+
+    def __init__(self):
+        self.saved = self.mem = None
+        if not hasattr(os, "memfd_create"):
+            return
+        try:
+            sys.stderr.flush()
+            self.mem = os.memfd_create("funasr-jax-save-stderr")
+            self.saved = os.dup(2)
+            os.dup2(self.mem, 2)
+        except OSError:
+            self._close()
+
+    def release(self, replay: bool) -> None:
+        if self.saved is None:
+            return
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(self.saved, 2)
+        if replay:
+            os.lseek(self.mem, 0, os.SEEK_SET)
+            while chunk := os.read(self.mem, 1 << 16):
+                os.write(2, chunk)
+        self._close()
+
+    def _close(self) -> None:
+        for fd in (self.saved, self.mem):
+            if fd is not None:
+                os.close(fd)
+        self.saved = self.mem = None
+
+
+def _loop_closed(exc) -> bool:
+    return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+
+def _quiet_cut_short_writes() -> None:
+    """After a save failed for lack of space / permission, orbax's parallel writes that were cut
+    short still report, later and from other threads: tensorstore's completion callbacks find
+    orbax's event loop closed ("Event loop is closed", through sys.excepthook or
+    sys.unraisablehook) and their coroutines are collected never awaited (a RuntimeWarning at
+    exit). Those (only those) are dropped from then on; the failure itself was reported once."""
+    warnings.filterwarnings("ignore", message=r"coroutine '.*write_fragment' was never awaited",
+                            category=RuntimeWarning)
+    if getattr(sys.excepthook, "_funasr_quiet", False):
+        return
+    except_hook, unraisable_hook = sys.excepthook, sys.unraisablehook
+
+    def excepthook(kind, value, tb):
+        if not _loop_closed(value):
+            except_hook(kind, value, tb)
+
+    def unraisablehook(info):
+        if not _loop_closed(info.exc_value):
+            unraisable_hook(info)
+
+    excepthook._funasr_quiet = unraisablehook._funasr_quiet = True
+    sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+
+
 class TrainCheckpointer:
     def __init__(self, out_dir, keep: int):
         self.dir = Path(out_dir).absolute() / "checkpoints"
@@ -107,6 +218,7 @@ class TrainCheckpointer:
                                                  if jnp.issubdtype(state["rng"].dtype, jax.dtypes.prng_key)
                                                  else state["rng"]).tolist()}
         target = self.step_dir(step)
+        logs, err = _HeldLogs(str(target)).attach(), _HeldStderr()
         try:
             self.manager.save(step, args=ocp.args.Composite(
                 params=ocp.args.StandardSave(state["params"]),
@@ -115,12 +227,22 @@ class TrainCheckpointer:
                 data=ocp.args.JsonSave(data_state if data_state is not None else {}),
             ), force=True)
             self.manager.wait_until_finished()
-        except Exception as e:  # noqa: BLE001 - orbax / tensorstore report I/O failures as many kinds
-            self._abandon(step, finalized=False)
-            code = io_errno(e)
+        except BaseException as e:
+            code = io_errno(e) if isinstance(e, Exception) else None
             if code is None:
+                err.release(replay=True)
+                self._abandon(step, finalized=False)
+                logs.detach(replay=True)
                 raise
+            # an I/O failure is reported once, by the error below: what orbax's writes still in
+            # flight print while they fail (and later, from other threads) is dropped
+            logs.drop_for_good()
+            _quiet_cut_short_writes()
+            self._abandon(step, finalized=False, settle_s=10.0)
+            err.release(replay=False)
             raise CheckpointWriteError(code, _strerror(code, e), str(target)) from None
+        err.release(replay=True)
+        logs.detach(replay=True)
         if jax.process_index() == 0:
             try:
                 write_digest(target, extra={"step": step})
@@ -132,13 +254,23 @@ class TrainCheckpointer:
         self._prune(step)
         return step
 
-    def _abandon(self, step: int, finalized: bool) -> None:
+    def _abandon(self, step: int, finalized: bool, settle_s: float = 0.0) -> None:
         """Remove what a failed save of `step` left (its tmp directory; the finalized step when its
-        digest could not be written), so the newest step on disk is the last good one."""
+        digest could not be written), so the newest step on disk is the last good one.
+        settle_s: up to this many seconds, remove again while writes still in flight re-create it
+        (it must stay gone for 0.5 s)."""
         if jax.process_index() != 0:
             return
-        for tmp in self.dir.glob(f"{step}.orbax-checkpoint-tmp*"):
-            shutil.rmtree(tmp, ignore_errors=True)
+        deadline, gone_since = time.monotonic() + settle_s, None
+        while True:
+            left = list(self.dir.glob(f"{step}.orbax-checkpoint-tmp*"))
+            for tmp in left:
+                shutil.rmtree(tmp, ignore_errors=True)
+            now = time.monotonic()
+            gone_since = (gone_since or now) if not left else None
+            if now >= deadline or (gone_since is not None and now - gone_since >= 0.5):
+                break
+            time.sleep(0.1)
         if finalized:
             shutil.rmtree(self.step_dir(step), ignore_errors=True)
             self.manager.reload()

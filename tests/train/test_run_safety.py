@@ -188,8 +188,7 @@ def test_resume_falls_back_to_the_uninterrupted_result_then_a_full_disk_is_one_l
 
     run, cfg = _copy(base, "fallback", 6)
     shard = _overwrite_4k(run / "checkpoints" / "6" / "params")  # the issue: resumed on with loss nan
-    data_file = max((p for p in (run / "checkpoints" / "4" / "data").rglob("*") if p.is_file()),
-                    key=lambda p: p.stat().st_size)
+    data_file = run / "checkpoints" / "4" / "data" / "metadata"  # the grain iterator state (JSON)
     data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
     real_save = ocp.CheckpointManager.save
 
@@ -359,6 +358,50 @@ def test_a_failed_save_raises_the_errno_and_keeps_the_only_good_checkpoint(tmp_p
     assert _steps(tmp_path) == [1] and verify_digest(tmp_path / "checkpoints" / "1")  # keep=1 kept it
     assert json.loads((tmp_path / POINTER_FILE).read_text())["step"] == 1
     ck.close()
+
+
+_FULL_DISK = """
+import sys
+sys.path[:0] = [sys.argv[2], sys.argv[2] + "/tests"]
+import jax, numpy as np
+from funasr_jax.io.digest import verify_digest
+from train.checkpointing import CheckpointWriteError, TrainCheckpointer
+
+def state(step, n):
+    w = np.random.default_rng(step).standard_normal((256, 1024)).astype(np.float32)  # incompressible
+    return {"step": np.int32(step), "params": {f"w{i}": w + i for i in range(n)}, "opt_state": {"mu": w[:4]},
+            "rng": jax.random.PRNGKey(step)}
+
+ck = TrainCheckpointer(sys.argv[1], keep=1)
+ck.save(state(1, 1), {})
+try:
+    ck.save(state(2, 12), {})  # 12 MB on a 4 MB filesystem
+except CheckpointWriteError as e:
+    print(f"error: {e}", file=sys.stderr)
+    print(sorted(p.name for p in ck.dir.iterdir()), verify_digest(ck.dir / "1"))
+    ck.close()
+    sys.exit(2)
+"""
+
+
+def test_a_really_full_disk_is_one_line(tmp_path):
+    """A 4 MB tmpfs (in a user + mount namespace: no root needed, gone with the process): orbax's
+    parallel writes fail with ENOSPC, and all that reaches stderr is the one error line."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    script = f'mount -t tmpfs -o size=4m tmpfs {mnt} || exit 99; exec "$0" -c "$1" {mnt} {ROOT}'
+    try:
+        r = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, sys.executable,
+                            _FULL_DISK], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    except FileNotFoundError:
+        pytest.skip("no unshare(1)")
+    if r.returncode == 99 or "unshare failed" in r.stderr or "Operation not permitted" in r.stderr:
+        pytest.skip(f"cannot mount a small filesystem here: {r.stderr.strip()[-300:]}")
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines() == [f"error: cannot write checkpoint {mnt}/checkpoints/2: No space left on "
+                                             "device (errno ENOSPC); the previous checkpoints are untouched"]
+    assert r.stdout.split() == ["['1']", "True"]  # the last good checkpoint, no tmp directory, still verifies
 
 
 # --- the lock alone ----------------------------------------------------------------------------------
