@@ -318,7 +318,7 @@ class TrainCheckpointer:
     def _restore(self, step: int, abstract_state):
         d = self.step_dir(step)
         if verify_digest(d) is None:
-            print(f"warning: checkpoint {d} has no {DIGEST_FILE} (written before digests): restored unverified",
+            print(f"warning: checkpoint {d} has no {DIGEST_FILE} (written before digests): restoring it unverified",
                   file=sys.stderr)
         out = self.manager.restore(step, args=ocp.args.Composite(
             params=ocp.args.StandardRestore(abstract_state["params"]),
