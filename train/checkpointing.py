@@ -10,7 +10,10 @@ Layout (one `CheckpointManager` under `<out_dir>/checkpoints`):
 
 Saving is synchronous. A save that fails (disk full, read-only, permission) raises
 `CheckpointWriteError` (an OSError: errno + path) after removing its own partial files; older
-checkpoints and the pointer are untouched. Keep-last (`keep`) is ours, not orbax's: only after
+checkpoints and the pointer are untouched. What orbax / tensorstore print about the failed
+parallel writes (fd 2 and the "absl" / "asyncio" loggers during the save; late callbacks and
+unawaited coroutines afterwards) is dropped, so the failure is one line (`_HeldStderr`,
+`_HeldLogs`, `_quiet_cut_short_writes`); after a successful save what was held is replayed. Keep-last (`keep`) is ours, not orbax's: only after
 the new step's digest is written are steps older than the newest `keep` deleted.
 
 `restore()` (no step) takes the newest checkpoint that verifies against its digest and restores;
