@@ -167,7 +167,10 @@ class RunConfig:
     decode_max_tokens: int = 64
     decode_ctc_weight: float = 0.0  # dev decoding (and the saved model's default): joint CTC/LLM weight
     progress: bool = True
-    resume: bool = True  # continue from out_dir's newest checkpoint if there is one
+    resume: bool = True  # continue from out_dir's newest checkpoint that verifies (older ones if it does not)
+    # a step whose loss or gradient norm is not finite: "stop" (nothing saved after it, exit 3,
+    # naming the step) or "skip" (that update is not applied: params and optimizer state stay; sft only)
+    on_nonfinite: str = "stop"
     tensorboard: bool = True  # event files under <out_dir>/tensorboard (train.metric_sinks)
     wandb_project: str = ""  # "" = off; a name logs to Weights & Biases (needs wandb installed)
 
@@ -178,6 +181,8 @@ class RunConfig:
             raise ConfigError(f"run.keep must be >= 1, got {self.keep}")
         if not 0.0 <= self.decode_ctc_weight < 1.0:
             raise ConfigError(f"run.decode_ctc_weight must lie in [0, 1), got {self.decode_ctc_weight}")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"run.on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
         if self.encoder_llm_gqa not in ("repeat", "skip", "raise"):
             raise ConfigError(f"run.encoder_llm_gqa must be 'repeat', 'skip' or 'raise', got {self.encoder_llm_gqa!r}")
         parse_layer_map(self.encoder_llm_layers)
@@ -259,6 +264,8 @@ class TrainConfig:
             raise ConfigError(f"stage.aed_weight > 0 needs stage.kind 'sft' (teacher-forced losses), got {self.stage.kind!r}")
         if any(p.endswith(":lora") for p in self.stage.trainable) and self.model.llm.lora.rank <= 0:
             raise ConfigError("stage.trainable uses 'llm:lora' but model.llm.lora.rank is 0")
+        if self.stage.kind == "grpo" and self.run.on_nonfinite == "skip":
+            raise ConfigError("run.on_nonfinite='skip' is for sft stages; a grpo stage stops ('stop')")
         if self.stage.kind == "grpo" and self.optim.accum_steps != 1:
             raise ConfigError("optim.accum_steps must be 1 for a grpo stage (each rollout batch is one update)")
         return self

@@ -4,6 +4,12 @@
 An SFT stage compiles its step once per bucket before step 1 (`train.precompile`; figures in
 summary.json "compile") and then runs one jitted call per optimizer step: its k = optim.accum_steps
 micro-batches stacked [k, B, ...] (`train.step.StepFns.accumulate`).
+
+Run safety: the run directory is locked for the process's life (`train.run_lock`: a second trainer
+refuses at once, `RunLockedError`); a resume takes the newest checkpoint that verifies
+(`TrainCheckpointer.restore` falls back past damaged ones); every step's loss and gradient norm are
+checked before anything is saved (`run.on_nonfinite`: "stop" raises `NonFiniteError` naming the
+step, "skip" leaves that update out); metrics.jsonl rows after the resumed step are dropped.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from train.evaluation import evaluate_split
 from train.precompile import precompile
 from train.metric_sinks import open_sinks
 from train.progress import MetricsLog, Progress, plot_curves
+from train.run_lock import RunLock
 from train.rl_host import GRPOHost
 from train.sharded import replicate, restore_target, shard_micro_batches, shard_state
 from train.step import step_counts
@@ -45,6 +52,15 @@ from train.step import step_counts
 
 class StopRequested(Exception):
     pass
+
+
+class NonFiniteError(RuntimeError):
+    """A step's loss or gradient norm was not finite (`run.on_nonfinite="stop"`): names the step;
+    nothing after the previous checkpoint was saved."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 def merged_model_config(cfg: TrainConfig, source_cfg):
@@ -121,11 +137,23 @@ def folded_source(source):
 
 
 def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
-    """Run one stage. `stop_after` (tests): simulate an interruption after that many steps."""
+    """Run one stage. `stop_after` (tests): simulate an interruption after that many steps.
+
+    Raises RunLockedError (another trainer holds out_dir), CheckpointError (no checkpoint of out_dir
+    restores), NonFiniteError (run.on_nonfinite="stop"), OSError (a write failed: disk full,
+    read-only, permission; `CheckpointWriteError` for a checkpoint, older ones untouched)."""
     cfg.validate()
     enable_compilation_cache(cfg.mesh.compilation_cache)  # before anything compiles
     out = Path(cfg.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(out, jax.process_index()).acquire()  # before anything in out_dir is written
+    try:
+        return _train(cfg, out, stop_after)
+    finally:
+        lock.release()
+
+
+def _train(cfg: TrainConfig, out: Path, stop_after: int | None) -> dict:
     source = None
     if cfg.run.init_from:
         try:
@@ -150,9 +178,10 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
 
     resumed_from, init_info = None, {}
     if resuming:  # the checkpoint holds the params: only their shapes are needed
-        state, data_state = ckpt.restore(restore_target(built.abstract_state, steps.state_shardings))
+        # the newest checkpoint that verifies, restores and sets the data position (older ones if not)
+        state, _ = ckpt.restore(restore_target(built.abstract_state, steps.state_shardings),
+                                accept=lambda _state, data_state: data.restore(data_state))
         state = shard_state(state, steps.state_shardings)
-        data.restore(data_state)
         resumed_from = int(state["step"])
         print(f"resumed from {ckpt.dir}/{resumed_from}", file=sys.stderr)
     else:
@@ -176,6 +205,10 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
     log = MetricsLog(out / "metrics.jsonl", sinks=open_sinks(cfg.run, out, configtools.to_dict(cfg),
                                                                primary=jax.process_index() == 0))
     start = int(state["step"])
+    if jax.process_index() == 0:  # rows a resume (or a fresh start over an old log) would repeat
+        dropped = log.rewind(start, drop_dev_at_step=start >= cfg.run.steps and cfg.run.eval_at_end)
+        if dropped:
+            print(f"{log.path}: dropped {dropped} rows after step {start} (they are logged again)", file=sys.stderr)
     progress = Progress(cfg.run.steps, start, enabled=cfg.run.progress)
     stop = {"flag": False}
 
@@ -186,6 +219,11 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     window = _new_window()
     step = start
+
+    def checked_save():
+        _read_pending(window, cfg, ckpt)  # no non-finite step goes into a checkpoint
+        ckpt.save(state, data.state())
+
     try:
         while step < cfg.run.steps:
             t_data = time.time()
@@ -206,11 +244,9 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
             # Metrics stay on the device until the log line: reading them every step would wait for
             # the step to finish, so the host could not load the next batch while it runs. They are
             # summed on the host then (adding device scalars would compile little programs mid-run).
-            window["pending"].append(metrics)
+            window["pending"].append((step, metrics))
             if step % cfg.run.log_every == 0 or step == cfg.run.steps:
-                for m in jax.device_get(window.pop("pending")):
-                    for k, v in m.items():
-                        window["sums"][k] = window["sums"].get(k, 0.0) + float(v)
+                _read_pending(window, cfg, ckpt)
                 row = _summarise(window, step, cfg)
                 log.write(row)
                 progress.update(step, row)
@@ -218,12 +254,12 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
             if cfg.run.eval_every and step % cfg.run.eval_every == 0 and step < cfg.run.steps:
                 _evaluate(cfg, model_cfg, state["params"], data, log, step)
             if cfg.run.save_every and step % cfg.run.save_every == 0:
-                ckpt.save(state, data.state())
+                checked_save()
             if stop["flag"] or (stop_after is not None and step - start >= stop_after):
-                ckpt.save(state, data.state())
+                checked_save()
                 raise StopRequested
         if ckpt.latest_step() != step:
-            ckpt.save(state, data.state())
+            checked_save()
         progress.close()
         result = (_evaluate(cfg, model_cfg, state["params"], data, log, step, final=True)
                   if cfg.run.eval_at_end else {})
@@ -248,14 +284,42 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> dict:
 
 def _new_window() -> dict:
     """Accumulators of one log interval: steps, audio seconds, start time, seconds waiting for
-    batches, each step's device metrics (read at the log line) and the metric sums (host floats)."""
-    return {"steps": 0, "audio": 0.0, "t": time.time(), "data_s": 0.0, "pending": [], "sums": {}}
+    batches, each step's (step, device metrics) (read at the log line or before a save), the
+    metric sums (host floats) and the steps skipped as non-finite."""
+    return {"steps": 0, "audio": 0.0, "t": time.time(), "data_s": 0.0, "pending": [], "sums": {}, "skipped": 0}
+
+
+NONFINITE_KEYS = ("loss", "grad_norm")  # checked every step (train.step skips on the same two)
+
+
+def _read_pending(window, cfg: TrainConfig, ckpt: TrainCheckpointer) -> None:
+    """Bring the window's pending step metrics to the host, checking each step's loss and gradient
+    norm: "stop" raises NonFiniteError at the first bad step; "skip" leaves it out of the sums (its
+    update was not applied on the device) with a warning line."""
+    pending, window["pending"] = window["pending"], []
+    if not pending:
+        return
+    for (step, _), m in zip(pending, jax.device_get([m for _, m in pending])):
+        bad = {k: float(m[k]) for k in NONFINITE_KEYS if k in m and not math.isfinite(float(m[k]))}
+        if bad:
+            what = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in bad.items())
+            if cfg.run.on_nonfinite == "stop":
+                last = ckpt.latest_step()
+                kept = f"newest checkpoint {ckpt.step_dir(last)}" if last is not None else "no checkpoint saved"
+                raise NonFiniteError(f"step {step}: {what}; training stopped before saving it "
+                                     f"(run.on_nonfinite=stop; {kept})", step)
+            window["skipped"] += 1
+            print(f"warning: step {step}: {what}; its update was skipped (run.on_nonfinite=skip)", file=sys.stderr)
+            continue
+        for k, v in m.items():
+            window["sums"][k] = window["sums"].get(k, 0.0) + float(v)
 
 
 def _summarise(window, step, cfg) -> dict:
     s = window["sums"]
     dt = max(time.time() - window["t"], 1e-9)
-    row = {"step": step, "split": "train", "time": time.time(), "loss": s.get("loss", 0.0) / max(window["steps"], 1),
+    good = max(window["steps"] - window["skipped"], 1)  # steps whose metrics are in the sums
+    row = {"step": step, "split": "train", "time": time.time(), "loss": s["loss"] / good if "loss" in s else float("nan"),
            "steps_per_s": window["steps"] / dt, "audio_s_per_s": window["audio"] / dt,
            "data_share": window["data_s"] / dt}  # of the wall time, spent waiting for the host's batches
     if (rss := resident_bytes()) is not None:
@@ -271,7 +335,9 @@ def _summarise(window, step, cfg) -> dict:
     if s.get("bestrq_count"):
         row["bestrq_loss"] = s["bestrq_sum"] / s["bestrq_count"]
         row["bestrq_acc"] = s["bestrq_correct"] / s["bestrq_count"]
-    n = max(1, window["steps"])
+    n = good
+    if window["skipped"]:
+        row["skipped"] = window["skipped"]
     if "grad_norm" in s:
         row["grad_norm"] = s["grad_norm"] / n
     for key in s:  # per-step means of a grpo stage

@@ -3,12 +3,18 @@
 `--config` takes a path or a bare name resolved in `configs/` (the file defines
 `get_config(preset: str) -> TrainConfig`). Every override is applied and the whole config is
 validated before anything is compiled; errors name the field.
+
+Exit codes: 0 done (or stopped by a signal, checkpoint saved); 2 a config error, another trainer
+holding run.out_dir, no checkpoint that restores, or a failed write (disk full, read-only,
+permission: the path and errno); 3 a non-finite loss or gradient norm (run.on_nonfinite="stop",
+naming the step). Each is one line on stderr, "config error: ..." or "error: ...".
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib.util
 import json
 import sys
@@ -19,8 +25,11 @@ from funasr_jax.configtools import ConfigError
 from funasr_jax.data.config import DataError
 from funasr_jax.data.manifest import ManifestError
 from funasr_jax.host_memory import tune_host_allocator
+from funasr_jax.io.names import CheckpointError
+from train.checkpointing import CheckpointWriteError
 from train.distributed import initialize_distributed
-from train.loop import train
+from train.loop import NonFiniteError, train
+from train.run_lock import RunLockedError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -95,8 +104,25 @@ def main(argv=None) -> int:
     except (DataError, ManifestError) as e:  # nothing to learn from: empty manifests, unreadable audio, ...
         print(f"data error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    except (RunLockedError, CheckpointError, CheckpointWriteError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except OSError as e:  # a write in out_dir failed: disk full, read-only, permission
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
+        return 2
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
+
+
+def os_error_line(e: OSError) -> str:
+    """'<path>: <reason> (errno ENOSPC)' for an OSError."""
+    name = errno.errorcode.get(e.errno, str(e.errno)) if e.errno else type(e).__name__
+    where = e.filename if e.filename is not None else "out_dir"
+    other = f" -> {e.filename2}" if getattr(e, "filename2", None) else ""
+    return f"{where}{other}: {e.strerror or e} (errno {name})"
 
 
 if __name__ == "__main__":

@@ -28,6 +28,30 @@ class MetricsLog:
             sink.close()
         self.sinks = []
 
+    def rewind(self, step: int, *, drop_dev_at_step: bool = False) -> int:
+        """Drop the rows of steps after `step` (a resume from `step` logs them again; also the dev
+        rows at `step` itself when drop_dev_at_step), rewriting the file atomically. Unparsable
+        lines (a line cut by a crash) go too. -> number of rows dropped."""
+        if not self.path.exists():
+            return 0
+        kept, dropped = [], 0
+        for line in self.path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+                s = int(row["step"])
+            except (ValueError, KeyError, TypeError):
+                dropped += bool(line.strip())
+                continue
+            if s > step or (drop_dev_at_step and s == step and row.get("split") != "train"):
+                dropped += 1
+            else:
+                kept.append(line)
+        if dropped:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(self.path)
+        return dropped
+
 
 class Progress:
     """One status line per log interval: step/total, loss, steps/s, audio-s/s, ETA."""

@@ -149,7 +149,8 @@ def stage_parts(cfg: TrainConfig, *, total_steps: int | None = None) -> StagePar
     tx, mask = make_optimizer(cfg.optim, abstract, cfg.stage.trainable, total_steps or cfg.run.steps)
     weights = loss_weights(cfg)
     grpo = make_grpo_steps(model, tx, mask, grpo_settings(cfg, mask)) if cfg.stage.kind == "grpo" else None
-    return StageParts(cfg, model, abstract, tx, mask, weights, make_steps(model, tx, mask, weights), grpo)
+    steps = make_steps(model, tx, mask, weights, skip_nonfinite=cfg.run.on_nonfinite == "skip")
+    return StageParts(cfg, model, abstract, tx, mask, weights, steps, grpo)
 
 
 def grpo_settings(cfg: TrainConfig, mask, tokenizer=None) -> GRPOSettings:

@@ -104,7 +104,19 @@ class StepFns(NamedTuple):
     accumulate: Callable
 
 
-def make_steps(model: FunASRNano, tx: optax.GradientTransformation, mask, weights: LossWeights) -> StepFns:
+def make_steps(model: FunASRNano, tx: optax.GradientTransformation, mask, weights: LossWeights, *,
+               skip_nonfinite: bool = False) -> StepFns:
+    """skip_nonfinite (`run.on_nonfinite="skip"`): a step whose loss or gradient norm is not finite
+    keeps the params and optimizer state it started from (step count and RNG still advance)."""
+
+    def guard(old, new, metrics):
+        if not skip_nonfinite:
+            return new
+        ok = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+        keep = lambda a, b: jnp.where(ok, b, a)  # noqa: E731
+        return {**new, "params": jax.tree_util.tree_map(keep, old["params"], new["params"]),
+                "opt_state": jax.tree_util.tree_map(keep, old["opt_state"], new["opt_state"])}
+
     def grad_fn(params, batch, rng, norm):
         def f(p):
             return loss_fn(stop_frozen_gradients(p, mask), batch, rng, norm, model=model, weights=weights)
@@ -123,8 +135,8 @@ def make_steps(model: FunASRNano, tx: optax.GradientTransformation, mask, weight
     def train_step(state, batch, norm):
         rng, sub = jax.random.split(state["rng"])
         grads, metrics = grad_fn(state["params"], batch, sub, norm)
-        state, stats = update_fn({**state, "rng": rng}, grads)
-        return state, {**metrics, **stats}
+        new, stats = update_fn({**state, "rng": rng}, grads)
+        return guard(state, new, {**metrics, **stats}), {**metrics, **stats}
 
     def eval_fn(params, batch):
         ones = {"tokens": jnp.ones(()), "utts": jnp.ones(())}
@@ -146,8 +158,8 @@ def make_steps(model: FunASRNano, tx: optax.GradientTransformation, mask, weight
         rng, sub = jax.random.split(state["rng"])
         grads, metrics = accumulate_grads(grad_fn, state["params"], mask, micro, jax.random.split(sub, k), norm,
                                           grad_sharding)
-        state, stats = update_fn({**state, "rng": rng}, grads)
-        return state, {**metrics, **stats}
+        new, stats = update_fn({**state, "rng": rng}, grads)
+        return guard(state, new, {**metrics, **stats}), {**metrics, **stats}
 
     return StepFns(grad_fn, update_fn, train_step, eval_fn, accumulate)
 

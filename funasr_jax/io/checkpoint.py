@@ -6,6 +6,11 @@ A *model checkpoint* is a directory:
                        "frontend": <FrontendConfig dict>, "prompt": {"first_pass": <bool>},
                        "decoding": {"ctc_weight": <float>}}
     params/           orbax StandardCheckpointer tree (f32 or bf16 leaves)
+    digest.json       sha256 of every file under params/ (`funasr_jax.io.digest`), written after the save
+
+Loading verifies the params against the digest next to them (`verify_params`): a file that is
+missing, truncated or altered is refused by name (`DigestError`); params without a digest (older
+checkpoints, other writers) load with one warning.
 
 A *training run* directory holds `funasr_jax.json` too and `latest_params.json`, a pointer
 {"params": <params directory relative to the run>, "step": n} that the trainer rewrites after each
@@ -18,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +32,7 @@ import numpy as np
 
 from funasr_jax import configtools
 from funasr_jax.audio.frontend import FrontendConfig
+from funasr_jax.io.digest import DIGEST_FILE, verify_digest, write_digest
 from funasr_jax.io.funasr_torch import QWEN_DIR, load_funasr_dir
 from funasr_jax.io.names import CheckpointError, CheckpointMismatchError, flatten, unflatten
 from funasr_jax.models.config import FunASRConfig
@@ -119,13 +126,28 @@ def save_params(path, params, cfg: FunASRConfig, tokenizer_path=None, ctc_tokeni
     path = Path(path).absolute()
     write_meta(path, cfg, tokenizer_path, ctc_tokenizer_path, frontend, first_pass_prompt=first_pass_prompt,
                ctc_weight=ctc_weight)
+    (path / DIGEST_FILE).unlink(missing_ok=True)  # the old digest does not describe the new params
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(path / "params", jax.tree_util.tree_map(np.asarray, params), force=True)
     ckptr.wait_until_finished()
+    write_digest(path, under=("params",))
 
 
-def restore_params(params_dir, abstract=None):
-    """Restore an orbax params tree; with `abstract` (ShapeDtypeStructs) every tensor's presence
+def verify_params(params_dir) -> bool | None:
+    """Check `params_dir` against the digest of the directory holding it (`<dir>/digest.json`,
+    its entries under `params/`). -> True (verified) or None (no digest: one warning).
+    Raises DigestError (a CheckpointError) naming the first missing / truncated / altered file."""
+    params_dir = Path(params_dir)
+    ok = verify_digest(params_dir.parent, under=(params_dir.name,))
+    if ok is None:
+        warnings.warn(f"{params_dir}: no {DIGEST_FILE} next to it, loaded without verification "
+                      "(a checkpoint written before digests, or by another tool)", stacklevel=3)
+    return ok
+
+
+def restore_params(params_dir, abstract=None, *, verify: bool = True):
+    """Restore an orbax params tree, first checked against its digest (`verify_params`; verify=False
+    skips that, for a caller that verified already); with `abstract` (ShapeDtypeStructs) every tensor's presence
     and shape is checked (orbax itself would silently return the stored shapes) and the result is
     cast to the abstract dtypes. Mismatches raise CheckpointError listing each tensor. The stored
     tree may be per-layer or stacked (`model.scan_layers`); it comes back in `abstract`'s layout
@@ -135,6 +157,8 @@ def restore_params(params_dir, abstract=None):
     params_dir = Path(params_dir).absolute()
     if not params_dir.exists():
         raise CheckpointError(f"{params_dir}: no such params directory")
+    if verify:
+        verify_params(params_dir)
     try:
         raw = ocp.StandardCheckpointer().restore(params_dir)
     except Exception as e:  # noqa: BLE001 - orbax raises many kinds on a damaged directory
