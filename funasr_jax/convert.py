@@ -26,22 +26,18 @@ import jax
 import numpy as np
 
 from funasr_jax import configtools
-from funasr_jax.audio.frontend import FrontendConfig
 from funasr_jax.infer.recognizer import recorded_max_segment_s
-from funasr_jax.io.checkpoint import META_FILE, load_model, read_meta, save_params, write_meta
+from funasr_jax.io.checkpoint import META_FILE, load_model, read_meta, save_params, settings_from_meta, write_meta
 from funasr_jax.io.funasr_torch import (
     BPE_FILE,
     QWEN_DIR,
     SIDECAR_FILE,
     check_release_dir,
-    frontend_from_yaml,
-    funasr_config_to_yaml,
     load_funasr_dir,
     prepare_release_dir,
-    read_sidecar,
     release_config_yaml,
+    release_model,
     require_torch,
-    sidecar_model_config,
     torch_state_dict,
     write_release_files,
     write_sidecar,
@@ -49,8 +45,7 @@ from funasr_jax.io.funasr_torch import (
 from funasr_jax.io.hf_qwen3 import llm_params_from_hf, qwen3_config_from_hf, qwen3_config_to_hf
 from funasr_jax.io.names import CheckpointError, CheckpointMismatchError
 from funasr_jax.models.config import preset
-from funasr_jax.models.funasr import abstract_params, component_counts, init_params
-from funasr_jax.models.stack import LayoutError, to_layout
+from funasr_jax.models.funasr import component_counts, init_params
 
 # keys of our checkpoint meta that `save_params` writes itself; every other key of a sidecar's meta
 # (decoding defaults beyond the CTC weight, anything added later) is carried over as it is
@@ -61,35 +56,12 @@ def cmd_from_torch(args):
     require_torch("convert from-torch")
     model_dir = Path(args.model_dir)
     cfg, params, _ = load_funasr_dir(model_dir, allow_missing=_allow(args.allow_missing))
-    side = read_sidecar(model_dir)
-    if side is None:  # a plain Fun-ASR directory: what config.yaml and FunASR's file names say
-        import yaml
-
-        conf = yaml.safe_load((model_dir / "config.yaml").read_text()) or {}
-        qtok, bpe = model_dir / QWEN_DIR / "tokenizer.json", model_dir / BPE_FILE
-        tok = str(bpe) if bpe.is_file() else str(qtok) if qtok.is_file() else None
-        ctc_conf = ((conf.get("dataset_conf") or {}).get("ctc_tokenizer_conf") or {}).get("bpemodel")
-        ctc_tok = str(model_dir / ctc_conf) if ctc_conf and (model_dir / ctc_conf).is_file() else None
-        save_params(args.out, params, cfg, tokenizer_path=tok, ctc_tokenizer_path=ctc_tok,
-                    frontend=frontend_from_yaml(conf, model_dir))
-        _print_summary(args.out, params)
-        return
-    # an export of ours: the sidecar's full model config (checked against config.yaml) and settings
-    cfg = sidecar_model_config(side, cfg, model_dir)
-    try:
-        params = to_layout(params, abstract_params(cfg))
-    except LayoutError as e:
-        raise CheckpointError(f"{model_dir}: {e}") from None
-    try:
-        frontend = configtools.from_dict(FrontendConfig, side.get("frontend") or {}, "frontend")
-    except ValueError as e:
-        raise CheckpointError(f"{model_dir}/{SIDECAR_FILE}: bad frontend config: {e}") from None
-    prompt, decoding = side.get("prompt") or {}, side.get("decoding") or {}
-    kw = dict(tokenizer_path=side.get("tokenizer"), ctc_tokenizer_path=side.get("ctc_tokenizer"), frontend=frontend,
-              first_pass_prompt=bool(prompt.get("first_pass", False)),
-              ctc_weight=float(decoding.get("ctc_weight", 0.0)))
+    # an export of ours: the sidecar's full model config (checked against config.yaml) and settings;
+    # a plain Fun-ASR directory: what config.yaml and FunASR's file names say
+    cfg, params, meta = release_model(model_dir, cfg, params)
+    kw = settings_from_meta(meta, model_dir, model_dir / SIDECAR_FILE)
     save_params(args.out, params, cfg, **kw)
-    extra = {k: v for k, v in side.items() if k not in _SAVED_KEYS}
+    extra = {k: v for k, v in meta.items() if k not in _SAVED_KEYS}
     if extra:
         write_meta(Path(args.out).absolute(), cfg, extra=extra, **kw)
     _print_summary(args.out, params)

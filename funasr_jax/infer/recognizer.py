@@ -35,6 +35,7 @@ from funasr_jax.decode.aed_search import aed_decode
 from funasr_jax.decode.beam import beam_search
 from funasr_jax.decode.generate import CausalDecoder, greedy_generate
 from funasr_jax.io.checkpoint import META_FILE, TRAIN_CONFIG_FILE, CheckpointError, LoadedModel, load_model
+from funasr_jax.io.funasr_torch import SIDECAR_FILE, read_sidecar
 from funasr_jax.models.batch import AUDIO_PLACEHOLDER_ID
 from funasr_jax.models.config import FunASRConfig, audio_token_count
 from funasr_jax.models.ctc_head import ctc_greedy
@@ -137,16 +138,20 @@ def trained_max_segment_s(run_dir, frontend: FrontendConfig = DEFAULT_FRONTEND) 
 def recorded_max_segment_s(ckpt_dir, frontend: FrontendConfig = DEFAULT_FRONTEND) -> float | None:
     """The longest segment a checkpoint was made for, in seconds: its meta's
     `decoding.max_segment_s` (what a conversion carries over from a training run), else a training
-    run's longest bucket (`trained_max_segment_s`); None when neither is recorded."""
-    f = Path(ckpt_dir) / META_FILE
-    if f.is_file():
+    run's longest bucket (`trained_max_segment_s`); None when neither is recorded. An export to
+    PyTorch carries the meta in its sidecar."""
+    d = Path(ckpt_dir)
+    f, side = d / META_FILE, d / SIDECAR_FILE
+    if f.is_file() or side.is_file():
         try:
-            value = (json.loads(f.read_text()).get("decoding") or {}).get("max_segment_s")
+            meta = json.loads(f.read_text()) if f.is_file() else read_sidecar(d)
+            value = (meta.get("decoding") or {}).get("max_segment_s")
         except (OSError, json.JSONDecodeError, AttributeError) as e:
             raise CheckpointError(f"{f}: cannot read decoding.max_segment_s ({type(e).__name__}: {e})") from None
         if value is not None:
+            where = f if f.is_file() else side
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0.1:
-                raise CheckpointError(f"{f}: decoding.max_segment_s must be a number >= 0.1 s, got {value!r}")
+                raise CheckpointError(f"{where}: decoding.max_segment_s must be a number >= 0.1 s, got {value!r}")
             return float(value)
     return trained_max_segment_s(ckpt_dir, frontend)
 

@@ -33,7 +33,7 @@ import numpy as np
 from funasr_jax import configtools
 from funasr_jax.audio.frontend import FrontendConfig
 from funasr_jax.io.digest import DIGEST_FILE, verify_digest, write_digest
-from funasr_jax.io.funasr_torch import QWEN_DIR, load_funasr_dir
+from funasr_jax.io.funasr_torch import SIDECAR_FILE, load_funasr_dir, release_model
 from funasr_jax.io.names import CheckpointError, CheckpointMismatchError, flatten, unflatten
 from funasr_jax.models.config import FunASRConfig
 from funasr_jax.models.funasr import abstract_params
@@ -223,30 +223,35 @@ def load_model(path, *, allow_missing_ctc: bool = True) -> LoadedModel:
         cfg = model_config_from_meta(meta, path)
         params_dir = params_dir_of(path)
         params = restore_params(params_dir, abstract_params(cfg))
-        tok = _resolve(meta.get("tokenizer"), path)
-        ctc_tok = _resolve(meta.get("ctc_tokenizer"), path)
-        fe = dict(meta.get("frontend") or {})
-        if fe.get("cmvn_file"):
-            fe["cmvn_file"] = _resolve(fe["cmvn_file"], path)
-        try:
-            frontend = configtools.from_dict(FrontendConfig, fe, "frontend")
-        except ValueError as e:
-            raise CheckpointError(f"{path}/{META_FILE}: bad frontend config: {e}") from None
-        prompt = meta.get("prompt") or {}
-        first_pass = prompt.get("first_pass", False)
-        if not isinstance(first_pass, bool):
-            raise CheckpointError(f"{path}/{META_FILE}: prompt.first_pass must be true or false, got {first_pass!r}")
-        weight = (meta.get("decoding") or {}).get("ctc_weight", 0.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight < 1.0:
-            raise CheckpointError(f"{path}/{META_FILE}: decoding.ctc_weight must be a number in [0, 1), got {weight!r}")
-        return LoadedModel(cfg, params, tok, ctc_tok, str(params_dir), frontend, first_pass, float(weight))
+        return LoadedModel(cfg, params, source=str(params_dir), **settings_from_meta(meta, path, path / META_FILE))
     if (path / "model.pt").exists() or (path / "config.yaml").exists():
         cfg, params, _ = load_funasr_dir(path, allow_missing=("ctc",) if allow_missing_ctc else ())
-        qwen_dir = path / QWEN_DIR
-        tok = str(qwen_dir / "tokenizer.json") if (qwen_dir / "tokenizer.json").exists() else None
-        return LoadedModel(cfg, params, tok, None, str(path))
+        cfg, params, meta = release_model(path, cfg, params)  # an export of ours keeps its settings
+        return LoadedModel(cfg, params, source=str(path), **settings_from_meta(meta, path, path / SIDECAR_FILE))
     raise CheckpointError(f"{path}: neither a funasr-jax checkpoint ({META_FILE}) nor a FunASR model "
                           "directory (config.yaml + model.pt)")
+
+
+def settings_from_meta(meta: dict, base: Path, where) -> dict:
+    """Checkpoint meta (ours, or an export's sidecar) -> the LoadedModel fields besides config and
+    params: tokenizer paths and CMVN resolved against `base`, frontend, first-pass prompt, CTC
+    weight; a bad value raises CheckpointError naming `where`."""
+    fe = dict(meta.get("frontend") or {})
+    if fe.get("cmvn_file"):
+        fe["cmvn_file"] = _resolve(fe["cmvn_file"], base)
+    try:
+        frontend = configtools.from_dict(FrontendConfig, fe, "frontend")
+    except ValueError as e:
+        raise CheckpointError(f"{where}: bad frontend config: {e}") from None
+    first_pass = (meta.get("prompt") or {}).get("first_pass", False)
+    if not isinstance(first_pass, bool):
+        raise CheckpointError(f"{where}: prompt.first_pass must be true or false, got {first_pass!r}")
+    weight = (meta.get("decoding") or {}).get("ctc_weight", 0.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight < 1.0:
+        raise CheckpointError(f"{where}: decoding.ctc_weight must be a number in [0, 1), got {weight!r}")
+    return {"tokenizer_path": _resolve(meta.get("tokenizer"), base),
+            "ctc_tokenizer_path": _resolve(meta.get("ctc_tokenizer"), base),
+            "frontend": frontend, "first_pass_prompt": first_pass, "ctc_weight": float(weight)}
 
 
 def _resolve_path(p, base: Path) -> Path:

@@ -43,6 +43,7 @@ from funasr_jax.io.names import (
 from funasr_jax.models.config import AdaptorConfig, CTCConfig, EncoderConfig, FunASRConfig, LoraConfig
 from funasr_jax.models.funasr import abstract_params, init_params
 from funasr_jax.models.lora import fold_lora
+from funasr_jax.models.stack import LayoutError, to_layout
 from funasr_jax.text.qwen3_tokenizer import load_qwen3_json
 from funasr_jax.text.tokenizer import QWEN3_TOKENIZER
 
@@ -413,6 +414,32 @@ def read_sidecar(model_dir) -> dict | None:
     fe["cmvn_file"] = resolve(fe.get("cmvn_file"), "CMVN file")
     meta["frontend"] = fe
     return meta
+
+
+def release_model(model_dir, yaml_cfg: FunASRConfig, params) -> tuple[FunASRConfig, dict, dict]:
+    """A Fun-ASR directory's model -> (config, params in that config's layout, checkpoint meta).
+    With our sidecar (an export of ours): its full model config (checked against config.yaml) and
+    every setting it records. Without: config.yaml's model and what FunASR's own file names say
+    (`bpe.model` or `Qwen3-0.6B/tokenizer.json`, the CTC tokenizer of `dataset_conf`, CMVN)."""
+    import yaml
+
+    model_dir = Path(model_dir)
+    side = read_sidecar(model_dir)
+    if side is None:
+        conf = yaml.safe_load((model_dir / "config.yaml").read_text()) or {}
+        qtok, bpe = model_dir / QWEN_DIR / "tokenizer.json", model_dir / BPE_FILE
+        tok = str(bpe) if bpe.is_file() else str(qtok) if qtok.is_file() else None
+        ctc_conf = ((conf.get("dataset_conf") or {}).get("ctc_tokenizer_conf") or {}).get("bpemodel")
+        ctc_tok = str(model_dir / ctc_conf) if ctc_conf and (model_dir / ctc_conf).is_file() else None
+        meta = {"tokenizer": tok, "ctc_tokenizer": ctc_tok,
+                "frontend": configtools.to_dict(frontend_from_yaml(conf, model_dir))}
+        return yaml_cfg, params, meta
+    cfg = sidecar_model_config(side, yaml_cfg, model_dir)
+    try:
+        params = to_layout(params, abstract_params(cfg))
+    except LayoutError as e:
+        raise CheckpointError(f"{model_dir}: {e}") from None
+    return cfg, params, side
 
 
 def sidecar_model_config(meta: dict, yaml_cfg: FunASRConfig, where) -> FunASRConfig:

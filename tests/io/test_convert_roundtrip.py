@@ -96,6 +96,12 @@ def test_round_trip_restores_a_model_that_decodes_identically(source, tmp_path):
     assert rec_a.max_segment_s == pytest.approx(max(BUCKETS) * a.frontend.lfr_n * a.frontend.frame_shift_ms / 1000)
     assert rec_b.max_segment_s == rec_a.max_segment_s != DEFAULT_MAX_SEGMENT_S
     assert hyps_b == hyps_a
+    # the export directory itself serves load_model / transcribe / evaluate with the same settings
+    r = load_model(rel)
+    assert (r.cfg, r.first_pass_prompt, r.ctc_weight) == (a.cfg, True, 0.5)
+    assert Path(r.frontend.cmvn_file).read_bytes() == CMVN.read_bytes()
+    rec_r, hyps_r = _hyps(rel, examples)
+    assert rec_r.max_segment_s == rec_a.max_segment_s and hyps_r == hyps_a
     assert sum(bool(h) for _, h, _, _ in hyps_a) >= len(hyps_a) // 2  # the hypotheses say something
     # ... and what was restored matters: the same weights and tokenizer without the settings (what
     # a conversion of the tensors alone gave) decode differently

@@ -23,6 +23,7 @@ torch = pytest.importorskip("torch", reason="needs PyTorch (the Python 3.12 CI l
 import yaml
 
 from funasr_jax import convert
+from funasr_jax.io import funasr_torch
 from funasr_jax.io.checkpoint import load_model, save_params
 from funasr_jax.io.names import CheckpointMismatchError
 from funasr_jax.models.config import (AdaptorConfig, CTCConfig, EncoderConfig, FunASRConfig, Qwen3Config,
@@ -56,7 +57,7 @@ def write_model_dir(tmp_path, cfg: FunASRConfig, name="m"):
     """A Fun-ASR-style directory (config.yaml + Qwen3 config.json) for `cfg`; no model.pt yet."""
     d = tmp_path / name
     (d / convert.QWEN_DIR).mkdir(parents=True)
-    conf = convert.funasr_config_to_yaml(cfg, "fp32")
+    conf = funasr_torch.funasr_config_to_yaml(cfg, "fp32")
     (d / "config.yaml").write_text(yaml.safe_dump(conf))
     (d / convert.QWEN_DIR / "config.json").write_text(json.dumps(convert.qwen3_config_to_hf(cfg.llm)))
     return d
