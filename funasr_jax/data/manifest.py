@@ -268,7 +268,7 @@ def read_manifests(paths: Iterable[str | os.PathLike] | str | os.PathLike, on_er
     out: list[Example] = []
     for p in paths:
         src = os.fspath(p)
-        from funasr_jax.data import shards  # a shard manifest (`python -m funasr_jax.data.pack`) reads there
+        from funasr_jax.data import shards  # a cycle (shards builds Examples): shard manifests read there
 
         if shards.is_shard_manifest(src):
             got = shards.read_shard_examples(src)
@@ -320,7 +320,7 @@ def example_audio(ex: Example, sample_rate: int = 16000):
     at `ex.audio_end_ms` when the line carries one (streaming-simulated copies). A row read from
     a shard (`ex.shard_ref`) decodes its record's bytes with the same decoder."""
     if ex.shard_ref is not None:
-        from funasr_jax.data.shards import read_record
+        from funasr_jax.data.shards import read_record  # a cycle: shards builds Examples
 
         try:
             _, data = read_record(*ex.shard_ref)
