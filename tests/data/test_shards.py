@@ -79,45 +79,63 @@ def _hf(d: Path):
     return d / "ds", {f"h{i}": (str(p), TEXTS[3 + i]) for i, p in enumerate(paths)}
 
 
-def test_every_format_packs_and_reads_back_exactly(tmp_path):
-    jsonl = small_manifest(tmp_path / "j", "train", 6)
-    jwant = {ex.key: ex for ex in read_manifests([jsonl])}
-    kwant = _kaldi(tmp_path / "kaldi")
-    lpath, lwant = _lhotse(tmp_path / "lhotse")
-    hpath, hwant = _hf(tmp_path / "hf")
-    r = pack([("jsonl", jsonl), ("kaldi", str(tmp_path / "kaldi")), ("lhotse", str(lpath)), ("hf", str(hpath))],
-             tmp_path / "out", shard_size=4, log=lambda s: None)
-    assert r.complete and r.summary["records"] == 6 + 4 + 3 + 3
+def _jsonl_source(d: Path):
+    path = small_manifest(d, "train", 6)
+    return ("jsonl", path), {ex.key: ex for ex in read_manifests([path])}
+
+
+def _kaldi_source(d: Path):
+    return ("kaldi", str(d)), {k: (p, t, "en", 0, -1) for k, (p, t) in _kaldi(d).items()}
+
+
+def _lhotse_source(d: Path):
+    path, want = _lhotse(d)
+    return ("lhotse", str(path)), {k: (p, t, "en", s, n) for k, (p, t, s, n) in want.items()}
+
+
+def _hf_source(d: Path):
+    path, want = _hf(d)
+    return ("hf", str(path)), {k: (p, t, None, 0, -1) for k, (p, t) in want.items()}
+
+
+SOURCES = {"jsonl": _jsonl_source, "kaldi": _kaldi_source, "lhotse": _lhotse_source, "hf": _hf_source}
+
+
+@pytest.mark.parametrize("fmt", list(SOURCES))
+def test_each_format_packs_and_reads_back_exactly(fmt, tmp_path):
+    """Every row, its text and its samples (soundfile reading the original file) come back from the shards."""
+    source, want = SOURCES[fmt](tmp_path / fmt)
+    r = pack([source], tmp_path / "out", shard_size=2, log=lambda s: None)
+    assert r.complete and r.summary["records"] == len(want) and r.shards_total == -(-len(want) // 2)
     got = read_manifests([tmp_path / "out" / "shards.json"])
-    assert len(got) == 16 and len({ex.key for ex in got}) == 16
+    assert sorted(ex.key for ex in got) == sorted(want)
     seconds = 0.0
     for ex in got:
         wave = example_audio(ex)
         seconds += len(wave) / SR
-        if ex.key in jwant:  # every field of the JSONL line, and the file's samples (ogg)
-            ref = jwant[ex.key]
+        assert ex.shard_ref is not None and ex.speech_length > 0
+        if fmt == "jsonl":  # every field of the JSONL line, and the file's samples (Ogg/Opus)
+            ref = want[ex.key]
             for f in ("system", "instruction", "target", "language", "hotwords", "subset", "speech_length",
                       "text_length", "first_pass"):
                 assert getattr(ex, f) == getattr(ref, f), f
             np.testing.assert_array_equal(wave, _reference(ref.audio_path))
             assert ex.where == ref.where
-        elif ex.key in kwant:
-            path, text = kwant[ex.key]
-            assert ex.target == text and ex.language == "en"
-            np.testing.assert_array_equal(wave, _reference(path))
-        elif ex.key in lwant:
-            path, text, start, frames = lwant[ex.key]
-            assert ex.target == text and ex.language == "en"
-            np.testing.assert_array_equal(wave, _reference(path, start, frames))
         else:
-            path, text = hwant[ex.key]
-            assert ex.target == text
-            np.testing.assert_array_equal(wave, _reference(path))
-        assert ex.shard_ref is not None and ex.speech_length > 0
+            path, text, lang, start, frames = want[ex.key]
+            assert (ex.target, ex.language) == (text, lang)
+            np.testing.assert_array_equal(wave, _reference(path, start, frames))
     man = json.loads((tmp_path / "out" / "shards.json").read_text())
-    assert len(man["shards"]) == 4 and sum(s["records"] for s in man["shards"]) == 16
+    assert sum(s["records"] for s in man["shards"]) == len(want)
     assert man["hours"] == pytest.approx(seconds / 3600, abs=1e-4)
-    assert [s["packed"] for s in man["sources"].values()] == [6, 4, 3, 3]
+
+
+def test_mixed_sources_in_one_pack(tmp_path):
+    (j, jw), (k, kw) = _jsonl_source(tmp_path / "j"), _kaldi_source(tmp_path / "k")
+    r = pack([j, k], tmp_path / "out", shard_size=4, log=lambda s: None)
+    got = read_manifests([tmp_path / "out"])
+    assert [ex.key for ex in got] == list(jw) + list(kw)  # source order, then line order
+    assert [s["packed"] for s in r.summary["sources"].values()] == [6, 4]
 
 
 def test_killed_pack_resumes_without_duplicates_or_losses(tmp_path):
@@ -139,62 +157,80 @@ def test_killed_pack_resumes_without_duplicates_or_losses(tmp_path):
         np.testing.assert_array_equal(example_audio(a), example_audio(b))
 
 
-def test_bad_rows_are_named_by_file_and_line(tmp_path):
-    d = tmp_path
-    good = _wav(d / "wav", "ok.wav", 0.3, 1)
-    (d / "wav" / "corrupt.wav").write_bytes(b"RIFF....WAVEnot audio at all")
-    jsonl = d / "m.jsonl"
+def _bad_jsonl(d: Path, good: Path):
     lines = Path(small_manifest(d, "train", 2)).read_text().splitlines()
     broken = json.loads(lines[1])
     broken["messages"][1]["content"] = "语音转写：<|startofspeech|>!/nowhere/x.wav<|endofspeech|>"
-    jsonl.write_text("\n".join([lines[0], "{not json", json.dumps(broken, ensure_ascii=False)]) + "\n")
+    p = d / "m.jsonl"
+    p.write_text("\n".join([lines[0], "{not json", json.dumps(broken, ensure_ascii=False)]) + "\n")
+    return ("jsonl", str(p)), {f"{p}:2": "invalid manifest line", f"{p}:3": "audio file not found"}, 1
+
+
+def _bad_kaldi(d: Path, good: Path):
     kd = d / "kaldi"
     kd.mkdir()
     (kd / "wav.scp").write_text(f"a {good}\nb {d / 'wav' / 'corrupt.wav'}\nc {good}\n")
     (kd / "text").write_text("a hello\nb world\nz orphan\n")
-    sources = [("jsonl", str(jsonl)), ("kaldi", str(kd))]
-    want = {f"{jsonl}:2": "invalid manifest line", f"{jsonl}:3": "audio file not found",
-            f"{kd / 'wav.scp'}:2": "cannot decode audio", f"{kd / 'wav.scp'}:3": "no transcript",
-            f"{kd / 'text'}:3": "no audio"}
-    try:
-        import lhotse  # noqa: F401
+    return ("kaldi", str(kd)), {f"{kd / 'wav.scp'}:2": "cannot decode audio", f"{kd / 'wav.scp'}:3": "no transcript",
+                                f"{kd / 'text'}:3": "no audio"}, 1
 
-        lp = d / "cuts.jsonl"
-        cut = {"id": "c1", "start": 0.0, "duration": 0.3, "channel": 0, "supervisions": [],
-               "recording": {"id": "r", "sources": [{"type": "file", "channels": [0], "source": str(good)}],
-                             "sampling_rate": SR, "num_samples": 4800, "duration": 0.3}, "type": "MonoCut"}
-        long = dict(cut, id="c2", duration=9.0, supervisions=[{"id": "s", "recording_id": "r", "start": 0,
-                                                                "duration": 9.0, "text": "x"}])
-        lp.write_text("\n".join([json.dumps(cut), "[1, 2", json.dumps(long)]) + "\n")
-        sources.append(("lhotse", str(lp)))
-        want.update({f"{lp}:1": "no transcript", f"{lp}:2": "invalid JSON", f"{lp}:3": "cut past the recording"})
-    except ImportError:
-        pass
-    try:
-        import datasets
 
-        ds = datasets.Dataset.from_dict({"audio": [{"bytes": b"garbage", "path": None}, {"bytes": None, "path": str(good)}],
-                                         "text": ["ok", ""]}).cast_column("audio", datasets.Audio())
-        ds.save_to_disk(str(d / "hf"))
-        sources.append(("hf", str(d / "hf")))
-        want.update({f"{d / 'hf'}:1": "cannot decode audio", f"{d / 'hf'}:2": "no transcript"})
-    except ImportError:
-        pass
+def _bad_lhotse(d: Path, good: Path):
+    pytest.importorskip("lhotse", reason="lhotse not installed (pip install lhotse)")
+    lp = d / "cuts.jsonl"
+    cut = {"id": "c1", "start": 0.0, "duration": 0.3, "channel": 0, "supervisions": [],
+           "recording": {"id": "r", "sources": [{"type": "file", "channels": [0], "source": str(good)}],
+                         "sampling_rate": SR, "num_samples": 4800, "duration": 0.3}, "type": "MonoCut"}
+    sup = [{"id": "s", "recording_id": "r", "start": 0, "duration": 0.3, "text": "x"}]
+    long = dict(cut, id="c2", duration=9.0, supervisions=sup)
+    lp.write_text("\n".join([json.dumps(cut), "[1, 2", json.dumps(long), json.dumps(dict(cut, id="c3", supervisions=sup))])
+                  + "\n")
+    return ("lhotse", str(lp)), {f"{lp}:1": "no transcript", f"{lp}:2": "invalid JSON",
+                                 f"{lp}:3": "cut past the recording"}, 1
+
+
+def _bad_hf(d: Path, good: Path):
+    datasets = pytest.importorskip("datasets", reason="datasets not installed (pip install datasets)")
+    ds = datasets.Dataset.from_dict({"audio": [{"bytes": b"garbage", "path": None}, {"bytes": None, "path": str(good)},
+                                               {"bytes": None, "path": str(good)}],
+                                     "text": ["ok", "", "fine"]}).cast_column("audio", datasets.Audio())
+    ds.save_to_disk(str(d / "hf"))
+    return ("hf", str(d / "hf")), {f"{d / 'hf'}:1": "cannot decode audio", f"{d / 'hf'}:2": "no transcript"}, 1
+
+
+BAD = {"jsonl": _bad_jsonl, "kaldi": _bad_kaldi, "lhotse": _bad_lhotse, "hf": _bad_hf}
+
+
+@pytest.mark.parametrize("fmt", list(BAD))
+def test_bad_rows_are_named_by_file_and_line(fmt, tmp_path):
+    d = tmp_path
+    good = _wav(d / "wav", "ok.wav", 0.3, 1)
+    (d / "wav" / "corrupt.wav").write_bytes(b"RIFF....WAVEnot audio at all")
+    source, want, n_good = BAD[fmt](d, good)
     logged = []
-    r = pack(sources, d / "out", shard_size=2, log=logged.append)
-    skipped = {s["where"]: s["reason"] for s in r.summary["skipped"]}
-    assert skipped == want
+    r = pack([source], d / "out", shard_size=2, log=logged.append)
+    assert {s["where"]: s["reason"] for s in r.summary["skipped"]} == want
     for where, reason in want.items():  # each named once in the printed summary, with its reason
         assert sum(line.startswith(f"  skipped {where}: {reason}") for line in logged) == 1
-    kaldi_line = next(line for line in logged if line.startswith(f"{kd} (kaldi)"))
-    assert "4 rows, 1 packed" in kaldi_line and "3 skipped" in kaldi_line and "no transcript: 1" in kaldi_line
-    assert r.summary["records"] == len(read_manifests([d / "out"]))
-    with pytest.raises(PackError, match=f"^{jsonl}:2: invalid manifest line"):
-        pack(sources, d / "stop", shard_size=2, on_error="stop", log=lambda s: None)
-    # a row found bad only once its audio is read stops the job while its shard is packed
-    jsonl.write_text("\n".join([lines[0], lines[0], json.dumps(broken, ensure_ascii=False)]) + "\n")
-    with pytest.raises(PackError, match=f"^{jsonl}:3: audio file not found"):
-        pack([("jsonl", str(jsonl))], d / "stop3", on_error="stop", log=lambda s: None)
+    rows = len(want) + n_good
+    assert logged[0].startswith(f"{source[1]} ({fmt}): {rows} rows, {n_good} packed")
+    assert f"{len(want)} skipped" in logged[0]
+    assert r.summary["records"] == len(read_manifests([d / "out"])) == n_good
+    with pytest.raises(PackError) as e:
+        pack([source], d / "stop", shard_size=2, on_error="stop", log=lambda s: None)
+    where = str(e.value).split(": ")[0]
+    assert where in want and str(e.value).startswith(f"{where}: {want[where]}: ")  # named by file:line
+
+
+def test_a_row_bad_only_when_its_audio_is_read_stops_the_job(tmp_path):
+    lines = Path(small_manifest(tmp_path, "train", 2)).read_text().splitlines()
+    broken = json.loads(lines[1])
+    broken["messages"][1]["content"] = "语音转写：<|startofspeech|>!/nowhere/x.wav<|endofspeech|>"
+    p = tmp_path / "m.jsonl"
+    p.write_text("\n".join([lines[0], lines[0], json.dumps(broken, ensure_ascii=False)]) + "\n")
+    with pytest.raises(PackError, match=f"^{p}:3: audio file not found"):
+        pack([("jsonl", str(p))], tmp_path / "stop", shard_size=2, on_error="stop", log=lambda s: None)
+    assert (tmp_path / "stop" / "shard-00000.done.json").exists()  # the shard before it stays committed
 
 
 @pytest.fixture(scope="module")
