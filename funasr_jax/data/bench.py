@@ -3,16 +3,17 @@
     python -m funasr_jax.data.bench [--jsonl data/demo/train.jsonl] [--shards DIR] [--workers 0,2]
         [--batches 40] [--max-utts 1200] [--gpu-rate 10500] [--out bench.json]
 
-For each source (the JSONL and its files; the same rows packed as shards — packed by `data.pack` into a
-folder under the temp dir, kept for later runs, when `--shards` is not given; the pack time reported) and each worker count
-(`data.num_workers`: grain worker processes; 0 = in this process with `data.num_threads` threads),
-the training loader (`datasets.make_train_data`: read + decode + fbank/LFR features + prompt +
-padding; no augmentation, its caches off) runs `--warmup` batches, then `--batches` batches are timed. Reported per row:
-audio seconds delivered per wall second, CPU seconds spent by this process and its worker processes
-(Linux /proc; all threads), audio seconds per CPU second (the per-core rate), and the host cores one
-accelerator consuming `--gpu-rate` audio-s/s would need at that per-core rate. The loader's caches
-are off and the timed batches lie in one epoch (no row twice); the files are in the OS page cache
-after the first pass, so the figures are for warm local storage, not a cold shared file system.
+For each source — the JSONL and its files; the same rows as shards (packed by `data.pack` into a
+folder under the temp dir, kept for later runs, when `--shards` is not given; the pack time is
+reported) — and each worker count (`data.num_workers`: grain worker processes; 0 = in this process
+with `data.num_threads` threads), the training loader (`datasets.make_train_data`: read + decode +
+fbank/LFR features + prompt + padding; no augmentation, its caches off) runs `--warmup` batches,
+then `--batches` batches are timed. Reported per row: audio seconds delivered per wall second, CPU
+seconds spent by this process and its worker processes (Linux /proc; all threads), audio seconds
+per CPU second (the per-core rate), and the host cores one accelerator consuming `--gpu-rate`
+audio-s/s would need at that per-core rate. The timed batches lie in one epoch (no row twice); the
+files are in the OS page cache after the first pass, so the figures are for warm local storage, not
+a cold shared file system.
 """
 
 from __future__ import annotations

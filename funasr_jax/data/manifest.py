@@ -53,6 +53,7 @@ __all__ = [
     "audio_present",
     "example_audio",
     "read_manifests",
+    "require_jsonl",
 ]
 
 log = logging.getLogger(__name__)
@@ -326,6 +327,8 @@ def example_audio(ex: Example, sample_rate: int = 16000):
             _, data = read_record(*ex.shard_ref)
         except FileNotFoundError:
             raise AudioError(f"{ex.audio_path}: audio file not found (shard missing)") from None
+        except (ValueError, OSError, RuntimeError) as e:  # a short / corrupt shard, an index past its end
+            raise AudioError(f"{ex.audio_path}: cannot read shard record ({e})") from None
         wave = load_audio_bytes(data, ex.audio_path, sample_rate)
     else:
         wave = load_audio(ex.audio_path, sample_rate)
@@ -337,3 +340,14 @@ def example_audio(ex: Example, sample_rate: int = 16000):
 def audio_present(ex: Example) -> bool:
     """Whether `ex`'s audio is there to read (its file, or its shard file); nothing is decoded."""
     return os.path.exists(ex.shard_ref[0] if ex.shard_ref is not None else ex.audio_path)
+
+
+def require_jsonl(paths, tool: str) -> None:
+    """ManifestError when one of `paths` is a shard manifest: `tool` rewrites JSONL lines, which a
+    shard does not have (give it the JSONL the shards were packed from)."""
+    from funasr_jax.data import shards  # a cycle (shards builds Examples)
+
+    for p in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+        if shards.is_shard_manifest(p):
+            raise ManifestError(f"{p}: a shard manifest; {tool} rewrites JSONL manifest lines, so give it the "
+                                "JSONL files the shards were packed from (and pack its output again)")

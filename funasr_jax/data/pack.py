@@ -201,7 +201,8 @@ def _list_lhotse(path: str, rows: list, bad: list) -> None:
             src = os.path.join(base, src) if os.path.exists(os.path.join(base, src)) else os.path.abspath(src)
         audio = {"path": src, "offset": float(cut.get("start", 0.0)), "duration": float(cut["duration"]),
                  "channel": cut.get("channel", 0), "sr": int(rec.get("sampling_rate", 0))}
-        rows.append(_row(path, where, audio, cut.get("id", f"{Path(path).name}:{n}"), " ".join(t.strip() for t in texts),
+        text = " ".join(t.strip() for t in texts)
+        rows.append(_row(path, where, audio, cut.get("id", f"{Path(path).name}:{n}"), text,
                          language=_language(sups[0].get("language"))))
 
 

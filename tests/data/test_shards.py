@@ -14,7 +14,8 @@ from helpers.train import DEMO, small_manifest
 
 from funasr_jax.data.config import DataConfig
 from funasr_jax.data.datasets import make_train_data, make_train_iterator
-from funasr_jax.data.manifest import example_audio, read_manifests
+from funasr_jax.audio.io import AudioError
+from funasr_jax.data.manifest import ManifestError, example_audio, read_manifests, require_jsonl
 from funasr_jax.data.pack import PackError, pack
 
 TEXTS = ["alpha bravo", "charlie", "delta echo foxtrot", "golf", "hotel india", "juliet"]
@@ -136,6 +137,12 @@ def test_mixed_sources_in_one_pack(tmp_path):
     got = read_manifests([tmp_path / "out"])
     assert [ex.key for ex in got] == list(jw) + list(kw)  # source order, then line order
     assert [s["packed"] for s in r.summary["sources"].values()] == [6, 4]
+    with pytest.raises(ManifestError, match="a shard manifest; first_pass rewrites JSONL"):
+        require_jsonl([j[1], str(tmp_path / "out")], "first_pass")  # the JSONL rewriters refuse shards by name
+    # a damaged shard is an AudioError naming shard#index (training's on_error='skip' pads the row)
+    (tmp_path / "out" / "shard-00001.array_record").write_bytes(b"\0" * 64)
+    with pytest.raises(AudioError, match=r"shard-00001\.array_record#0: cannot read shard record"):
+        example_audio(read_manifests([tmp_path / "out"])[4])
 
 
 def test_killed_pack_resumes_without_duplicates_or_losses(tmp_path):
@@ -183,8 +190,8 @@ def _bad_lhotse(d: Path, good: Path):
                          "sampling_rate": SR, "num_samples": 4800, "duration": 0.3}, "type": "MonoCut"}
     sup = [{"id": "s", "recording_id": "r", "start": 0, "duration": 0.3, "text": "x"}]
     long = dict(cut, id="c2", duration=9.0, supervisions=sup)
-    lp.write_text("\n".join([json.dumps(cut), "[1, 2", json.dumps(long), json.dumps(dict(cut, id="c3", supervisions=sup))])
-                  + "\n")
+    ok = dict(cut, id="c3", supervisions=sup)
+    lp.write_text("\n".join([json.dumps(cut), "[1, 2", json.dumps(long), json.dumps(ok)]) + "\n")
     return ("lhotse", str(lp)), {f"{lp}:1": "no transcript", f"{lp}:2": "invalid JSON",
                                  f"{lp}:3": "cut past the recording"}, 1
 
