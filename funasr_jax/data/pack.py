@@ -392,6 +392,7 @@ def pack(sources: list[tuple[str, str]], out: str | os.PathLike, *, shard_size: 
         raise ValueError(f"on_error must be 'skip' or 'stop', got {on_error!r}")
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    sources = [(k, os.fspath(p)) for k, p in sources]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, bad = list_rows(sources)
