@@ -44,6 +44,8 @@ class StepNeeds:
 class DataConfig:
     """Data pipeline settings.
 
+    train_files / dev_files / test_files: FunASR ChatML JSONL manifests and / or shard manifests
+      (`shards.json` written by `python -m funasr_jax.data.pack`, or its folder), read in order.
     bucket_frames: LFR-frame (60 ms) bucket edges, ascending; a batch's feats are [B, edge, 560].
     batch_size: global batch size (rows over all processes).
     max_target_tokens: training skips targets with more LLM tokens ("{text}<|im_end|>").

@@ -50,7 +50,8 @@ import numpy as np
 from absl import flags
 
 from funasr_jax.data.config import DataConfig, DataError, StepNeeds
-from funasr_jax.data.manifest import EmptyManifestError, Example, ManifestStats, empty_manifest_message, read_manifests
+from funasr_jax.data.manifest import (EmptyManifestError, Example, ManifestStats, audio_present, empty_manifest_message,
+                                      read_manifests)
 from funasr_jax.data.planning import BucketShape, EpochPlan, Planner, lfr_estimate
 from funasr_jax.data.context import PromptContexts
 from funasr_jax.data.rows import BatchLoader, count_tokens
@@ -93,7 +94,7 @@ PROBED_UNREADABLE = 1000  # rows whose reason an UnreadableDataError establishes
 
 def unreadable_reason(ex: Example, err: Exception | None) -> str:
     """A short reason class for a row that could not be read (`err`: what loading it raised)."""
-    if not os.path.exists(ex.audio_path):
+    if not audio_present(ex):
         return "audio file not found"
     if err is None:
         return "failed when loaded, readable when checked again"
@@ -134,7 +135,7 @@ def check_audio_present(cfg: DataConfig, examples: Sequence[Example], kept: Sequ
     idx = np.arange(len(examples)) if kept is None else np.asarray(kept, np.int64)
     if len(idx) > sample:
         idx = idx[np.linspace(0, len(idx) - 1, sample).round().astype(np.int64)]
-    missing = [examples[int(i)] for i in idx if not os.path.exists(examples[int(i)].audio_path)]
+    missing = [examples[int(i)] for i in idx if not audio_present(examples[int(i)])]
     if missing and len(missing) > cfg.max_unreadable_share * len(idx):
         what = "training rows" if len(idx) == (len(examples) if kept is None else len(kept)) else \
             f"training rows checked (sampled evenly from {len(examples) if kept is None else len(kept)})"

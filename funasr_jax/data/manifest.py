@@ -35,7 +35,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from funasr_jax.audio.io import load_audio
+from funasr_jax.audio.io import AudioError, load_audio, load_audio_bytes
 from funasr_jax.text.prompt import DEFAULT_SYSTEM_PROMPT
 
 __all__ = [
@@ -50,7 +50,10 @@ __all__ = [
     "empty_manifest_message",
     "parse_line",
     "read_manifest",
+    "audio_present",
+    "example_audio",
     "read_manifests",
+    "require_jsonl",
 ]
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,7 @@ class Example:
     text_length: int = 0
     first_pass: str | None = None
     audio_end_ms: float | None = None  # only the audio before this time is the utterance (a cut copy)
+    shard_ref: tuple[str, int] | None = None  # (array_record file, record index): audio from a shard (`data.shards`)
 
     @property
     def where(self) -> str:
@@ -265,6 +269,22 @@ def read_manifests(paths: Iterable[str | os.PathLike] | str | os.PathLike, on_er
     out: list[Example] = []
     for p in paths:
         src = os.fspath(p)
+        from funasr_jax.data import shards  # a cycle (shards builds Examples): shard manifests read there
+
+        if shards.is_shard_manifest(src):
+            got = shards.read_shard_examples(src)
+            stats.lines += len(got)
+            out.extend(ex for ex in got if not (labelled and ex.target is None))
+            n_unlab = sum(ex.target is None for ex in got) if labelled else 0
+            if n_unlab:
+                msg = (f"{src}: {n_unlab} unlabelled rows (no transcript); only a stage with "
+                       "data.require_transcripts=false (bestrq) reads these")
+                if on_error == "raise":
+                    raise ManifestError(msg)
+                stats.skipped += n_unlab
+                stats.errors.append(msg)
+                log.warning("skipping: %s", msg)
+            continue
         try:
             f = open(src, encoding="utf-8")  # noqa: SIM115 (closed by the `with f:` below)
         except OSError as e:
@@ -298,8 +318,36 @@ def read_manifests(paths: Iterable[str | os.PathLike] | str | os.PathLike, on_er
 
 def example_audio(ex: Example, sample_rate: int = 16000):
     """`ex`'s waveform [S] float32 at `sample_rate`: its audio file (`audio.io.load_audio`), cut
-    at `ex.audio_end_ms` when the line carries one (streaming-simulated copies)."""
-    wave = load_audio(ex.audio_path, sample_rate)
+    at `ex.audio_end_ms` when the line carries one (streaming-simulated copies). A row read from
+    a shard (`ex.shard_ref`) decodes its record's bytes with the same decoder."""
+    if ex.shard_ref is not None:
+        from funasr_jax.data.shards import read_record  # a cycle: shards builds Examples
+
+        try:
+            _, data = read_record(*ex.shard_ref)
+        except FileNotFoundError:
+            raise AudioError(f"{ex.audio_path}: audio file not found (shard missing)") from None
+        except (ValueError, OSError, RuntimeError) as e:  # a short / corrupt shard, an index past its end
+            raise AudioError(f"{ex.audio_path}: cannot read shard record ({e})") from None
+        wave = load_audio_bytes(data, ex.audio_path, sample_rate)
+    else:
+        wave = load_audio(ex.audio_path, sample_rate)
     if ex.audio_end_ms is not None:
         wave = wave[: int(round(ex.audio_end_ms * sample_rate / 1000.0))]
     return wave
+
+
+def audio_present(ex: Example) -> bool:
+    """Whether `ex`'s audio is there to read (its file, or its shard file); nothing is decoded."""
+    return os.path.exists(ex.shard_ref[0] if ex.shard_ref is not None else ex.audio_path)
+
+
+def require_jsonl(paths, tool: str) -> None:
+    """ManifestError when one of `paths` is a shard manifest: `tool` rewrites JSONL lines, which a
+    shard does not have (give it the JSONL the shards were packed from)."""
+    from funasr_jax.data import shards  # a cycle (shards builds Examples)
+
+    for p in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+        if shards.is_shard_manifest(p):
+            raise ManifestError(f"{p}: a shard manifest; {tool} rewrites JSONL manifest lines, so give it the "
+                                "JSONL files the shards were packed from (and pack its output again)")

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from funasr_jax.data.manifest import SPEECH_BEGIN, SPEECH_END, ManifestError, read_manifests
+from funasr_jax.data.manifest import SPEECH_BEGIN, SPEECH_END, ManifestError, read_manifests, require_jsonl
 from funasr_jax.infer.evaluate import evaluate_examples, format_table
 from funasr_jax.infer.recognizer import Recognizer
 from funasr_jax.io.checkpoint import CheckpointError
@@ -51,6 +51,7 @@ def write_first_pass_manifests(rec, files: Sequence[str], out_dir, *, batch_size
     names = [Path(f).name for f in files]
     if len(set(names)) != len(names):
         raise ValueError(f"first_pass: input manifests share a file name ({names}); write them to separate folders")
+    require_jsonl(files, "first_pass")
     examples = read_manifests(files, on_error="skip")
     rows, table, info = evaluate_examples(rec, examples, mode="ctc", batch_size=batch_size, on_error="skip",
                                           progress=progress)

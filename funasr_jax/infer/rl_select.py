@@ -37,7 +37,8 @@ from typing import Sequence
 import numpy as np
 import soundfile as sf
 
-from funasr_jax.data.manifest import SPEECH_BEGIN, SPEECH_END, ManifestError, example_audio, read_manifests
+from funasr_jax.data.manifest import (SPEECH_BEGIN, SPEECH_END, ManifestError, example_audio, read_manifests,
+                                      require_jsonl)
 from funasr_jax.infer.evaluate import evaluate_examples
 from funasr_jax.infer.first_pass import relocate_audio
 from funasr_jax.infer.recognizer import Recognizer
@@ -125,6 +126,7 @@ def select_rl_data(rec: Recognizer, files: Sequence[str], out_dir, *, per_subset
     """Decode, classify, build the long set, cut, write out_dir/rl.jsonl. Returns counts and paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    require_jsonl(files, "rl_select")
     examples = read_manifests(files, on_error="skip")
     if max_utts:
         examples = examples[:max_utts]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from funasr_jax.data.manifest import example_audio, read_manifests
+from funasr_jax.data.manifest import example_audio, read_manifests, require_jsonl
 from funasr_jax.decode.align import AlignmentError, ctc_forced_align
 from funasr_jax.infer.first_pass import relocate_audio
 from funasr_jax.io.checkpoint import CheckpointError
@@ -77,6 +77,7 @@ def write_stream_manifests(rec: Recognizer, files: Sequence[str], out_dir, *, fr
     counts = {"utterances": 0, "cut": 0, "too_short": 0, "unaligned": 0, "empty_prefix": 0}
     outputs = []
     for f in files:
+        require_jsonl([f], "stream_data")
         examples = read_manifests([f], on_error="skip")
         by_line = {ex.line: ex for ex in examples}
         plans = {}
