@@ -202,9 +202,9 @@ def _train(cfg: TrainConfig, out: Path, stop_after: int | None) -> dict:
         compiled = precompile(steps.accumulate, restore_target(built.abstract_state, steps.state_shardings),
                               data.templates(), micro_batches=accum, rows=cfg.data.batch_size)
 
-    log = MetricsLog(out / "metrics.jsonl", sinks=open_sinks(cfg.run, out, configtools.to_dict(cfg),
-                                                               primary=jax.process_index() == 0))
     start = int(state["step"])
+    log = MetricsLog(out / "metrics.jsonl", sinks=open_sinks(cfg.run, out, configtools.to_dict(cfg),
+                                                               primary=jax.process_index() == 0, start_step=start))
     if jax.process_index() == 0:  # rows a resume (or a fresh start over an old log) would repeat
         dropped = log.rewind(start, drop_dev_at_step=start >= cfg.run.steps and cfg.run.eval_at_end)
         if dropped:

@@ -38,11 +38,13 @@ def scalars(row: dict) -> dict[str, float]:
 class TensorBoardSink:
     """Scalars into TensorBoard event files (`tensorboard --logdir <out_dir>/tensorboard`)."""
 
-    def __init__(self, logdir):
+    def __init__(self, logdir, purge_step: int | None = None):
         from tensorboardX import SummaryWriter
 
         self.logdir = Path(logdir)
-        self.writer = SummaryWriter(logdir=str(self.logdir), flush_secs=30)
+        # purge_step: a resumed run tells TensorBoard to drop what an earlier attempt logged from
+        # that step on (rows after the last checkpoint, logged again now)
+        self.writer = SummaryWriter(logdir=str(self.logdir), flush_secs=30, purge_step=purge_step)
 
     def write(self, row: dict) -> None:
         step = int(row.get("step", 0))
@@ -70,14 +72,15 @@ class WandbSink:
         self.run.finish()
 
 
-def open_sinks(run_cfg, out_dir, config: dict | None = None, *, primary: bool = True) -> list:
+def open_sinks(run_cfg, out_dir, config: dict | None = None, *, primary: bool = True, start_step: int = 0) -> list:
     """The sinks `run_cfg` asks for (`tensorboard`, `wandb_project`); none on hosts other than
-    the first (`primary=False`), which would write the same rows again."""
+    the first (`primary=False`), which would write the same rows again. `start_step`: the step a
+    resumed run starts from (0 for a fresh one)."""
     if not primary:
         return []
     sinks = []
     if run_cfg.tensorboard:
-        sinks.append(TensorBoardSink(Path(out_dir) / "tensorboard"))
+        sinks.append(TensorBoardSink(Path(out_dir) / "tensorboard", purge_step=start_step or None))
     if run_cfg.wandb_project:  # RunConfig.validate has checked that wandb is installed
         sinks.append(WandbSink(run_cfg.wandb_project, Path(out_dir).name, config))
     return sinks

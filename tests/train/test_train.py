@@ -117,6 +117,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     from helpers.tensorboard import assert_tensorboard_matches_jsonl
 
     assert_tensorboard_matches_jsonl(a.run.out_dir)  # every metric row also went to TensorBoard
+    assert_tensorboard_matches_jsonl(b.run.out_dir)  # and a resumed run's, once each
 
 
 @pytest.fixture(scope="module")
