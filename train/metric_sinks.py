@@ -42,8 +42,8 @@ class TensorBoardSink:
         from tensorboardX import SummaryWriter
 
         self.logdir = Path(logdir)
-        # purge_step: a resumed run tells TensorBoard to drop what an earlier attempt logged from
-        # that step on (rows after the last checkpoint, logged again now)
+        # purge_step: a resumed run (from checkpoint step S, so purge_step S + 1) tells TensorBoard
+        # to drop what an earlier attempt logged after S: those steps are logged again now
         self.writer = SummaryWriter(logdir=str(self.logdir), flush_secs=30, purge_step=purge_step)
 
     def write(self, row: dict) -> None:
@@ -80,7 +80,7 @@ def open_sinks(run_cfg, out_dir, config: dict | None = None, *, primary: bool = 
         return []
     sinks = []
     if run_cfg.tensorboard:
-        sinks.append(TensorBoardSink(Path(out_dir) / "tensorboard", purge_step=start_step or None))
+        sinks.append(TensorBoardSink(Path(out_dir) / "tensorboard", purge_step=start_step + 1 if start_step else None))
     if run_cfg.wandb_project:  # RunConfig.validate has checked that wandb is installed
         sinks.append(WandbSink(run_cfg.wandb_project, Path(out_dir).name, config))
     return sinks

@@ -1,4 +1,4 @@
-"""Run safety (issue 31): one trainer per run directory, verified checkpoints, non-finite steps
+"""Run safety: one trainer per run directory, verified checkpoints, non-finite steps
 stop (or are skipped) before anything is saved, a resume falls back past damaged checkpoints,
 failed writes are one named line and exit 2 with the last good checkpoint untouched, and
 metrics.jsonl has no repeated steps after a resume.
@@ -47,7 +47,7 @@ def _cfg(tmp: Path, out: Path, steps: int, **sets):
 def _cli(cfg) -> list[str]:
     """`python -m train.main` for `cfg` (the fields `_cfg` sets)."""
     sets = {"data.train_files": cfg.data.train_files[0], "data.dev_files": cfg.data.dev_files[0],
-            "data.batch_size": cfg.data.batch_size, "data.bucket_frames": "(64,128)",
+            "data.batch_size": cfg.data.batch_size, "data.bucket_frames": f"({','.join(map(str, cfg.data.bucket_frames))},)",
             "data.noise_prob": cfg.data.noise_prob, "run.out_dir": cfg.run.out_dir, "run.steps": cfg.run.steps,
             "run.log_every": 1, "run.save_every": cfg.run.save_every, "run.keep": cfg.run.keep,
             "run.decode_max_tokens": cfg.run.decode_max_tokens, "run.progress": False, "run.eval_at_end": False,
