@@ -84,10 +84,18 @@ def test_accumulation_equals_one_big_batch(tmp_path, highest_precision):
         np.testing.assert_allclose(float(m_acc[k]), float(m_big[k]), rtol=RTOL, atol=ATOL, err_msg=k)
     assert float(m_big["llm_count"]) == norm["tokens"]
     before, a, b = flatten(params), flatten(s_big["params"]), flatten(s_acc["params"])
+    gb, ga = flatten(g_big), flatten(g_acc)
     moved = 0
     for path in a:
         x, y = np.asarray(a[path]), np.asarray(b[path])
-        np.testing.assert_allclose(y, x, rtol=RTOL, atol=ATOL, err_msg="/".join(path))
+        # Adam's first step moves a parameter by lr * g / (|g| + eps): the gradient difference
+        # checked above (rounding of two sums) moves it by up to lr * eps * dg / (|g| + eps)^2,
+        # which for a near-zero gradient exceeds ATOL; that much more is allowed, element by element
+        g = np.abs(np.asarray(gb[path], np.float64))
+        dg = np.abs(np.asarray(ga[path], np.float64) - np.asarray(gb[path], np.float64))
+        slack = 2 * cfg.optim.lr * EPS * dg / (g + EPS) ** 2
+        err = np.abs(y.astype(np.float64) - x) - (RTOL * np.abs(x) + ATOL + slack)
+        assert err.max() <= 0, f"{'/'.join(path)}: {int((err > 0).sum())} elements beyond tolerance (worst by {err.max():.3g})"
         moved += not np.array_equal(x, np.asarray(before[path]))
     assert moved == len(a)  # every tensor took the update
     assert int(s_acc["step"]) == int(s_big["step"]) == 1
