@@ -49,3 +49,33 @@ def tiny_cfg(stage: str, tmp_path, steps=3, **sets):
     for k, v in sets.items():
         cfg = configtools.override(cfg, k, str(v))
     return cfg.validate()
+
+
+def train_rows(run_dir) -> list[dict]:
+    """The `train` rows of a run's metrics.jsonl."""
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [r for r in (json.loads(line) for line in lines) if r["split"] == "train"]
+
+
+def assert_resume_equals_uninterrupted(a, b, stop_after: int = 2) -> tuple[list[dict], list[dict]]:
+    """Train config `a` straight through; train `b` (the same run in another out_dir) stopped
+    after `stop_after` steps, then again (a resume). The final params must be bit-equal and each
+    step logged once. -> (a's train rows, b's train rows) for further checks."""
+    import numpy as np
+
+    from funasr_jax.io.checkpoint import load_model
+    from sharding.paths import flatten
+    from train.loop import train
+
+    train(a)
+    r = train(b, stop_after=stop_after)
+    assert r.get("interrupted") and r["steps"] == stop_after
+    train(b)  # resumes
+    pa, pb = load_model(a.run.out_dir).params, load_model(b.run.out_dir).params
+    fa, fb = flatten(pa), flatten(pb)
+    assert fa.keys() == fb.keys()
+    for path in fa:
+        np.testing.assert_array_equal(np.asarray(fb[path]), np.asarray(fa[path]), err_msg="/".join(path))
+    rows_a, rows_b = train_rows(a.run.out_dir), train_rows(b.run.out_dir)
+    assert [r["step"] for r in rows_b] == list(range(1, a.run.steps + 1))
+    return rows_a, rows_b

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers.sharding import SLIM, host_params  # noqa: E402
+from helpers.train import assert_resume_equals_uninterrupted  # noqa: E402
 
 from funasr_jax.configtools import ConfigError  # noqa: E402
 from funasr_jax.models.batch import IGNORE_INDEX, Batch  # noqa: E402
@@ -298,26 +299,11 @@ def sft_checkpoint(tmp_path_factory):
 
 
 def test_resume_equals_uninterrupted(sft_checkpoint, tmp_path):
-    from funasr_jax.io.checkpoint import load_model
-    from sharding.paths import flatten
-    from train.loop import train
-
     sets = {"run.init_from": sft_checkpoint, "run.eval_at_end": False, "grpo.max_new_tokens": 4,
             "grpo.group_size": 2, "data.bucket_frames": "(128,)"}
     a = _tiny("grpo", tmp_path / "a", 4, **sets)
-    train(a)
     b = _tiny("grpo", tmp_path / "b", 4, **sets)
-    r = train(b, stop_after=2)
-    assert r.get("interrupted") and r["steps"] == 2
-    train(b)
-    pa, pb = load_model(a.run.out_dir).params, load_model(b.run.out_dir).params
-    for (path, x), (_, y) in zip(flatten(pa).items(), flatten(pb).items()):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg="/".join(path))
-    rows = [json.loads(l) for l in (Path(b.run.out_dir) / "metrics.jsonl").read_text().splitlines()]
-    train_rows = [r for r in rows if r["split"] == "train"]
-    assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
-    ra = [r for r in (json.loads(l) for l in (Path(a.run.out_dir) / "metrics.jsonl").read_text().splitlines())
-          if r["split"] == "train"]
+    ra, train_rows = assert_resume_equals_uninterrupted(a, b)
     assert [r["reward"] for r in ra] == [r["reward"] for r in train_rows]  # same samples after the resume
     for r in train_rows:
         assert {"reward", "r/error", "r/keyword", "r/hallucination", "r/language", "kl", "clip_frac", "entropy",

@@ -16,7 +16,7 @@ import pytest
 from funasr_jax import configtools
 from funasr_jax.configtools import ConfigError
 from funasr_jax.io.names import flatten
-from helpers.train import DEMO, small_manifest, tiny_cfg
+from helpers.train import DEMO, assert_resume_equals_uninterrupted, small_manifest, tiny_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["sft1", "sft2", "sft3", "sft4", "sft5", "ctc_warmup", "sft_full", "sft_llm", "hotword_sft", "ctx_sft",
@@ -98,21 +98,9 @@ def test_freeze_plan(stage, tmp_path):
 
 
 def test_resume_equals_uninterrupted(tmp_path):
-    from train.loop import train
-
     a = tiny_cfg("sft_full", tmp_path / "a", steps=4, **{"run.eval_max_utts": 1})
-    train(a)
     b = tiny_cfg("sft_full", tmp_path / "b", steps=4, **{"run.eval_max_utts": 1})
-    r = train(b, stop_after=2)
-    assert r.get("interrupted") and r["steps"] == 2
-    train(b)  # resumes from step 2
-    from funasr_jax.io.checkpoint import load_model
-
-    pa, pb = load_model(a.run.out_dir).params, load_model(b.run.out_dir).params
-    for (path, x), (_, y) in zip(flatten(pa).items(), flatten(pb).items()):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg="/".join(path))
-    rows = [json.loads(l) for l in (Path(b.run.out_dir) / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4]
+    assert_resume_equals_uninterrupted(a, b)
     assert (Path(b.run.out_dir) / "curves.png").stat().st_size > 1000
     from helpers.tensorboard import assert_tensorboard_matches_jsonl
 
