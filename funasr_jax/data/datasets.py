@@ -50,8 +50,8 @@ import numpy as np
 from absl import flags
 
 from funasr_jax.data.config import DataConfig, DataError, StepNeeds
-from funasr_jax.data.manifest import (EmptyManifestError, Example, ManifestStats, audio_present, empty_manifest_message,
-                                      read_manifests)
+from funasr_jax.data.manifest import (EmptyManifestError, Example, ManifestStats, audio_error_reason, audio_present,
+                                      empty_manifest_message, read_manifests)
 from funasr_jax.data.planning import BucketShape, EpochPlan, Planner, lfr_estimate
 from funasr_jax.data.context import PromptContexts
 from funasr_jax.data.rows import BatchLoader, count_tokens
@@ -98,14 +98,7 @@ def unreadable_reason(ex: Example, err: Exception | None) -> str:
         return "audio file not found"
     if err is None:
         return "failed when loaded, readable when checked again"
-    text = str(err).lower()
-    for key, reason in (("cannot decode", "cannot decode audio"), ("truncated", "truncated audio"),
-                        ("0 bytes", "empty audio file"), ("0 samples", "empty audio file"),
-                        ("non-finite", "non-finite samples"), ("no feature frames", "too short for one feature frame"),
-                        ("lfr frames but", "longer than its length bucket"), ("cannot read", "cannot read the file")):
-        if key in text:
-            return reason
-    return type(err).__name__
+    return audio_error_reason(str(err), type(err).__name__)
 
 
 def unreadable_message(rows: Sequence[tuple[Example, str]], total: int, limit: float, what: str,

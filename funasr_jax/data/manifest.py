@@ -316,6 +316,21 @@ def read_manifests(paths: Iterable[str | os.PathLike] | str | os.PathLike, on_er
 
 
 
+# an audio error's message -> the short reason class counted in summaries (training's unreadable
+# rows, the packer's skipped rows); the first key found in the lower-cased message wins
+_AUDIO_REASONS = (("not found", "audio file not found"), ("cannot decode", "cannot decode audio"),
+                  ("truncated", "truncated audio"), ("0 bytes", "empty audio file"), ("0 samples", "empty audio file"),
+                  ("non-finite", "non-finite samples"), ("no feature frames", "too short for one feature frame"),
+                  ("lfr frames but", "longer than its length bucket"), ("runs past", "cut past the recording"),
+                  ("cannot read", "cannot read the file"))
+
+
+def audio_error_reason(message: str, default: str) -> str:
+    """The reason class of an audio error's `message` (`default` when none matches)."""
+    text = message.lower()
+    return next((reason for key, reason in _AUDIO_REASONS if key in text), default)
+
+
 def example_audio(ex: Example, sample_rate: int = 16000):
     """`ex`'s waveform [S] float32 at `sample_rate`: its audio file (`audio.io.load_audio`), cut
     at `ex.audio_end_ms` when the line carries one (streaming-simulated copies). A row read from

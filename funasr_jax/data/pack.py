@@ -45,7 +45,7 @@ import soundfile as sf
 
 from funasr_jax.audio.frontend import num_fbank_frames
 from funasr_jax.audio.io import AudioError, load_audio_bytes
-from funasr_jax.data.manifest import LANGUAGES, ManifestError, parse_line
+from funasr_jax.data.manifest import LANGUAGES, ManifestError, audio_error_reason, parse_line
 from funasr_jax.data.shards import MANIFEST_NAME, SHARDS_FORMAT, encode_record
 from funasr_jax.text.prompt import DEFAULT_SYSTEM_PROMPT
 
@@ -307,17 +307,6 @@ def _read_file(path: str) -> bytes:
         raise AudioError(f"{path}: cannot read audio file ({e.strerror or e})") from None
 
 
-def _audio_reason(msg: str) -> str:
-    text = msg.lower()
-    for key, reason in (("not found", "audio file not found"), ("cannot decode", "cannot decode audio"),
-                        ("truncated", "truncated audio"), ("0 bytes", "empty audio file"),
-                        ("0 samples", "empty audio file"), ("non-finite", "non-finite samples"),
-                        ("runs past", "cut past the recording"), ("cannot read", "cannot read the file")):
-        if key in text:
-            return reason
-    return "unreadable audio"
-
-
 # ------------------------------------------------------------------------------------------ shards
 
 
@@ -342,7 +331,7 @@ def pack_shard(out: str, index: int, rows: list[dict], on_error: str) -> dict:
                 data, name_ = _audio_bytes(row["audio"])
                 wave = load_audio_bytes(data, name_, SAMPLE_RATE)
             except (AudioError, RuntimeError, sf.LibsndfileError) as e:
-                b = Bad(row["src"], row["where"], _audio_reason(str(e)), str(e))
+                b = Bad(row["src"], row["where"], audio_error_reason(str(e), "unreadable audio"), str(e))
                 if on_error == "stop":
                     raise PackError(b.line()) from None
                 bad.append(b)
