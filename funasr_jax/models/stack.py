@@ -30,6 +30,7 @@ import numpy as np
 
 from funasr_jax.models.remat import remat_layer, static_argnums_of
 from sharding.context import constrain
+from sharding.paths import flatten, unflatten
 
 ACTIVATION_AXES = ("batch", "length", "embed")  # logical axes of h [B, T, D] between layers
 STACKED = "stacked"  # the child of a stack whose leaves are [L, ...] (the scanned layout)
@@ -173,26 +174,6 @@ def _layer(x, i: int):
     return x[i]
 
 
-def _flat(tree, prefix=()) -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, Mapping):
-            out.update(_flat(v, prefix + (str(k),)))
-        else:
-            out[prefix + (str(k),)] = v
-    return out
-
-
-def _nest(flat: dict) -> dict:
-    out: dict = {}
-    for path, v in flat.items():
-        node = out
-        for k in path[:-1]:
-            node = node.setdefault(k, {})
-        node[path[-1]] = v
-    return out
-
-
 def _is_stacked_node(node) -> bool:
     return isinstance(node, Mapping) and STACKED in node
 
@@ -200,7 +181,7 @@ def _is_stacked_node(node) -> bool:
 def layer_count(stacked_node: Mapping, where: str = "") -> int:
     """L of a stacked subtree ({STACKED: {...}}): the common leading dim of its leaves."""
     dims = {path: np.shape(v)[0] if not _is_abstract(v) else v.shape[0]
-            for path, v in _flat(stacked_node[STACKED]).items()}
+            for path, v in flatten(stacked_node[STACKED]).items()}
     if len(set(dims.values())) != 1:
         raise LayoutError(f"{where}/{STACKED}: leaves disagree on the layer count: "
                           + ", ".join(f"{'/'.join(p)} {d}" for p, d in sorted(dims.items())))
@@ -262,10 +243,10 @@ def _stack_children(tree: Mapping, like: Mapping, where: str) -> dict:
                           f"(expected layer indices 0..{n - 1})")
     inner_like = like[STACKED]
     # a stack nested inside the layer: bring each layer to the per-layer form first
-    layers = [_flat(to_layout(tree[str(i)], unstack_layers({STACKED: inner_like})["0"], f"{where}/{i}"))
+    layers = [flatten(to_layout(tree[str(i)], unstack_layers({STACKED: inner_like})["0"], f"{where}/{i}"))
               if str(i) in tree else {} for i in range(n)]
     out = {}
-    for path in _flat(unstack_layers({STACKED: inner_like})["0"]):
+    for path in flatten(unstack_layers({STACKED: inner_like})["0"]):
         have = [i for i in range(n) if path in layers[i]]
         if not have:
             continue
@@ -279,7 +260,7 @@ def _stack_children(tree: Mapping, like: Mapping, where: str) -> dict:
         if len(shapes) != 1:
             raise LayoutError(f"{where}/{{i}}/{name}: layers have different shapes {sorted(shapes)}")
         out[path] = _stack([layers[i][path] for i in range(n)])
-    return _nest(out)
+    return unflatten(out)
 
 
 def stacked_depth(path) -> int:
